@@ -1,0 +1,5 @@
+import sys
+
+from tfscale.cli import main
+
+sys.exit(main())

@@ -1,0 +1,81 @@
+"""Readers of cluster managers' environments: Slurm, Kubernetes, TPU hosts.
+
+Each function takes the environment as a mapping (os.environ by default in
+`detect`), so tests fake the environment, not the code.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from tfscale.errors import ClusterError
+
+DEFAULT_PORT = 12345
+
+
+def slurm_cluster(environ: Mapping[str, str], *, port_base: int = 8888, gpus_per_node: int = 0):
+    """Returns (cluster_spec, task_index) for a Slurm job step, or None outside Slurm.
+
+    Uses TensorFlow's SlurmClusterResolver on SLURM_PROCID, SLURM_STEP_NUM_TASKS,
+    SLURM_STEP_NODELIST and SLURM_STEP_TASKS_PER_NODE.
+    """
+    if "SLURM_PROCID" not in environ or "SLURM_STEP_NODELIST" not in environ:
+        return None
+    from tensorflow.python.distribute.cluster_resolver import slurm_cluster_resolver as slurm
+
+    saved = dict(os.environ)
+    try:  # the resolver reads os.environ itself
+        os.environ.update({k: v for k, v in environ.items() if k.startswith("SLURM_")})
+        resolver = slurm.SlurmClusterResolver(port_base=port_base, gpus_per_node=gpus_per_node,
+                                              gpus_per_task=0 if not gpus_per_node else None,
+                                              auto_set_gpu=False)
+        spec = resolver.cluster_spec().as_dict()
+        return {k: list(v) if isinstance(v, list) else list(v.values()) for k, v in spec.items()}, resolver.task_id
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise ClusterError(f"the Slurm environment could not be read: {e}", where="SLURM_* variables",
+                           fix="run under `srun` (one task per worker), or pass --cluster none") from None
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def kubernetes_cluster(environ: Mapping[str, str]):
+    """Returns (cluster_spec, task_index) for a pod of a tfscale Indexed Job, or None.
+
+    `tfscale launch --print-manifest` writes an Indexed Job with a headless
+    Service; each pod knows its index (JOB_COMPLETION_INDEX) and the shape of
+    the job (TFSCALE_K8S_JOB, TFSCALE_K8S_SERVICE, TFSCALE_NUM_WORKERS, TFSCALE_PORT).
+    """
+    if "KUBERNETES_SERVICE_HOST" not in environ:
+        return None
+    needed = ("JOB_COMPLETION_INDEX", "TFSCALE_K8S_JOB", "TFSCALE_K8S_SERVICE", "TFSCALE_NUM_WORKERS")
+    if not all(k in environ for k in needed):
+        return None
+    try:
+        n = int(environ["TFSCALE_NUM_WORKERS"])
+        index = int(environ["JOB_COMPLETION_INDEX"])
+        port = int(environ.get("TFSCALE_PORT", DEFAULT_PORT))
+    except ValueError as e:
+        raise ClusterError(f"a tfscale Kubernetes variable is not a number: {e}", where="pod environment",
+                           fix="regenerate the manifest with `tfscale launch --print-manifest`") from None
+    job, service = environ["TFSCALE_K8S_JOB"], environ["TFSCALE_K8S_SERVICE"]
+    hosts = [f"{job}-{i}.{service}:{port}" for i in range(n)]
+    return {"worker": hosts}, index
+
+
+def tpu_address(environ: Mapping[str, str], explicit: str | None = None) -> tuple[str | None, str]:
+    """Returns (the TPU to resolve, why), or (None, why) where no TPU is announced.
+
+    "" means the TPU attached to this VM (Colab, Kaggle, Cloud TPU VM).
+    """
+    if explicit is not None:
+        return explicit, f"TPU {explicit or 'local'!r} asked for explicitly"
+    if environ.get("TPU_NAME"):
+        return environ["TPU_NAME"], f"TPU_NAME={environ['TPU_NAME']} (Cloud TPU)"
+    if environ.get("COLAB_TPU_ADDR"):
+        return "grpc://" + environ["COLAB_TPU_ADDR"], "COLAB_TPU_ADDR is set (Colab TPU)"
+    if environ.get("TPU_ACCELERATOR_TYPE"):
+        where = "Kaggle" if "KAGGLE_KERNEL_RUN_TYPE" in environ else "TPU VM"
+        return "", f"TPU_ACCELERATOR_TYPE={environ['TPU_ACCELERATOR_TYPE']} ({where})"
+    return None, "no TPU variables (TPU_NAME, COLAB_TPU_ADDR, TPU_ACCELERATOR_TYPE)"

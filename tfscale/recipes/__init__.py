@@ -1,0 +1,1 @@
+"""Recipes compose the layers below: `tfscale info`, the demo, config-driven training."""

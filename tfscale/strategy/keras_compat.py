@@ -1,0 +1,92 @@
+"""The Keras 3 compatibility layer: what today's Keras 3 + TensorFlow need to work together.
+
+Everything here works around an upstream bug and names it, so it can be
+deleted the day upstream fixes it.  Nothing here patches Keras or TensorFlow
+for the whole process: the fixes live on tfscale's own strategy subclass and
+apply only to models built under its scope.
+
+keras-team/keras#20585 (also tensorflow/tensorflow#72388, ray-project/ray#47464):
+`Model.fit` under MultiWorkerMirroredStrategy fails in Keras 3 because
+
+1. `TensorFlowTrainer._maybe_symbolic_build` reduces the whole first batch, a
+   nested structure, with one `strategy.reduce` call, which
+   CollectiveAllReduceStrategy accepts only tensor by tensor; and
+2. `reduce_per_replica` reduces scalar logs with `axis=0`, which fails on rank-0 values.
+
+`MultiWorkerStrategy.reduce` below takes structures apart and drops `axis` on
+scalars. It also gives each worker more than one CPU replica (logical CPU
+devices), which TensorFlow's strategy does not allow (it uses one CPU device).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from tensorflow.python.distribute import collective_all_reduce_strategy as _collective
+from tensorflow.python.distribute import distribute_lib as _distribute_lib
+
+# The first Keras release with keras-team/keras#20585 fixed; None while it is open.
+KERAS_FIT_FIXED_IN: tuple[int, int] | None = None
+
+
+def _keras_version() -> tuple[int, int]:
+    major, minor = keras.__version__.split(".")[:2]
+    return int(major), int(minor)
+
+
+def needs_reduce_fix(version: tuple[int, int] | None = None) -> bool:
+    """True for the Keras 3 versions whose `fit` fails under multi-worker strategies."""
+    version = version or _keras_version()
+    return version[0] >= 3 and (KERAS_FIT_FIXED_IN is None or version < KERAS_FIT_FIXED_IN)
+
+
+class _Extended(_collective.CollectiveAllReduceExtended):
+    """CollectiveAllReduceExtended that can use several logical CPU devices per worker."""
+
+    def __init__(self, container_strategy, cluster_resolver, communication_options, cpu_replicas):
+        self._tfscale_cpu_replicas = cpu_replicas
+        super().__init__(container_strategy, cluster_resolver=cluster_resolver,
+                         communication_options=communication_options)
+
+    def _initialize_local_devices(self, cluster_resolver, worker_device):
+        devices, device_type = super()._initialize_local_devices(cluster_resolver, worker_device)
+        if device_type == "CPU" and self._tfscale_cpu_replicas > 1:
+            devices = tuple(f"{worker_device}/device:CPU:{i}" for i in range(self._tfscale_cpu_replicas))
+        return devices, device_type
+
+
+class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """MultiWorkerMirroredStrategy on which Keras 3 `fit`/`evaluate`/`predict` work.
+
+    Still an instance of `tf.distribute.MultiWorkerMirroredStrategy`, so Keras
+    and TensorFlow treat it as that strategy everywhere else.
+    """
+
+    def __init__(self, cluster_resolver=None, communication_options=None, cpu_replicas: int = 1):
+        communication_options = communication_options or tf.distribute.experimental.CommunicationOptions()
+        # Skip MultiWorkerMirroredStrategy.__init__ only to pass our own extended.
+        _distribute_lib.Strategy.__init__(
+            self, _Extended(self, cluster_resolver, communication_options, cpu_replicas))
+        self._tfscale_fix_reduce = needs_reduce_fix()
+
+    def reduce(self, reduce_op, value, axis):
+        if not self._tfscale_fix_reduce:
+            return super().reduce(reduce_op, value, axis)
+        # keras-team/keras#20585 (1): Keras passes a nested batch; reduce leaf by leaf.
+        if not _is_leaf(value):
+            return tf.nest.map_structure(lambda v: self.reduce(reduce_op, v, axis), value)
+        # keras-team/keras#20585 (2): Keras reduces scalar logs with axis=0.
+        if axis is not None and _rank(self, value) == 0:
+            axis = None
+        return super().reduce(reduce_op, value, axis)
+
+
+def _is_leaf(value) -> bool:
+    return isinstance(value, (tf.Tensor, tf.Variable, tf.distribute.DistributedValues)) or not tf.nest.is_nested(value)
+
+
+def _rank(strategy, value) -> int | None:
+    if isinstance(value, tf.distribute.DistributedValues):
+        value = strategy.experimental_local_results(value)[0]
+    shape = getattr(value, "shape", None)
+    return None if shape is None else shape.rank

@@ -1,0 +1,40 @@
+"""`tpu`: TPUStrategy on Colab, Kaggle, a Cloud TPU VM or a named Cloud TPU."""
+
+from __future__ import annotations
+
+import logging
+
+import tensorflow as tf
+
+from tfscale.errors import ClusterError
+from tfscale.strategy.registry import register
+
+log = logging.getLogger("tfscale")
+
+
+def resolve(address: str | None):
+    """Connects to the TPU at `address` ("" or "local": this VM's) and initializes it.
+
+    Raises:
+        ClusterError: no TPU could be found or initialized, with the remedy.
+    """
+    address = "local" if address in (None, "") else address
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=address)
+        if address != "local":
+            tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError, KeyError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ClusterError(f"a TPU was asked for but none could be reached ({reason})", where=f"tpu={address!r}",
+                           fix="on Colab choose Runtime > Change runtime type > TPU; on Kaggle enable the TPU "
+                               "accelerator; on a Cloud TPU VM set TPU_NAME; or use Scale.auto() to fall back "
+                               "to GPU/CPU") from None
+    log.info("TPU initialized: %s", address)
+    return resolver
+
+
+@register("tpu", "TPU cores (Colab, Kaggle, Cloud TPU VM via TPU_NAME); bfloat16 by default")
+def build(topology, config):
+    address = config.tpu if config.tpu is not None else topology.tpu
+    return tf.distribute.TPUStrategy(resolve(address))
