@@ -56,13 +56,14 @@ def run_workers(n: int, argv: list[str], *, timeout: float = 240, env: dict[str,
     return wait_all(procs, timeout)
 
 
-def run_one(argv: list[str], *, timeout: float = 240, env: dict[str, str] | None = None):
+def run_one(argv: list[str], *, timeout: float = 240, env: dict[str, str] | None = None, check: bool = True):
+    """Runs `python argv...`; with check=False a non-zero exit is returned, not raised."""
     proc = subprocess.Popen([sys.executable, *argv], env=base_env(**(env or {})), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    return wait_all([proc], timeout)[0]
+    return wait_all([proc], timeout, check=check)[0]
 
 
-def wait_all(procs: list[subprocess.Popen], timeout: float):
+def wait_all(procs: list[subprocess.Popen], timeout: float, check: bool = True):
     deadline = time.monotonic() + timeout
     outputs = [None] * len(procs)
     try:
@@ -76,7 +77,7 @@ def wait_all(procs: list[subprocess.Popen], timeout: float):
     finally:
         kill_all(procs)
     failed = [i for i, p in enumerate(procs) if p.returncode != 0]
-    if failed:
+    if failed and check:
         raise AssertionError("worker(s) %s failed:\n%s" % (failed, "\n".join(
             f"--- worker {i} (exit {procs[i].returncode})\n{(outputs[i] or '')[-4000:]}" for i in failed)))
     return [subprocess.CompletedProcess(p.args, p.returncode, outputs[i], "") for i, p in enumerate(procs)]

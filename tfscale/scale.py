@@ -52,7 +52,9 @@ class Scale:
             self.name, self.reason = choose(self.topology, config)
         else:
             self.name, self.reason = config.name, "asked for by name"
-        self._strategy = registry.get(self.name).build(self.topology, config)
+        spec = registry.get(self.name)
+        # Worker and ps tasks of a parameter-server cluster only serve; the chief builds the strategy.
+        self._strategy = None if self.is_server else spec.build(self.topology, config)
         log.info("%r (%s)", self, self.reason)
 
     @classmethod
@@ -69,16 +71,27 @@ class Scale:
 
     @property
     def strategy(self) -> tf.distribute.Strategy:
+        if self._strategy is None:
+            from tfscale.errors import ClusterError
+
+            raise ClusterError(f"this process is a {self.topology.task_type} task of a parameter-server cluster "
+                               "and holds no strategy", where="Scale.strategy",
+                               fix="call scale.serve() when scale.is_server, and train on the chief")
         return self._strategy
+
+    @property
+    def is_server(self) -> bool:
+        """True on worker and ps tasks of a parameter-server cluster: they call `serve()` and wait."""
+        return self.name == "parameter_server" and self.topology.task_type in ("worker", "ps")
 
     def scope(self):
         """The strategy's scope: build and compile the model inside it."""
-        return self._strategy.scope()
+        return self.strategy.scope()
 
     @property
     def num_replicas(self) -> int:
         """Replicas in sync across all workers."""
-        return self._strategy.num_replicas_in_sync
+        return 0 if self.is_server else self._strategy.num_replicas_in_sync
 
     @property
     def num_workers(self) -> int:
@@ -94,6 +107,9 @@ class Scale:
         return self.topology.rank
 
     def __repr__(self) -> str:
+        if self.is_server:
+            return (f"Scale(parameter_server: {self.topology.task_type} {self.topology.task_index}, serving; "
+                    f"cluster from {self.topology.manager})")
         per_worker = self.num_replicas // max(1, self.num_workers) if self.name != "parameter_server" else "?"
         role = "chief" if self.is_chief else f"{self.topology.task_type} {self.topology.task_index}"
         return (f"Scale({self.name}: {self.num_replicas} replica(s) = {self.num_workers} worker(s) x "
@@ -125,7 +141,7 @@ class Scale:
         from tfscale.data.sharding import distribute
 
         global_batch, per_replica = self.batch_sizes(global_batch_size, per_replica_batch_size)
-        return distribute(self._strategy, data, global_batch_size=global_batch,
+        return distribute(self.strategy, data, global_batch_size=global_batch,
                           per_replica_batch_size=per_replica, drop_remainder=drop_remainder)
 
     def serve(self, *, join: bool = True):

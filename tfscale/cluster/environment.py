@@ -17,24 +17,41 @@ DEFAULT_PORT = 12345
 def slurm_cluster(environ: Mapping[str, str], *, port_base: int = 8888, gpus_per_node: int = 0):
     """Returns (cluster_spec, task_index) for a Slurm job step, or None outside Slurm.
 
-    Uses TensorFlow's SlurmClusterResolver on SLURM_PROCID, SLURM_STEP_NUM_TASKS,
-    SLURM_STEP_NODELIST and SLURM_STEP_TASKS_PER_NODE.
+    Reads SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_STEP_NODELIST and
+    SLURM_STEP_TASKS_PER_NODE with TensorFlow's SlurmClusterResolver where the
+    nodes have GPUs. SlurmClusterResolver cannot describe a CPU-only job (it
+    deals one task per GPU slot and gets none), so there the same packing -
+    hosts sorted, port_base + local task index - is done here with its parsers.
     """
     if "SLURM_PROCID" not in environ or "SLURM_STEP_NODELIST" not in environ:
         return None
     from tensorflow.python.distribute.cluster_resolver import slurm_cluster_resolver as slurm
 
+    try:
+        rank = int(environ["SLURM_PROCID"])
+        hosts = slurm.expand_hostlist(environ["SLURM_STEP_NODELIST"])
+        per_node = slurm.expand_tasks_per_node(environ.get("SLURM_STEP_TASKS_PER_NODE", "1"))
+        if gpus_per_node:
+            return _slurm_with_gpus(slurm, environ, port_base, gpus_per_node)
+        tasks = [f"{host}:{port_base + i}" for host, n in sorted(zip(hosts, per_node)) for i in range(n)]
+    except (RuntimeError, ValueError, KeyError, IndexError) as e:
+        raise ClusterError(f"the Slurm environment could not be read: {e}", where="SLURM_* variables",
+                           fix="run under `srun` (one task per worker), or pass cluster='none'") from None
+    expected = int(environ.get("SLURM_STEP_NUM_TASKS", len(tasks)))
+    if expected != len(tasks) or not 0 <= rank < len(tasks):
+        raise ClusterError(f"Slurm reports {expected} tasks and rank {rank}, but its node list gives {len(tasks)}",
+                           where="SLURM_STEP_NUM_TASKS / SLURM_STEP_TASKS_PER_NODE / SLURM_PROCID",
+                           fix="start one task per worker with `srun --ntasks-per-node=...`")
+    return {"worker": tasks}, rank
+
+
+def _slurm_with_gpus(slurm, environ: Mapping[str, str], port_base: int, gpus_per_node: int):
     saved = dict(os.environ)
     try:  # the resolver reads os.environ itself
         os.environ.update({k: v for k, v in environ.items() if k.startswith("SLURM_")})
-        resolver = slurm.SlurmClusterResolver(port_base=port_base, gpus_per_node=gpus_per_node,
-                                              gpus_per_task=0 if not gpus_per_node else None,
-                                              auto_set_gpu=False)
+        resolver = slurm.SlurmClusterResolver(port_base=port_base, gpus_per_node=gpus_per_node, auto_set_gpu=False)
         spec = resolver.cluster_spec().as_dict()
-        return {k: list(v) if isinstance(v, list) else list(v.values()) for k, v in spec.items()}, resolver.task_id
-    except (RuntimeError, ValueError, KeyError) as e:
-        raise ClusterError(f"the Slurm environment could not be read: {e}", where="SLURM_* variables",
-                           fix="run under `srun` (one task per worker), or pass --cluster none") from None
+        return {k: list(v) for k, v in spec.items()}, resolver.task_id
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -1,0 +1,116 @@
+"""The strategy registry, Scale, and every bad-input path: clear tfscale errors, never a TF trace."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+
+import tfscale as ts
+from procs import base_env, free_ports, kill_all, run_one
+from tfscale.strategy import available, get
+from tfscale.strategy.keras_compat import MultiWorkerStrategy, needs_reduce_fix
+
+HERE = Path(__file__).resolve().parent
+PROBE = str(HERE / "workers" / "scale_probe.py")
+REPO = HERE.parent
+
+
+def _probe(*args, env=None):
+    out = run_one([PROBE, *args], env=env, timeout=180).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_registry_lists_every_strategy_with_a_description():
+    names = [s.name for s in available()]
+    assert names[0] == "auto"
+    assert {"default", "one_device", "mirrored", "multi_worker", "tpu", "parameter_server"} <= set(names)
+    assert all(s.description for s in available())
+
+
+def test_unknown_strategy_lists_known_ones():
+    with pytest.raises(ts.ConfigError) as e:
+        ts.Scale("mirorred")
+    assert "did you mean 'mirrored'" in str(e.value) and "multi_worker" in str(e.value)
+    with pytest.raises(ts.ConfigError, match="unknown Scale option"):
+        ts.Scale("default", replica=2)
+    with pytest.raises(ts.ConfigError):
+        get("nope")
+
+
+def test_default_and_one_device_in_process():
+    scale = ts.Scale("default", cluster="none")
+    assert scale.num_replicas == 1 and scale.is_chief and scale.num_workers == 1
+    assert "default" in repr(scale) and scale.describe()["strategy"] == "default"
+    one = ts.Scale("one_device", cluster="none")
+    assert isinstance(one.strategy, tf.distribute.OneDeviceStrategy)
+
+
+def test_cpu_replicas_after_devices_initialized_is_a_clear_error():
+    tf.constant(1.0) + 1.0  # TensorFlow has now initialized its devices in this process
+    with pytest.raises(ts.ClusterError) as e:
+        ts.Scale("mirrored", replicas=3, cluster="none")
+    assert "already initialized" in str(e.value) and "restart" in str(e.value)
+
+
+def test_tpu_absent_is_a_clear_error():
+    with pytest.raises(ts.ClusterError, match="none could be reached") as e:
+        ts.Scale("tpu", tpu="")
+    assert "Colab" in str(e.value)
+
+
+def test_batch_contract_errors():
+    scale = ts.Scale("default", cluster="none")
+    assert scale.batch_sizes(global_batch_size=64) == (64, 64)
+    with pytest.raises(ts.ConfigError, match="no batch size"):
+        scale.batch_sizes()
+    with pytest.raises(ts.ConfigError, match="cannot distribute"):
+        scale.distribute([1, 2, 3], global_batch_size=2)
+
+
+def test_keras_fix_is_version_gated():
+    assert needs_reduce_fix((3, 15))
+    assert not needs_reduce_fix((2, 15))
+    assert issubclass(MultiWorkerStrategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def test_mirrored_cpu_replicas_and_laptop_preset():
+    mirrored = _probe("mirrored", "2")
+    assert mirrored["replicas"] == 2 and mirrored["strategy"] == "MirroredStrategy"
+    preset = _probe("--preset", str(REPO / "strategies" / "laptop.toml"))
+    assert preset["replicas"] == 2 and preset["name"] == "mirrored"
+    auto = _probe("auto", "2")
+    assert auto["name"] == "mirrored" and "CPU replicas" in auto["reason"]
+
+
+def test_parameter_server_wiring_with_real_servers():
+    ports = free_ports(3)
+    cluster = {"chief": [f"127.0.0.1:{ports[0]}"], "worker": [f"127.0.0.1:{ports[1]}"],
+               "ps": [f"127.0.0.1:{ports[2]}"]}
+    servers = []
+    for task_type in ("worker", "ps"):
+        env = base_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": task_type, "index": 0}}))
+        servers.append(subprocess.Popen([sys.executable, str(HERE / "workers" / "ps_task.py")], env=env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        start_new_session=True))
+    try:
+        env = {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "chief", "index": 0}})}
+        chief = _probe("auto", env=env)
+        assert chief["name"] == "parameter_server" and chief["strategy"].startswith("ParameterServerStrategy")
+        assert "/job:ps/" in chief["variable_device"]
+        assert all(p.poll() is None for p in servers), "a server task exited early"
+    finally:
+        kill_all(servers)
+
+
+def test_import_tfscale_loads_no_optional_package():
+    # TensorFlow itself may import some packages when installed; tfscale must add none of these.
+    code = ("import sys, tensorflow, keras; before = set(sys.modules); "
+            "import tfscale, tfscale.data, tfscale.strategy, tfscale.cluster, tfscale.cli; "
+            "bad = [m for m in ('tensorflow_model_optimization', 'tf_keras', 'tensorflow_datasets', 'keras_tuner', "
+            "'ai_edge_litert', 'dask', 'sklearn', 'matplotlib', 'pandas', 'PIL', 'celery') "
+            "if m in sys.modules and m not in before]; print(bad); sys.exit(1 if bad else 0)")
+    result = run_one(["-c", code], timeout=120)
+    assert result.returncode == 0 and result.stdout.strip().splitlines()[-1] == "[]"
