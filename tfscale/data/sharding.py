@@ -4,7 +4,9 @@ A plain `tf.data.Dataset` of unbatched elements is batched globally and each
 worker takes its slice of every global batch (DATA sharding): every global
 batch holds exactly the elements it would hold without distribution, so a run on N replicas follows the same trajectory as a
 run on one. Objects with a `dataset_for(input_context)` method (tfscale
-pipelines) shard themselves (FILE sharding when there are enough files).
+pipelines) shard themselves (FILE sharding when there are enough files); one
+with `batched_dataset_for(input_context, batch_size, drop_remainder)` batches
+itself too, so its vectorized maps run once per batch.
 """
 
 from __future__ import annotations
@@ -82,9 +84,17 @@ def per_replica_batches(dataset: tf.data.Dataset, input_context: tf.distribute.I
         start = input_context.input_pipeline_id * per_worker
         batches = batches.map(lambda *b: _unwrap(tf.nest.map_structure(lambda t: t[start:start + per_worker], b)),
                               num_parallel_calls=tf.data.AUTOTUNE)
-    if per_worker == per_replica_batch_size:
-        return batches
-    return batches.rebatch(per_replica_batch_size)
+    if per_worker != per_replica_batch_size:
+        batches = batches.rebatch(per_replica_batch_size)
+    return batches
+
+
+def steps_per_epoch(dataset: tf.data.Dataset, global_batch_size: int, drop_remainder: bool) -> int | None:
+    """Global steps in one pass over `dataset`, or None where its size is unknown or infinite."""
+    n = int(dataset.cardinality())
+    if n < 0:
+        return None
+    return n // global_batch_size if drop_remainder else -(-n // global_batch_size)
 
 
 def _unwrap(elements: tuple):
@@ -111,10 +121,18 @@ def distribute(strategy: tf.distribute.Strategy, data, *, global_batch_size: int
                           fix="pass a tf.data.Dataset of unbatched examples or a tfscale.data pipeline")
 
     def dataset_fn(input_context):
-        if isinstance(data, Shardable):
+        if hasattr(data, "batched_dataset_for"):  # a tfscale pipeline batches itself: vectorized maps per batch
+            ds = data.batched_dataset_for(input_context, per_replica_batch_size, drop_remainder)
+        elif isinstance(data, Shardable):
             ds = data.dataset_for(input_context).batch(per_replica_batch_size, drop_remainder=drop_remainder)
         else:
             ds = per_replica_batches(data, input_context, global_batch_size, per_replica_batch_size, drop_remainder)
         return _without_auto_shard(ds.prefetch(tf.data.AUTOTUNE))
 
-    return strategy.distribute_datasets_from_function(dataset_fn)
+    distributed = strategy.distribute_datasets_from_function(dataset_fn)
+    steps = None if isinstance(data, Shardable) else steps_per_epoch(data, global_batch_size, drop_remainder)
+    # TF reports the cardinality of one worker's dataset of per-replica batches (local replicas x steps),
+    # and Keras reads it as steps per epoch; give it the steps, so progress bars end where the data does.
+    if steps is not None and hasattr(distributed, "_cardinality"):
+        distributed._cardinality = steps
+    return distributed

@@ -16,6 +16,17 @@ keras-team/keras#20585 (also tensorflow/tensorflow#72388, ray-project/ray#47464)
 `MultiWorkerStrategy.reduce` below takes structures apart and drops `axis` on
 scalars. It also gives each worker more than one CPU replica (logical CPU
 devices), which TensorFlow's strategy does not allow (it uses one CPU device).
+
+Two more version-specific workarounds live beside the code they concern, in
+tfscale/data/sharding.py (`per_replica_batches`, `distribute`):
+
+3. Keras 3.15 `evaluate` under MirroredStrategy reports a wrong loss for a
+   `distribute_datasets_from_function` dataset whose batch dimension is static
+   (`drop_remainder=True`); seen here (1.2455 for a true 1.3078), related to
+   keras-team/keras#19891. tfscale filters out the incomplete batch instead.
+4. `DistributedDatasetsFromFunction.cardinality` is one worker's count of
+   per-replica batches (local replicas x steps), which Keras reads as steps
+   per epoch; tfscale sets it to the steps.
 """
 
 from __future__ import annotations
