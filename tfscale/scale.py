@@ -45,6 +45,8 @@ class Scale:
             config = config_lib.StrategyConfig(name=strategy, replicas=replicas, **options)
         elif options or replicas is not None:
             config = dataclasses.replace(config, **options, **({"replicas": replicas} if replicas else {}))
+        # Unset replicas / collective_timeout come from `tfscale launch` (TFSCALE_REPLICAS_PER_WORKER, ...).
+        config = config_lib.with_launch_environment(config)
         self.config = config
         configure_threads(config.intra_op_threads, config.inter_op_threads)
         self.topology = topology or detect(config.cluster, tpu=config.tpu)
@@ -141,8 +143,22 @@ class Scale:
         from tfscale.data.sharding import distribute
 
         global_batch, per_replica = self.batch_sizes(global_batch_size, per_replica_batch_size)
+        if drop_remainder:  # training input: scale.optimizer() scales the learning rate to it (tfscale.train)
+            self.distributed_batch_sizes = {*getattr(self, "distributed_batch_sizes", ()), global_batch}
         return distribute(self.strategy, data, global_batch_size=global_batch,
                           per_replica_batch_size=per_replica, drop_remainder=drop_remainder)
+
+    def optimizer(self, name="adam", **options: Any):
+        """A Keras optimizer whose learning rate is scaled to the global batch (`tfscale.train.build_optimizer`)."""
+        from tfscale.train.optimizer import build_optimizer
+
+        return build_optimizer(self, name, **options)
+
+    def callbacks(self, **options: Any) -> list:
+        """Checkpoints, TensorBoard, throughput, NaN guard, chief-only progress (`tfscale.train.build_callbacks`)."""
+        from tfscale.train.callbacks import build_callbacks
+
+        return build_callbacks(self, **options)
 
     def serve(self, *, join: bool = True):
         """On a worker or ps task of a parameter-server cluster: run this task's server."""

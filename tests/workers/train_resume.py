@@ -1,0 +1,57 @@
+"""The fault-tolerance worker: `tfscale.fit` with checkpoints under `Scale.auto()`, optionally killed once.
+
+Usage: python train_resume.py OUT.npz CHECKPOINT_DIR TENSORBOARD_DIR [KILL_MARKER]
+With KILL_MARKER, worker rank 1 kills itself (SIGKILL) in the middle of the second
+epoch the first time it runs (the marker file records that it did), so
+`tfscale launch --max-restarts 1` has to restart the job, which resumes from the
+chief's last checkpoint. Every worker writes OUT.<rank>.npz (OUT.npz without TF_CONFIG).
+"""
+
+import os
+import signal
+import sys
+
+import numpy as np
+
+out, checkpoint_dir, tensorboard_dir = sys.argv[1:4]
+marker = sys.argv[4] if len(sys.argv) > 4 else None
+
+import tfscale as ts  # noqa: E402
+
+scale = ts.Scale.auto()
+
+import keras  # noqa: E402
+
+EPOCHS, STEPS, GLOBAL_BATCH = 3, 8, 16
+KILL_EPOCH, KILL_BATCH = 1, 3  # 0-based: the fourth step of the second epoch
+
+rng = np.random.RandomState(0)
+x = rng.rand(STEPS * GLOBAL_BATCH, 6).astype("float32")
+y = (x.sum(1) > 3).astype("int32")
+
+
+def build_model():
+    return keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)])
+
+
+class KillOnce(keras.callbacks.Callback):
+    """Worker 1 dies mid-epoch, once: the preemption the job must survive."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if marker and scale.rank == 1 and self._epoch == KILL_EPOCH and batch == KILL_BATCH \
+                and not os.path.exists(marker):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+
+result = ts.fit(build_model, (x, y), scale=scale, epochs=EPOCHS, global_batch_size=GLOBAL_BATCH, optimizer="sgd",
+                optimizer_args={"momentum": 0.9}, base_lr=0.05, warmup_steps=4,
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), seed=3,
+                checkpoint_dir=checkpoint_dir, tensorboard_dir=tensorboard_dir, verbose=2, callbacks=[KillOnce()])
+path = out if scale.num_workers == 1 else out.replace(".npz", f".{scale.rank}.npz")
+np.savez(path, resumed_from_epoch=result.resumed_from_epoch, epochs_run=len(result.history.epoch),
+         **{f"w{i}": w for i, w in enumerate(result.model.get_weights())})
+print(f"rank {scale.rank}: resumed after epoch {result.resumed_from_epoch}, ran {len(result.history.epoch)} epoch(s)")

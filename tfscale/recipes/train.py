@@ -1,0 +1,123 @@
+"""`tfscale train run.toml [--set key=value]`: config-driven training, from a run file to exported TFLite.
+
+The run file names the model (``module:function``), the data, the strategy (a name,
+a preset file or a table), the training options and the export; every key is
+checked (unknown keys and wrong types are errors naming the key).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+from pathlib import Path
+
+from tfscale.config import DataConfig, RunConfig, StrategyConfig, load_run_config
+from tfscale.errors import ConfigError
+
+log = logging.getLogger("tfscale")
+
+
+@dataclasses.dataclass
+class TrainRun:
+    """What `run_training` did.
+
+    Attributes:
+        config: the run configuration, after overrides.
+        fit: the `tfscale.fit` result.
+        metrics: the last epoch's metrics (training and validation).
+        report: the export report (None without export or on non-chief workers).
+        files: what the export wrote (mode or "report_json"/"report_png"/"saved_model" -> path).
+    """
+
+    config: RunConfig
+    fit: object
+    metrics: dict[str, float]
+    report: object | None
+    files: dict[str, str]
+
+
+def run_training(path: str | os.PathLike, overrides: tuple[str, ...] | list[str] = ()) -> TrainRun:
+    """Loads the run file, trains under its strategy, exports on the chief.
+
+    Raises:
+        ConfigError: a mistake in the run file or an override, naming the key.
+    """
+    from tfscale.train.fit import fit
+
+    run = load_run_config(path, overrides)
+    base = Path(path).resolve().parent
+    for folder in (os.getcwd(), str(base)):  # the user's modules sit beside the run file or in the project
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    scale = make_scale(run.strategy, base)
+    train, validation = load_data(run.data)
+    result = fit(run.model, train, scale=scale, validation_data=validation, config=run.train,
+                 model_args=run.model_args)
+    metrics = {k: float(v[-1]) for k, v in result.history.history.items() if v}
+    report, files = None, {}
+    if run.export.dir and scale.is_chief:
+        report, files = export(result.model, run, validation if validation is not None else train, train)
+    return TrainRun(run, result, metrics, report, files)
+
+
+def make_scale(strategy: StrategyConfig | str, base: Path):
+    """The Scale a run file asks for: a strategy name, a preset file, or a [strategy] table."""
+    from tfscale.scale import Scale
+
+    if isinstance(strategy, StrategyConfig):
+        return Scale(config=strategy)
+    if strategy.endswith(".toml"):
+        candidates = [Path(strategy), base / strategy]
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            raise ConfigError(f"strategy preset {strategy!r} does not exist", where="strategy",
+                              fix=f"give a path from the working directory or from {base} (presets: strategies/*.toml)")
+        return Scale.from_preset(found)
+    return Scale(strategy)
+
+
+def load_data(data: DataConfig):
+    """(train, validation or None) from the functions the [data] table names; train shuffled if asked."""
+    import tensorflow as tf
+
+    from tfscale.train.fit import as_dataset
+    from tfscale.train.loading import resolve
+
+    train = as_dataset(_call(resolve(data.train, where="data.train"), data.args, "data.train"), "data.train")
+    validation = None
+    if data.validation:
+        validation = as_dataset(_call(resolve(data.validation, where="data.validation"), data.args,
+                                      "data.validation"), "data.validation")
+    if data.shuffle_buffer and isinstance(train, tf.data.Dataset):
+        train = train.shuffle(data.shuffle_buffer, seed=data.seed, reshuffle_each_iteration=True)
+    elif data.shuffle_buffer:
+        log.warning("data.shuffle_buffer ignored: a tfscale.data pipeline shuffles itself")
+    return train, validation
+
+
+def _call(fn, args: dict, where: str):
+    try:
+        return fn(**args)
+    except TypeError as e:
+        if args and "argument" in str(e):
+            raise ConfigError(f"{where} rejected the arguments {sorted(args)}: {e}", where="data.args",
+                              fix="give only keyword arguments the data functions accept") from None
+        raise
+
+
+def export(model, run: RunConfig, eval_data, calibration) -> tuple[object, dict[str, str]]:
+    """Every TFLite variant the [export] table asks for, the report JSON and PNG, and a SavedModel if asked."""
+    from tfscale.export import quantize_all, saved_model
+    from tfscale.export.variants import REPORT_FILE
+
+    out = Path(run.export.dir)
+    report = quantize_all(model, out, eval_data=eval_data, calibration=calibration, modes=run.export.modes,
+                          max_drop=run.export.max_drop, overwrite=run.export.overwrite, progress=False)
+    files = {row["mode"]: row["path"] for row in report.rows if "path" in row}
+    files["report_json"] = str(out / REPORT_FILE)
+    files["report_png"] = str(report.plot(out / "report.png", overwrite=run.export.overwrite))
+    if run.export.saved_model:
+        files["saved_model"] = str(saved_model(model, out / "saved_model", overwrite=run.export.overwrite))
+    return report, files

@@ -1,0 +1,95 @@
+"""`scale.callbacks(...)`: the callbacks every distributed `fit` needs, right for this worker's role.
+
+The chief writes checkpoints and TensorBoard logs and shows the progress bar; the
+other workers write into temporary folders that are removed, and stay silent.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import weakref
+from collections.abc import Sequence
+
+import keras
+
+from tfscale.train.checkpoint import Checkpoints, ensure_writable, worker_dir
+from tfscale.train.guards import TerminateOnNaN
+from tfscale.train.throughput import InputTimer, Throughput
+
+
+class SilentProgbar(keras.callbacks.ProgbarLogger):
+    """Stands in for Keras's progress bar on non-chief workers, so `fit(verbose="auto")` prints nothing there."""
+
+    def on_train_begin(self, logs=None): pass  # noqa: E704
+    def on_epoch_begin(self, epoch, logs=None): pass  # noqa: E704
+    def on_train_batch_end(self, batch, logs=None): pass  # noqa: E704
+    def on_test_begin(self, logs=None): pass  # noqa: E704
+    def on_test_batch_end(self, batch, logs=None): pass  # noqa: E704
+    def on_test_end(self, logs=None): pass  # noqa: E704
+    def on_predict_begin(self, logs=None): pass  # noqa: E704
+    def on_predict_batch_end(self, batch, logs=None): pass  # noqa: E704
+    def on_predict_end(self, logs=None): pass  # noqa: E704
+    def on_epoch_end(self, epoch, logs=None): pass  # noqa: E704
+    def on_train_end(self, logs=None): pass  # noqa: E704
+
+
+class RemoveAtEnd(keras.callbacks.Callback):
+    """Removes a non-chief worker's temporary folder when training ends (or the process exits)."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+        weakref.finalize(self, shutil.rmtree, path, True)
+
+    def on_train_end(self, logs=None):
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def build_callbacks(scale, *, checkpoint_dir: str | os.PathLike | None = None,
+                    tensorboard_dir: str | os.PathLike | None = None, keep_checkpoints: int = 2, resume: bool = True,
+                    throughput: bool = True, terminate_on_nan: bool = True, global_batch_size: int | None = None,
+                    input_timer: InputTimer | None = None, learning_rate: float | None = None,
+                    extra: Sequence[keras.callbacks.Callback] = (), **tensorboard_options) -> list:
+    """The callbacks for `model.fit` under `scale`, in the order they must run.
+
+    Args:
+        scale: the `tfscale.Scale` training runs under.
+        checkpoint_dir: where the chief keeps checkpoints; training resumes from the latest one.
+        tensorboard_dir: where the chief writes TensorBoard logs.
+        keep_checkpoints: how many of the latest checkpoints to keep.
+        resume: restore the latest checkpoint at the start of `fit` (a restarted job continues).
+        throughput: log examples/s, steps/s, per replica and input wait each epoch (chief).
+        terminate_on_nan: stop with an error naming the step at the first NaN/inf loss.
+        global_batch_size: for the throughput figures (default: the one given to `scale.distribute`).
+        input_timer: an `InputTimer` wrapped around the input, for the input-wait figure.
+        learning_rate: quoted in the NaN error.
+        extra: the user's own callbacks, run after these.
+        **tensorboard_options: passed to `keras.callbacks.TensorBoard` (e.g. update_freq=100).
+
+    Raises:
+        ConfigError: the checkpoint or TensorBoard folder cannot be written.
+
+    Example:
+        model.fit(train, epochs=5, callbacks=scale.callbacks(checkpoint_dir="ckpt/", tensorboard_dir="logs/"))
+    """
+    chief, rank = scale.is_chief, scale.rank
+    callbacks: list = [TerminateOnNaN(learning_rate)] if terminate_on_nan else []
+    if throughput:
+        sizes = getattr(scale, "distributed_batch_sizes", ())
+        batch = global_batch_size or (min(sizes) if len(sizes) == 1 else None)
+        callbacks.append(Throughput(batch, scale.num_replicas, timer=input_timer, verbose=chief))
+    if checkpoint_dir is not None:
+        callbacks.append(Checkpoints(os.fspath(checkpoint_dir), is_chief=chief, rank=rank,
+                                     keep=keep_checkpoints, resume=resume))
+    if tensorboard_dir is not None:
+        logdir = os.fspath(tensorboard_dir) if chief else worker_dir(os.fspath(tensorboard_dir), "tb", rank)
+        if not chief:
+            shutil.rmtree(logdir, ignore_errors=True)  # left over by a killed run
+        callbacks.append(keras.callbacks.TensorBoard(ensure_writable(logdir, "tensorboard dir"), **tensorboard_options))
+        if not chief:
+            callbacks.append(RemoveAtEnd(logdir))
+    callbacks.extend(extra)
+    if not chief:
+        callbacks.append(SilentProgbar())
+    return callbacks

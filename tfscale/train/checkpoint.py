@@ -1,0 +1,178 @@
+"""Fault-tolerant checkpoints: the chief keeps them, every worker resumes from them, none is ever half-written.
+
+Each epoch the training state (weights and optimizer, including its step count)
+is written to a temporary file, flushed, and renamed to ``epoch-NNNNN.weights.h5``,
+so a worker killed mid-write leaves the previous checkpoint intact. All workers
+take part in saving (reading distributed variables may need them all), but only
+the chief writes into `directory`; the others write into a private temporary
+folder that is removed. On (re)start every worker loads the latest checkpoint of
+the chief's folder, so a job restarted by `tfscale launch --max-restarts` resumes
+at the epoch it reached (the folder must be shared between hosts, e.g. NFS or GCS
+fuse, when workers are on several machines).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+import warnings
+import weakref
+
+import keras
+
+from tfscale.errors import ConfigError
+from tfscale.train.guards import TrainingError
+
+log = logging.getLogger("tfscale")
+
+_NAME = re.compile(r"^epoch-(\d+)\.weights\.h5$")
+_TMP_PREFIX = ".tmp-"
+
+
+def checkpoint_name(epoch: int) -> str:
+    return f"epoch-{epoch:05d}.weights.h5"
+
+
+def list_checkpoints(directory: str) -> list[tuple[int, str]]:
+    """(epoch, path) of the complete checkpoints in `directory`, newest first."""
+    if not os.path.isdir(directory):
+        return []
+    found = [(int(m.group(1)), os.path.join(directory, name)) for name in os.listdir(directory)
+             if (m := _NAME.match(name))]
+    return sorted(found, reverse=True)
+
+
+def worker_dir(directory: str, kind: str, rank: int) -> str:
+    """A non-chief worker's private folder for `directory`, the same across restarts (so a restart cleans it)."""
+    user = str(os.getuid()) if hasattr(os, "getuid") else ""
+    digest = hashlib.sha1(f"{user}:{os.path.abspath(directory)}".encode()).hexdigest()[:10]
+    return os.path.join(tempfile.gettempdir(), f"tfscale-{kind}-{digest}-worker{rank}")
+
+
+def ensure_writable(directory: str, what: str) -> str:
+    """Creates `directory` and proves it can hold files; a ConfigError naming it otherwise."""
+    directory = os.path.abspath(directory)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=_TMP_PREFIX + "probe-"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"cannot write {what} to {directory!r}: {e.strerror or e}", where=what.replace(" ", "_"),
+                          fix="give a folder you can write to, or fix its permissions") from None
+    return directory
+
+
+class Checkpoints(keras.callbacks.Callback):
+    """Saves the training state every epoch and restores the latest one when training starts.
+
+    Args:
+        directory: the chief's checkpoint folder, read by every worker on restore.
+        is_chief: this process writes into `directory`.
+        rank: this worker's rank (names a non-chief worker's temporary folder).
+        keep: how many of the latest checkpoints to keep.
+        resume: restore from the latest checkpoint found at the start of `fit`.
+    """
+
+    def __init__(self, directory: str, *, is_chief: bool = True, rank: int = 0, keep: int = 2, resume: bool = True):
+        super().__init__()
+        self.directory = os.path.abspath(directory)
+        self.is_chief = is_chief
+        self.keep = max(1, keep)
+        self.resume = resume
+        self.write_dir = self.directory if is_chief else worker_dir(self.directory, "ckpt", rank)
+        if not is_chief:
+            shutil.rmtree(self.write_dir, ignore_errors=True)  # left over by a killed run
+            weakref.finalize(self, shutil.rmtree, self.write_dir, True)
+        ensure_writable(self.write_dir, "checkpoint dir")
+        self.restored_epoch = 0
+
+    # ------------------------------------------------------------------ restore
+
+    def on_train_begin(self, logs=None):
+        self._remove_partial_files()
+        self.restored_epoch = self.restore() if self.resume else 0
+
+    def restore(self) -> int:
+        """Loads the newest readable checkpoint of the chief's folder; returns its epoch (0: none)."""
+        for epoch, path in list_checkpoints(self.directory):
+            try:
+                self._load(path)
+            except OSError as e:  # unreadable (a disk error): fall back to the one before
+                log.warning("checkpoint %s is unreadable (%s); trying the previous one", path, e)
+                continue
+            self.model._initial_epoch = epoch
+            log.info("resuming from %s: epoch %d done", path, epoch)
+            return epoch
+        return 0
+
+    def _load(self, path: str) -> None:
+        model = self.model
+        with model.distribute_strategy.scope():
+            if model.optimizer is not None and not model.optimizer.built:
+                model.optimizer.build(model.trainable_variables)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                model.load_weights(path)
+            except ValueError as e:
+                raise _mismatch(path, str(e)) from None
+        # Keras only warns when the optimizer differs (e.g. another precision): a silent half-restore.
+        skipped = [str(w.message) for w in caught if "loading" in str(w.message) or "could not be" in str(w.message)]
+        if skipped:
+            raise _mismatch(path, skipped[0])
+
+    # ------------------------------------------------------------------ save
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            log.warning("epoch %d ended with loss %s: not saving it over the last good checkpoint", epoch + 1, loss)
+            return
+        self.save(epoch + 1)
+
+    def save(self, epoch: int) -> str:
+        """Writes the state after `epoch` epochs: temporary file, flush, rename; then prunes old ones."""
+        final = os.path.join(self.write_dir, checkpoint_name(epoch))
+        partial = os.path.join(self.write_dir, f"{_TMP_PREFIX}{os.getpid()}-{checkpoint_name(epoch)}")
+        try:
+            os.makedirs(self.write_dir, exist_ok=True)  # a non-chief's folder goes at the end of each fit
+            self.model.save_weights(partial, overwrite=True)
+            with open(partial, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(partial, final)
+        except OSError as e:
+            _remove(partial)
+            raise TrainingError(f"could not write checkpoint {final!r}: {e.strerror or e}", where="checkpoint_dir",
+                                fix="free disk space or fix the folder's permissions; earlier checkpoints "
+                                    "are intact") from None
+        for _, old in list_checkpoints(self.write_dir)[self.keep:]:
+            _remove(old)
+        return final
+
+    def _remove_partial_files(self) -> None:
+        for name in os.listdir(self.write_dir):
+            if name.startswith(_TMP_PREFIX):
+                _remove(os.path.join(self.write_dir, name))
+
+    def on_train_end(self, logs=None):
+        self.model._initial_epoch = None  # a later fit() starts where it is told
+        if not self.is_chief:
+            shutil.rmtree(self.write_dir, ignore_errors=True)
+
+
+def _mismatch(path: str, detail: str) -> ConfigError:
+    return ConfigError(f"checkpoint {path!r} does not fit this model and optimizer: {detail.strip()}",
+                       where="checkpoint_dir", fix="use a new checkpoint_dir for a different model, optimizer or "
+                       "precision, or pass resume=False to start over")
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,187 @@
+"""`tfscale.fit(build_model, train_data, ...)`: a whole distributed training run in one call."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from tfscale.config import TrainConfig
+from tfscale.data.sharding import Shardable, distribute
+from tfscale.errors import ConfigError, DataError
+from tfscale.train.batch import BatchPlan, plan_batch
+from tfscale.train.callbacks import build_callbacks
+from tfscale.train.checkpoint import Checkpoints
+from tfscale.train.loading import make_model
+from tfscale.train.optimizer import learning_rate_for, make_optimizer
+from tfscale.train.precision import check_outputs, precision_policy, resolve_precision
+from tfscale.train.throughput import InputTimer, Throughput
+
+log = logging.getLogger("tfscale")
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What `tfscale.fit` returns.
+
+    Attributes:
+        model: the trained Keras model (its variables live under `scale`'s strategy).
+        history: Keras's `History` (history.history maps metric names to per-epoch values).
+        scale: the `Scale` training ran under.
+        batch: the batch plan (global, per-replica, effective batch sizes).
+        learning_rate: the peak learning rate after scaling.
+        precision: the Keras dtype policy trained with.
+        throughput: the last epoch's examples/s, steps/s, per replica and input-wait figures.
+        resumed_from_epoch: the epoch a checkpoint was restored from (0: a fresh start).
+    """
+
+    model: keras.Model
+    history: keras.callbacks.History
+    scale: Any
+    batch: BatchPlan
+    learning_rate: float
+    precision: str
+    throughput: dict[str, float]
+    resumed_from_epoch: int = 0
+
+
+def fit(build_model: Callable[..., keras.Model] | str, train_data, *, scale=None, validation_data=None,
+        callbacks: Sequence[keras.callbacks.Callback] = (), config: TrainConfig | None = None,
+        model_args: Mapping[str, Any] | None = None, **options: Any) -> FitResult:
+    """Builds the model under the strategy, scales batch and learning rate, trains with checkpoints.
+
+    Args:
+        build_model: a function returning a Keras model (or ``"module:function"``); it runs inside
+            the strategy's scope and the precision policy. If it compiles the model and no `loss`
+            is given, its own compile is kept (no learning-rate scaling).
+        train_data: unbatched training examples: a `tf.data.Dataset` of (x, y), a tfscale.data
+            pipeline, or a tuple of arrays (x, y). tfscale batches, shards and prefetches it.
+        scale: the `tfscale.Scale` to train under (default: `Scale.auto()`).
+        validation_data: unbatched validation examples, evaluated after each epoch.
+        callbacks: more Keras callbacks, run after tfscale's own.
+        config: a `TrainConfig`; `options` override its fields.
+        model_args: keyword arguments for `build_model`.
+        **options: `TrainConfig` fields: epochs, global_batch_size, loss, metrics, base_lr,
+            base_batch_size, lr_scaling, warmup_steps, precision, checkpoint_dir, ...
+
+    Returns:
+        A `FitResult` with the model, its history and what was decided.
+
+    Raises:
+        ConfigError: an unknown option, a batch that does not divide, a model function that
+            does not import or returns no model, an unwritable checkpoint folder.
+        TrainingError: the loss became NaN or infinite (the error names the step).
+
+    Example:
+        result = tfscale.fit(build_model, (x, y), epochs=5, global_batch_size=256,
+                             loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    """
+    cfg = _train_config(config, options)
+    if scale is None:
+        from tfscale.scale import Scale
+
+        scale = Scale.auto()
+    plan = plan_batch(scale.num_replicas, cfg.global_batch_size, cfg.per_replica_batch_size,
+                      cfg.gradient_accumulation_steps)
+    policy = resolve_precision(cfg.precision, scale.topology.accelerator)
+    # The input-wait counter must be a local variable: none when called inside a strategy's scope.
+    timer = None if tf.distribute.has_strategy() else InputTimer()
+    strategy = scale.strategy if timer is None else _TimedStrategy(scale.strategy, timer)
+    train = distribute(strategy, as_dataset(train_data, "train_data"), global_batch_size=plan.global_batch_size,
+                       per_replica_batch_size=plan.per_replica_batch_size)
+    validation = None if validation_data is None else scale.distribute(
+        as_dataset(validation_data, "validation_data"), global_batch_size=plan.global_batch_size,
+        drop_remainder=False)
+    if cfg.seed is not None:
+        keras.utils.set_random_seed(cfg.seed)
+    model, learning_rate = _build_and_compile(build_model, model_args, scale, cfg, plan, policy)
+    all_callbacks = build_callbacks(
+        scale, checkpoint_dir=cfg.checkpoint_dir, tensorboard_dir=cfg.tensorboard_dir,
+        keep_checkpoints=cfg.keep_checkpoints, resume=cfg.resume, global_batch_size=plan.global_batch_size,
+        input_timer=timer, learning_rate=learning_rate, extra=callbacks)
+    log.info("training: %s, batch %d (%d per replica, %d per update), precision %s", scale, plan.global_batch_size,
+             plan.per_replica_batch_size, plan.effective_batch_size, policy)
+    with warnings.catch_warnings():
+        # Keras warns at the end of every epoch of a dataset whose length it does not know yet.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        history = model.fit(train, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch, shuffle=False,
+                            validation_data=validation, callbacks=all_callbacks,
+                            verbose=cfg.verbose if scale.is_chief else 0)
+    speed = next((c.summary for c in all_callbacks if isinstance(c, Throughput)), {})
+    resumed = next((c.restored_epoch for c in all_callbacks if isinstance(c, Checkpoints)), 0)
+    return FitResult(model, history, scale, plan, learning_rate, policy, speed, resumed)
+
+
+def _train_config(config: TrainConfig | None, options: Mapping[str, Any]) -> TrainConfig:
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"unknown tfscale.fit option(s) {unknown}", where="tfscale.fit(...)",
+                          fix=f"use only: {', '.join(sorted(known))}")
+    return dataclasses.replace(config or TrainConfig(), **options)
+
+
+def _build_and_compile(build_model, model_args, scale, cfg: TrainConfig, plan: BatchPlan, policy: str):
+    learning_rate = learning_rate_for(cfg.base_lr, cfg.base_batch_size or plan.effective_batch_size,
+                                      plan.effective_batch_size, scaling=cfg.lr_scaling,
+                                      warmup_steps=cfg.warmup_steps, decay_steps=cfg.decay_steps,
+                                      steps_per_update=plan.accumulation_steps)
+    peak = getattr(learning_rate, "peak_lr", learning_rate)
+    with precision_policy(policy), scale.scope():
+        model = make_model(build_model, model_args)
+        check_outputs(model, policy)
+        if cfg.loss is None:
+            if not model.compiled:
+                raise ConfigError("no loss given and the model function did not compile the model",
+                                  where="loss", fix='give loss=..., e.g. loss="sparse_categorical_crossentropy"')
+            log.warning("keeping the model's own compile(): learning rate, accumulation and jit settings not applied")
+            return model, peak
+        _check_names(cfg.loss, cfg.metrics)
+        optimizer = make_optimizer(cfg.optimizer, learning_rate, plan.accumulation_steps, **cfg.optimizer_args)
+        model.compile(optimizer=optimizer, loss=cfg.loss, metrics=list(cfg.metrics or ()),
+                      jit_compile=cfg.jit_compile, steps_per_execution=cfg.steps_per_execution)
+    return model, peak
+
+
+def _check_names(loss, metrics) -> None:
+    """Unknown loss or metric names fail here, naming the key, not deep inside the first step."""
+    checks = [("loss", "loss", keras.losses.get, loss)]
+    checks += [("metrics", "metric", keras.metrics.get, m) for m in (metrics or ())]
+    for key, kind, get, value in checks:
+        if isinstance(value, str) and value not in ("accuracy", "acc", "crossentropy", "ce"):
+            try:
+                get(value)
+            except ValueError:
+                raise ConfigError(f"{value!r} is not a Keras {kind} name", where=key,
+                                  fix="use a name keras.losses.get / keras.metrics.get knows, e.g. "
+                                      "'sparse_categorical_crossentropy', 'mse', 'accuracy'") from None
+
+
+def as_dataset(data, where: str):
+    """Unbatched examples as something `distribute` takes: a Dataset, a tfscale.data pipeline, or arrays."""
+    if isinstance(data, (tf.data.Dataset, Shardable)):
+        return data
+    if isinstance(data, tuple) and len(data) in (2, 3):
+        return tf.data.Dataset.from_tensor_slices(data)
+    raise DataError(f"{where} is a {type(data).__name__}", where=where,
+                    fix="give a tf.data.Dataset of unbatched (x, y) examples, a tfscale.data pipeline, "
+                        "or a tuple of arrays (x, y)")
+
+
+class _TimedStrategy:
+    """The strategy, with an `InputTimer` added at the end of every input pipeline it distributes."""
+
+    def __init__(self, strategy: tf.distribute.Strategy, timer: InputTimer):
+        self._strategy = strategy
+        self._timer = timer
+
+    def distribute_datasets_from_function(self, dataset_fn, options=None):
+        return self._strategy.distribute_datasets_from_function(lambda ctx: self._timer.wrap(dataset_fn(ctx)), options)
+
+    def __getattr__(self, name):
+        return getattr(self._strategy, name)
