@@ -1,0 +1,110 @@
+"""Writing export files safely: never overwrite without being asked, and never leave half a file.
+
+Every writer builds its output under a temporary name in the destination's own
+directory and moves it into place with `os.replace`, so a reader sees either the
+old file or the complete new one, and a failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from tfscale.errors import ExportError
+
+log = logging.getLogger("tfscale")
+
+
+def check_target(path: str | os.PathLike, *, overwrite: bool) -> Path:
+    """The destination as a Path; an ExportError if it exists and `overwrite` is False.
+
+    Raises:
+        ExportError: the file or directory exists and overwrite is False, or a
+            directory stands where a file should go (or the reverse).
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ExportError(f"{path} already exists and was left untouched", where=str(path),
+                          fix="pass overwrite=True (or --overwrite), or choose another path")
+    return path
+
+
+def _temp_name(path: Path, suffix: str) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + suffix, dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, *, overwrite: bool = False, suffix: str | None = None) -> Iterator[Path]:
+    """Yields a temporary path next to `path`; on success moves it onto `path` in one step.
+
+    Args:
+        path: the final file.
+        overwrite: replace an existing file (it is untouched until the new one is complete).
+        suffix: the temporary file's ending, for writers that insist on one (".keras").
+
+    Example:
+        with atomic_file("model.tflite", overwrite=True) as tmp:
+            tmp.write_bytes(flatbuffer)
+    """
+    path = check_target(path, overwrite=overwrite)
+    if path.is_dir():
+        raise ExportError(f"{path} is a directory, not a file", where=str(path), fix="give a file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_name(path, path.suffix if suffix is None else suffix)
+    try:
+        yield tmp
+        check_target(path, overwrite=overwrite)  # something else may have written it meanwhile
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Like `atomic_file` for a directory (a SavedModel): build it aside, then swap it in.
+
+    The old directory, if any, is renamed aside first and deleted only after the
+    new one is in place; if the swap fails it is put back.
+    """
+    path = check_target(path, overwrite=overwrite)
+    if path.exists() and not path.is_dir():
+        raise ExportError(f"{path} is a file, not a directory", where=str(path), fix="give a directory name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    old = None
+    try:
+        yield tmp
+        check_target(path, overwrite=overwrite)
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / "previous")
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if old is not None:
+                os.replace(old / "previous", path)
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = False) -> Path:
+    """Writes `data` to `path` atomically; returns the path."""
+    with atomic_file(path, overwrite=overwrite) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str, *, overwrite: bool = False) -> Path:
+    """Writes `text` to `path` atomically; returns the path."""
+    return write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
