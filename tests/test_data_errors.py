@@ -1,0 +1,90 @@
+"""Bad records: raise names the file and line/record; skip drops, counts and reports at each epoch end."""
+
+from __future__ import annotations
+
+import logging
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_data_helpers import write_csv, write_images, write_tfrecord
+
+import tfscale as ts
+from tfscale.errors import DataError
+
+
+def test_corrupt_and_truncated_images(tmp_path, caplog):
+    paths = write_images(tmp_path, per_class=(4, 4))
+    (tmp_path / "class_0" / "garbage.jpg").write_bytes(b"this is not an image")
+    png = open([p for p in paths if p.endswith(".png")][-1], "rb").read()
+    (tmp_path / "class_1" / "cut.png").write_bytes(png[: len(png) // 2])
+    with pytest.raises(DataError) as raised:
+        list(ts.data.image_folder(str(tmp_path), image_size=(8, 8)).deterministic())
+    assert "corrupt or truncated image" in str(raised.value)
+    assert "garbage.jpg" in str(raised.value) or "cut.png" in str(raised.value)
+    pipe = ts.data.image_folder(str(tmp_path), image_size=(8, 8), on_error="skip")
+    with caplog.at_level(logging.WARNING, logger="tfscale"):
+        assert sum(1 for _ in pipe.dataset()) == 8
+    assert pipe.skipped == {"corrupt or truncated image": 2}
+    assert "skipped 2 bad record(s) this epoch" in caplog.text and "cut.png" in caplog.text
+
+
+def test_malformed_csv_rows(tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text("id,x,label\nr0,0.5,1\nr1,oops,2\nr2,1.5\nr3,2.5,0\n")
+    with pytest.raises(DataError) as raised:
+        list(ts.data.csv(str(path), column_types={"x": "float", "label": "int"}).deterministic())
+    assert "malformed CSV row" in str(raised.value) and f"{path}:3" in str(raised.value)
+    pipe = ts.data.csv(str(path), column_types={"x": "float", "label": "int"}, on_error="skip").deterministic()
+    assert [r["id"].numpy() for r in pipe.dataset()] == [b"r0", b"r3"]
+    assert pipe.skipped == {"malformed CSV row": 2}
+    assert any(f"{path}:4" in r for r in pipe.records.recent)
+
+
+def test_truncated_tfrecord(tmp_path):
+    good = write_tfrecord(tmp_path / "a.tfrecord", range(5))
+    data = open(write_tfrecord(tmp_path / "b.tfrecord", range(5, 10)), "rb").read()
+    (tmp_path / "b.tfrecord").write_bytes(data[:-10])
+    spec = {"v": "int64"}
+    with pytest.raises(DataError) as raised:
+        list(ts.data.tfrecord([good, str(tmp_path / "b.tfrecord")], spec).deterministic())
+    assert "truncated or corrupt TFRecord" in str(raised.value)
+    assert "b.tfrecord, after 4 good record(s)" in str(raised.value)
+    pipe = ts.data.tfrecord([good, str(tmp_path / "b.tfrecord")], spec, on_error="skip").deterministic()
+    assert sorted(int(r["v"]) for r in pipe.dataset()) == list(range(9))
+    assert pipe.skipped == {"truncated or corrupt TFRecord file": 1}
+
+
+def test_missing_file(tmp_path):
+    good = write_csv(tmp_path / "a.csv", 4)
+    missing = str(tmp_path / "gone.csv")
+    with pytest.raises(DataError, match="does not exist") as raised:
+        ts.data.csv([good, missing])
+    assert "gone.csv" in str(raised.value)
+    pipe = ts.data.csv([good, missing], on_error="skip")
+    assert len(list(pipe.dataset())) == 4
+    assert pipe.skipped == {"missing file": 1}
+    with pytest.raises(DataError, match="does not exist"):
+        ts.data.tfrecord(missing, {"v": "int64"})
+
+
+def test_skips_are_reported_each_epoch_through_the_keras_callback(tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text("a,b,label\n" + "".join(f"{i},{i % 7},{i % 2}\n" for i in range(30)) + "1,x,0\n2,3\n")
+    pipe = ts.data.csv(str(path), label="label", column_types={"b": "float"}, on_error="skip")
+    pipe = pipe.map(lambda f, y: (tf.stack([tf.cast(f["a"], tf.float32), f["b"]]), y))
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    callback = pipe.callback()
+    history = model.fit(pipe.dataset(batch_size=8), epochs=2, verbose=0, callbacks=[callback])
+    assert history.history["skipped_records"] == [2, 2]
+    assert callback.history == [{"malformed CSV row": 2}, {"malformed CSV row": 2}]
+    assert pipe.skipped == {"malformed CSV row": 4}
+
+
+def test_on_error_must_be_raise_or_skip():
+    from tfscale.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="on_error"):
+        ts.data.from_numpy(np.arange(3), on_error="ignore")

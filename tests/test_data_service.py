@@ -1,0 +1,58 @@
+"""tf.data service for real: `tfscale data serve` dispatcher + 2 workers on 127.0.0.1, a pipeline read through them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from procs import base_env, free_ports, kill_all
+from test_data_helpers import write_images
+
+import tfscale as ts
+from tfscale.errors import ConfigError
+
+
+def _serve(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tfscale", "data", "serve", *args], env=base_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _wait_ready(proc: subprocess.Popen, timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    lines = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"server exited ({proc.poll()}):\n" + "".join(lines)[-3000:])
+        lines.append(line)
+        if "ready" in line:
+            return line
+    raise AssertionError("server not ready:\n" + "".join(lines)[-3000:])
+
+
+@pytest.mark.slow
+def test_pipeline_through_a_dispatcher_and_two_workers(tmp_path):
+    port, = free_ports(1)
+    procs = [_serve(["--dispatcher", "--port", str(port)])]
+    try:
+        assert str(port) in _wait_ready(procs[0])
+        procs += [_serve(["--worker", "--dispatcher-address", f"127.0.0.1:{port}"]) for _ in range(2)]
+        for proc in procs[1:]:
+            _wait_ready(proc)
+        numbers = ts.data.from_numpy(np.arange(60)).map(lambda x: x * 3).service(f"127.0.0.1:{port}")
+        assert sorted(int(v) for v in numbers.dataset()) == [3 * i for i in range(60)]  # each element once
+        write_images(tmp_path, per_class=(5, 5))
+        images = ts.data.image_folder(str(tmp_path), image_size=(8, 8)).service(f"grpc://127.0.0.1:{port}")
+        batches = list(images.dataset(batch_size=4))
+        assert sum(int(x.shape[0]) for x, _ in batches) == 10 and batches[0][0].shape[1:] == (8, 8, 3)
+        assert all(p.poll() is None for p in procs)  # the servers are still up
+    finally:
+        kill_all(procs)
+
+
+def test_service_options_are_checked():
+    with pytest.raises(ConfigError, match="processing_mode"):
+        ts.data.from_numpy(np.arange(3)).service("127.0.0.1:1", processing_mode="sometimes")

@@ -1,0 +1,142 @@
+"""Transforms of tfscale.data pipelines: sampling, balance, maps, images, text, cache, shuffle, sharding choice."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_data_helpers import contexts, values, write_csv, write_images
+
+import tfscale as ts
+from tfscale.data.core import Op
+from tfscale.data.transforms import batches_last
+from tfscale.errors import ConfigError
+
+
+def test_sample_is_deterministic_fractional_and_the_same_under_sharding():
+    pipe = ts.data.from_numpy(np.arange(2000))
+    picked = sorted(values(pipe.sample(0.25, seed=3)))
+    assert picked == sorted(values(pipe.sample(0.25, seed=3)))
+    assert 400 < len(picked) < 600
+    assert picked != sorted(values(pipe.sample(0.25, seed=4)))
+    sharded = sorted(v.numpy().item() for c in contexts(2) for v in pipe.sample(0.25, seed=3).dataset_for(c))
+    assert sharded == picked
+    with pytest.raises(ConfigError, match="fraction"):
+        pipe.sample(1.5)
+    with pytest.raises(ConfigError, match="cannot come after take"):
+        pipe.take(10).sample(0.5)
+
+
+def test_image_folder_sample_filters_files_before_decoding(tmp_path):
+    write_images(tmp_path, per_class=(20, 20))
+    folder = ts.data.image_folder(str(tmp_path), image_size=(8, 8))
+    files = sorted(values(ts.data.image_folder(str(tmp_path), scale=None).sample(0.5, seed=1).map(
+        lambda x, y: x[0, 0, 0]), None))
+    kept = sorted(int(round(float(x[0, 0, 0]) * 255)) for x, _ in folder.sample(0.5, seed=1).dataset())
+    assert kept == [int(v) for v in files] and 10 < len(kept) < 30
+
+
+def test_balance_evens_out_classes():
+    labels = np.array([0] * 900 + [1] * 100)
+    pipe = ts.data.from_numpy(np.arange(1000), labels).balance(seed=0)
+    counts = np.bincount([int(y) for _, y in pipe.dataset()])
+    assert counts[1] == 100 and 70 < counts[0] < 130
+    by_key = ts.data.from_numpy({"y": labels, "v": np.arange(1000)}).balance(label="y", counts={0: 900, 1: 100})
+    assert 170 < len(values(by_key, "v")) < 230
+
+
+def test_take_skip_repeat_filter_and_map():
+    pipe = ts.data.from_numpy(np.arange(10)).deterministic()
+    assert values(pipe.skip(2).take(3)) == [2, 3, 4]
+    assert values(pipe.take(2).repeat(3)) == [0, 1] * 3
+    assert values(pipe.filter(lambda x: x % 2 == 0).map(lambda x: x * 10)) == [0, 20, 40, 60, 80]
+
+
+def test_vectorized_maps_run_once_per_batch():
+    seen_ranks = []
+
+    def double(x):
+        seen_ranks.append(x.shape.rank)
+        return x * 2
+
+    pipe = ts.data.from_numpy(np.arange(8, dtype="float32")).deterministic().map(double, vectorized=True)
+    batches = [b.numpy().tolist() for b in pipe.dataset(batch_size=4)]
+    assert batches == [[0, 2, 4, 6], [8, 10, 12, 14]] and seen_ranks == [1]
+    ops = [Op("a", None), Op("v1", None, vectorized=True), Op("v2", None, vectorized=True), Op("b", None, payload="batch")]
+    assert [o.name for o in batches_last(tuple(ops))] == ["a", "b", "v1", "v2"]
+    with pytest.raises(ConfigError, match="already batched"):
+        pipe.batch(2).batched_dataset_for(tf.distribute.InputContext(), 2, True)
+
+
+def test_cache_in_memory_and_in_files(tmp_path):
+    calls = tf.Variable(0)
+
+    def count(x):
+        calls.assign_add(1)
+        return x
+
+    pipe = ts.data.from_numpy(np.arange(5)).map(count).cache().deterministic()
+    ds = pipe.dataset()
+    assert [int(v) for v in ds] == [int(v) for v in ds] == [0, 1, 2, 3, 4]
+    assert int(calls.numpy()) == 5
+    on_disk = ts.data.from_numpy(np.arange(5)).cache(str(tmp_path / "cache"))
+    assert sorted(values(on_disk)) == [0, 1, 2, 3, 4]
+    assert any(f.startswith("cache") for f in os.listdir(tmp_path))
+
+
+def test_shuffle_with_seed_and_deterministic_order(tmp_path):
+    files = [write_csv(tmp_path / f"p{i}.csv", 20, start=20 * i) for i in range(3)]
+    def ids(pipe):
+        return [r["id"].numpy() for r in pipe.dataset()]
+
+    shuffled = ids(ts.data.csv(files).shuffle(64, seed=5).deterministic())
+    assert sorted(shuffled) == sorted(f"r{i}".encode() for i in range(60))
+    assert shuffled != ids(ts.data.csv(files).deterministic())
+    assert shuffled == ids(ts.data.csv(files).shuffle(64, seed=5).deterministic())
+
+
+def test_image_folder_decodes_resizes_normalizes_and_labels(tmp_path):
+    write_images(tmp_path, per_class=(3, 2), size=(40, 30), kinds=("png", "jpg", "bmp"))
+    pipe = ts.data.image_folder(str(tmp_path), image_size=(16, 12))
+    images, labels = next(iter(pipe.dataset(batch_size=5)))
+    assert images.shape == (5, 16, 12, 3) and images.dtype == tf.float32
+    assert float(tf.reduce_max(images)) <= 1.0 and sorted(labels.numpy().tolist()) == [0, 0, 0, 1, 1]
+    assert pipe.source.class_names == ["class_0", "class_1"]
+    grey = ts.data.image_folder(str(tmp_path), image_size=(8, 8), channels=1, scale=None, same_size=True)
+    batch, _ = next(iter(grey.dataset(batch_size=5)))
+    assert batch.shape == (5, 8, 8, 1) and float(tf.reduce_max(batch)) > 1.0
+    native = ts.data.image_folder(str(tmp_path), scale=None)
+    first, _ = next(iter(native.dataset()))
+    assert first.shape == (40, 30, 3) and first.dtype == tf.uint8
+
+
+def test_large_jpeg_is_decoded_at_reduced_scale_to_the_same_picture(tmp_path):
+    os.makedirs(tmp_path / "a")
+    image = np.zeros((256, 256, 3), np.uint8)
+    image[:, 128:] = 200
+    tf.io.write_file(str(tmp_path / "a" / "big.jpg"), tf.io.encode_jpeg(image, quality=95))
+    small, _ = next(iter(ts.data.image_folder(str(tmp_path), image_size=(32, 32), scale=None).dataset()))
+    assert small.shape == (32, 32, 3)
+    assert float(tf.reduce_mean(small[:, :14])) < 10 and float(tf.reduce_mean(small[:, 18:])) > 190
+
+
+def test_augment_flips_some_images_of_a_batch_and_keeps_shapes():
+    x = np.tile(np.arange(4, dtype="float32")[None, None, :, None], (64, 2, 1, 1))
+    out = next(iter(ts.data.from_numpy(x).augment(seed=1).dataset(batch_size=64))).numpy()
+    flipped = (out[:, 0, 0, 0] == 3).sum()
+    assert out.shape == (64, 2, 4, 1) and 10 < flipped < 54
+    assert set(out[:, 0, 0, 0].tolist()) <= {0.0, 3.0}
+
+
+def test_text_standardize_and_vectorize_adapted_on_a_sample():
+    texts = np.array(["The cat sat.", "<b>A dog</b> ran!", "the CAT ran", "a cat"] * 2 + ["a bird"] * 12)
+    pipe = ts.data.from_numpy({"text": texts, "y": np.arange(20)}).deterministic()
+    pipe = pipe.standardize(key="text").vectorize(max_tokens=20, output_sequence_length=4, sample=8, key="text")
+    vocab = pipe.vectorizer.get_vocabulary()
+    assert "cat" in vocab and "dog" in vocab and "bird" not in vocab and "b" not in vocab
+    batches = list(pipe.dataset(batch_size=10))
+    assert batches[0]["text"].shape == (10, 4) and batches[0]["text"].dtype == tf.int64
+    last = batches[-1]["text"][-1].numpy().tolist()
+    assert last == [vocab.index("a"), 1, 0, 0]  # "a bird": "bird" was not in the sample, so it is [UNK] (1)

@@ -1,0 +1,77 @@
+"""The parts a pipeline is made of: `Source` (records from units), `Op` (a step) and `Build` (one build's facts)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import tensorflow as tf
+
+from tfscale.data import badrecords
+from tfscale.errors import ConfigError
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+@dataclasses.dataclass(frozen=True)
+class Build:
+    """What one build of the dataset knows: its input pipeline, determinism, error handling."""
+
+    num_pipelines: int = 1
+    pipeline_id: int = 0
+    deterministic: bool = False
+    on_error: str = "raise"
+    records: badrecords.BadRecords | None = None
+    in_service: bool = False
+    shuffle_units: int | None = None  # a seed (or -1 for none) when units are shuffled each epoch
+
+    def guard(self, ok, reason: str, key, fix: str):
+        """`badrecords.guard` with this build's mode (returns the keep predicate)."""
+        return badrecords.guard(ok, reason, key, on_error=self.on_error, records=self.records, fix=fix,
+                                in_service=self.in_service)
+
+    def shuffled(self, units: tf.data.Dataset, count: int) -> tf.data.Dataset:
+        if self.shuffle_units is None or count < 2:
+            return units
+        seed = None if self.shuffle_units < 0 else self.shuffle_units
+        return units.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+
+
+class Source:
+    """Where records come from. `read` yields (path, index, record) for some of `units`.
+
+    Subclasses set `name` (for messages) and `units` (files or partitions that can
+    be given to different workers; None when only records can be dealt out).
+    """
+
+    name: str = "source"
+    units: tuple[str, ...] | None = None
+
+    def read(self, units: tuple[str, ...] | None, build: Build) -> tf.data.Dataset:
+        raise NotImplementedError
+
+    def parse(self, records: tf.data.Dataset, build: Build) -> tf.data.Dataset:
+        """Turns raw records into elements, keeping (path, index, element); checks bad records."""
+        return records
+
+    def label_of(self, element):
+        """The class label of an element, for `balance` (default: the second item of a pair)."""
+        if isinstance(element, (tuple, list)) and len(element) == 2:
+            return element[1]
+        raise ConfigError(f"cannot find the label of {self.name}'s elements", where="Pipeline.balance()",
+                          fix="pass label=<dict key, tuple index or function>")
+
+    def class_counts(self) -> dict | None:
+        """Records per class when known without reading (image folders); else None."""
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Op:
+    """One step after the source. `vectorized` maps work on a batch as on one element."""
+
+    name: str
+    apply: Callable[[tf.data.Dataset, Build], tf.data.Dataset]
+    vectorized: bool = False
+    keeps_records: bool = True  # False for take/skip/filter/repeat/batch: sample() may not move before it
+    payload: Any = None

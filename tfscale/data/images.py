@@ -1,0 +1,387 @@
+"""Images: `image_folder` (one subfolder per class) and the decode/resize/normalize/augment transforms.
+
+Decoding runs in a parallel map; a JPEG much larger than the target size is
+decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling), which skips most of
+the work before the resize. For an image folder of JPEG/PNG files the scale is
+chosen once from the headers of a few files, so no per-image branch is needed. Every image is checked first (format signature,
+end marker), so a corrupt or truncated file is named (raise) or counted (skip).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tfscale.data import badrecords
+from tfscale.data.core import AUTOTUNE, Build, Op, Source
+from tfscale.errors import ConfigError, DataError
+
+log = logging.getLogger("tfscale")
+
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+_FIX = "remove or replace the file, or build the pipeline with on_error='skip'"
+
+
+class ImageFolder(Source):
+    """Image files under `root`, one subfolder per class (or all files, unlabeled)."""
+
+    def __init__(self, root: str, *, class_names=None, labels: bool = True, extensions=EXTENSIONS):
+        if not os.path.isdir(root):
+            raise DataError(f"image folder {root!r} does not exist", where=root,
+                            fix="give a folder with one subfolder of images per class")
+        self.name, self.root, self.labeled = f"image_folder({root})", root, labels
+        extensions = tuple(e.lower() for e in extensions)
+        if labels:
+            found = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+            self.class_names = list(class_names) if class_names else found
+            missing = sorted(set(self.class_names) - set(found))
+            if missing:
+                raise DataError(f"class folder(s) {missing} not found", where=root, fix=f"use names from {found}")
+            pairs = [(p, i) for i, c in enumerate(self.class_names) for p in _walk(os.path.join(root, c), extensions)]
+        else:
+            self.class_names = []
+            pairs = [(p, -1) for p in _walk(root, extensions)]
+        if not pairs:
+            raise DataError("no image files found", where=root,
+                            fix=f"put files ending in {', '.join(extensions)} in one subfolder per class")
+        self.units = tuple(p for p, _ in pairs)
+        self._label = dict(pairs)
+
+    def read(self, units, build: Build) -> tf.data.Dataset:
+        paths = list(units)
+        labels = [self._label[p] for p in paths]
+        files = build.shuffled(tf.data.Dataset.from_tensor_slices((paths, labels)), len(paths))
+        if self.labeled:
+            return files.map(lambda p, y: (p, tf.constant(0, tf.int64), (p, tf.cast(y, tf.int32))),
+                             num_parallel_calls=AUTOTUNE, deterministic=build.deterministic)
+        return files.map(lambda p, y: (p, tf.constant(0, tf.int64), p), num_parallel_calls=AUTOTUNE,
+                         deterministic=build.deterministic)
+
+    def class_counts(self) -> dict | None:
+        return dict(collections.Counter(self._label.values())) if self.labeled else None
+
+    def label_of(self, element):
+        return element[1]
+
+
+def _walk(folder: str, extensions) -> list[str]:
+    found = []
+    for base, dirs, files in os.walk(folder, followlinks=True):
+        dirs.sort()
+        found.extend(os.path.join(base, f) for f in sorted(files) if f.lower().endswith(extensions))
+    return found
+
+
+def image_folder(path: str, image_size: tuple[int, int] | None = None, *, channels: int = 3, class_names=None,
+                 labels: bool = True, scale: float | None = 1 / 255, same_size: bool = False,
+                 extensions=EXTENSIONS, on_error: str = "raise"):
+    """Images from `path/<class>/*.{jpg,png,bmp,gif}` as (image, label) elements (or images if labels=False).
+
+    `path` may also be a folder written from an image folder by `tfscale data convert`:
+    its TFRecord shards are read instead of one file per image (faster; images were
+    checked when converted, and the reader checks each record's CRC).
+
+    Args:
+        path: folder with one subfolder per class; subfolders sorted give labels 0, 1, ...
+        image_size: (height, width) to resize to; None keeps each image's own size.
+        channels: 1 (grey), 3 (RGB) or 4.
+        class_names: the class subfolders to use, in label order (default: all, sorted).
+        labels: False for a folder of unlabeled images.
+        scale: images are float32 times `scale` (default 1/255: values in [0, 1]); None: 0..255.
+        same_size: all files have one size: resize whole batches after batching (faster).
+        extensions: file name endings to read.
+        on_error: "raise" names a corrupt file; "skip" drops, counts and reports it.
+
+    Example:
+        train = ts.data.image_folder("photos/train", image_size=(96, 96)).sample(0.1, seed=1)
+    """
+    from tfscale.data.pipeline import Pipeline
+    from tfscale.data.tfrecord import read_meta, tfrecord
+
+    decode_size = None if same_size else _size(image_size)
+    meta = read_meta(path) if os.path.isdir(path) else None
+    if meta and meta.get("kind") == "images":  # written by `tfscale data convert`: checked then, CRCs now
+        pipe = tfrecord(path, on_error=on_error).map(
+            lambda f, y: (f["image"], tf.cast(y, tf.int32)) if labels else f["image"], name="image, label")
+        samples = [(e[0] if labels else e).numpy() for e in pipe.take(16).dataset()]
+        ratio = jpeg_ratio_for(samples, _size(image_size))
+        pipe = pipe.decode_images(decode_size, channels=channels, jpeg_ratio=ratio, check=False)
+    else:
+        source = ImageFolder(path, class_names=class_names, labels=labels, extensions=extensions)
+        ratio = jpeg_ratio_for([_head(p) for p in source.units[:: max(1, len(source.units) // 16)][:16]],
+                               _size(image_size), all_names=source.units)
+        pipe = Pipeline(source, on_error=on_error)
+        pipe = pipe.decode_images(decode_size, channels=channels, read_files=True, jpeg_ratio=ratio)
+    if same_size and image_size:
+        pipe = pipe.resize(image_size)
+    return pipe.normalize(scale=scale) if scale is not None else pipe
+
+
+# --------------------------------------------------------------------------- element access
+
+
+def _get(element, key):
+    if isinstance(element, dict):
+        return element[key if key is not None else "image"]
+    if isinstance(element, tuple):
+        return element[key if key is not None else 0]
+    return element
+
+
+def _put(element, key, value):
+    if isinstance(element, dict):
+        return {**element, key if key is not None else "image": value}
+    if isinstance(element, tuple):
+        i = key if key is not None else 0
+        return element[:i] + (value,) + element[i + 1:]
+    return value
+
+
+def _element_map(fn, key):
+    """A map function for tf.data (tuples arrive as arguments) applying `fn` to the image in the element."""
+
+    def mapped(*args):
+        element = args if len(args) > 1 else args[0]
+        return _put(element, key, fn(_get(element, key)))
+
+    return mapped
+
+
+# --------------------------------------------------------------------------- checks and decoding
+
+
+def _signatures():
+    """(patterns, masks): byte patterns over [first 8 bytes, last 12 bytes] that a whole image matches."""
+    rows = []
+
+    def row(head: bytes = b"", tail: dict | None = None):
+        pattern, mask = [0] * 20, [False] * 20
+        for i, b in enumerate(head):
+            pattern[i], mask[i] = b, True
+        for i, b in (tail or {}).items():
+            pattern[8 + i], mask[8 + i] = b, True
+        rows.append((pattern, mask))
+
+    row(b"\x89PNG\r\n\x1a\n", dict(zip(range(4, 12), b"IEND\xaeB`\x82")))  # PNG ends with its IEND chunk
+    for j in range(11):  # JPEG: end-of-image marker FFD9 within the last 12 bytes (a little padding allowed)
+        row(b"\xff\xd8\xff", {j: 0xFF, j + 1: 0xD9})
+    row(b"GIF8", {11: 0x3B})  # GIF trailer
+    row(b"BM")
+    return np.array([p for p, _ in rows], np.uint8), np.array([m for _, m in rows])
+
+
+_PATTERNS, _MASKS = _signatures()
+
+
+def image_ok(contents: tf.Tensor) -> tf.Tensor:
+    """True when the bytes look like a whole JPEG, PNG, GIF or BMP: signature and end marker.
+
+    About ten ops and no branch, since it runs once per image (a tf.cond costs
+    ~40 us per element in a tf.data map): the first 8 and last 12 bytes are
+    matched against byte patterns in one comparison.
+    """
+    patterns, masks = tf.constant(_PATTERNS), tf.constant(_MASKS)
+    size = tf.strings.length(contents)
+    start = tf.maximum(size - 12, 0)
+    probe = tf.strings.join([tf.strings.substr(contents, 0, 8), tf.strings.substr(contents, start, start * 0 + 12)])
+    probe = tf.io.decode_raw(probe, tf.uint8, fixed_length=20)
+    matches = tf.logical_or(tf.equal(probe[..., None, :], patterns), tf.logical_not(masks))
+    return tf.logical_and(tf.reduce_any(tf.reduce_all(matches, axis=-1), axis=-1), size >= 12)
+
+
+def _decode_jpeg(contents, channels: int, image_size):
+    """decode_jpeg at 1/8, 1/4 or 1/2 scale when the result still covers `image_size` (DCT scaling)."""
+    if image_size is None:
+        return tf.io.decode_jpeg(contents, channels=channels)
+    shape = tf.image.extract_jpeg_shape(contents)
+    scale = tf.minimum(shape[0] // image_size[0], shape[1] // image_size[1])
+    branch = tf.cast(scale >= 2, tf.int32) + tf.cast(scale >= 4, tf.int32) + tf.cast(scale >= 8, tf.int32)
+    return tf.switch_case(branch, [lambda r=r: tf.io.decode_jpeg(contents, channels=channels, ratio=r,
+                                                                dct_method="INTEGER_FAST") for r in (1, 2, 4, 8)])
+
+
+def decode(contents: tf.Tensor, channels: int = 3, image_size=None, method: str = "bilinear",
+           jpeg_ratio: int | None = None) -> tf.Tensor:
+    """Decodes one image; float32 0..255 when resized to `image_size`, else uint8.
+
+    jpeg_ratio: the files are JPEG or PNG only, and JPEGs are decoded at 1/jpeg_ratio
+    scale (DecodeJpeg reads PNG too), with no branch. Otherwise a JPEG much larger than
+    `image_size` picks its scale at run time and other formats go through decode_image.
+    """
+    if jpeg_ratio is not None:
+        image = tf.io.decode_jpeg(contents, channels=channels, ratio=jpeg_ratio,
+                                  dct_method="INTEGER_FAST" if jpeg_ratio > 1 else "")
+    elif image_size is None:
+        image = tf.io.decode_image(contents, channels=channels, expand_animations=False)
+    else:
+        is_jpeg = tf.equal(tf.strings.substr(contents, 0, 3), b"\xff\xd8\xff")
+        image = tf.cond(is_jpeg, lambda: _decode_jpeg(contents, channels, image_size),
+                        lambda: tf.io.decode_image(contents, channels=channels, expand_animations=False))
+    image.set_shape([None, None, channels])
+    return image if image_size is None else tf.image.resize(image, image_size, method=method)
+
+
+def _head(path: str, size: int = 65536) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(size)
+
+
+def jpeg_ratio_for(samples: list[bytes], image_size, all_names=None) -> int | None:
+    """A fixed JPEG scale for JPEG/PNG data: the largest 1/r (r in 1, 2, 4, 8) keeping `image_size` covered.
+
+    samples: the first bytes of a few images (JPEG headers hold the size);
+    all_names: every file name, when known. None when other formats are present.
+    """
+    if all_names is not None and any(not n.lower().endswith((".jpg", ".jpeg", ".png")) for n in all_names):
+        return None
+    if any(not s.startswith((b"\xff\xd8\xff", b"\x89PNG")) for s in samples if len(s) >= 4):
+        return None
+    sizes = []
+    for data in samples:
+        if image_size is not None and data.startswith(b"\xff\xd8\xff"):
+            try:
+                sizes.append(tf.image.extract_jpeg_shape(data).numpy()[:2])
+            except (tf.errors.OpError, ValueError):
+                continue  # a bad file: its check reports it when read
+    smallest = min((min(h // image_size[0], w // image_size[1]) for h, w in sizes), default=1)
+    return max([r for r in (1, 2, 4, 8) if r <= smallest], default=1)
+
+
+_CHECK_BATCH = 32
+
+
+def _decode_op(image_size, channels: int, key, read_files: bool, method: str, jpeg_ratio=None,
+               check: bool = True) -> Op:
+    """Reads (if paths), checks and decodes images; files are checked 32 at a time (cheaper than one by one)."""
+    shape = [*(image_size or (None, None)), channels]
+
+    def decode_item(contents, element):
+        return _put(element, key, decode(contents, channels, image_size, method, jpeg_ratio))
+
+    def apply(ds, build: Build):
+        skip = build.on_error == "skip"
+        par = dict(num_parallel_calls=AUTOTUNE, deterministic=build.deterministic)
+
+        def read(*args):
+            element = args if len(args) > 1 else args[0]
+            item = _get(element, key)
+            if read_files:
+                return tf.io.read_file(item), item, element
+            return item, tf.fill(tf.shape(item), "image bytes in a record"), element
+
+        def check(contents, where, element):
+            keep = build.guard(image_ok(contents), "corrupt or truncated image", where, _FIX)
+            return (keep, contents, element) if skip else (badrecords.gate(contents, keep), element)
+
+        if not check:
+            def read_decode(*args):
+                contents, _, element = read(*args)
+                return decode_item(contents, element)
+
+            ds = ds.map(read_decode, **par)
+            return ds.ignore_errors(log_warning=True) if skip else ds
+        ds = ds.map(read, **par)
+        if read_files:  # elements are (path, label): fixed shapes, so they batch
+            count = tf.get_static_value(ds.cardinality())
+            ds = ds.batch(_CHECK_BATCH, **par).map(check, **par).unbatch()
+            if count is not None and count >= 0 and not build.in_service:  # unbatch() forgets it; Keras uses it
+                # to end epochs quietly (a tf.data service splits the files over its workers: no fixed count)
+                ds = ds.apply(tf.data.experimental.assert_cardinality(count))
+        else:
+            ds = ds.map(check, **par)
+        if skip:
+            ds = ds.filter(lambda keep, contents, element: keep).map(lambda keep, c, e: (c, e), **par)
+        ds = ds.map(decode_item, **par)
+        return ds.ignore_errors(log_warning=True) if skip else ds
+
+    return Op(f"decode_images({image_size}{f', jpeg 1/{jpeg_ratio}' if jpeg_ratio else ''})", apply)
+
+
+class ImageMethods:
+    """Image transforms of `Pipeline` (a mixin)."""
+
+    def decode_images(self, image_size=None, *, channels: int = 3, key=None, read_files: bool = False,
+                      method: str = "bilinear", jpeg_ratio: int | None = None, check: bool = True):
+        """Decodes image bytes (or reads and decodes files when `read_files`), optionally resizing.
+
+        Args:
+            image_size: (height, width); None keeps each image's size (uint8 then).
+            channels: 1, 3 or 4.
+            key: where the image is in the element: dict key or tuple index (default "image" / 0).
+            read_files: the element holds file paths rather than bytes.
+            method: resize method ("bilinear", "nearest", "area", "bicubic", ...).
+            jpeg_ratio: only JPEG/PNG data: decode JPEGs at 1/jpeg_ratio scale (1, 2, 4 or 8).
+            check: look at each image's signature and end marker first, so a bad one is named
+                (raise) or counted (skip); False for data already checked (converted shards).
+        """
+        if channels not in (1, 3, 4):
+            raise ConfigError(f"channels must be 1, 3 or 4, got {channels}", where="channels", fix="use 1, 3 or 4")
+        if jpeg_ratio not in (None, 1, 2, 4, 8):
+            raise ConfigError(f"jpeg_ratio must be 1, 2, 4 or 8, got {jpeg_ratio}", where="jpeg_ratio",
+                              fix="leave it out, or use one of 1, 2, 4, 8")
+        return self.then(_decode_op(_size(image_size), channels, key, read_files, method, jpeg_ratio, check))
+
+    def resize(self, image_size, *, key=None, method: str = "bilinear"):
+        """Resizes images to (height, width); runs on whole batches when batched (float32 result)."""
+        size = _size(image_size)
+        fn = _element_map(lambda x: tf.image.resize(x, size, method=method), key)
+        return self.then(Op(f"resize({size})", _vector_map(fn), vectorized=True))
+
+    def normalize(self, scale: float = 1 / 255, offset: float = 0.0, *, mean=None, std=None, key=None):
+        """x * scale + offset, then (x - mean) / std per channel when given; runs on whole batches."""
+
+        def norm(x):
+            x = tf.cast(x, tf.float32) * scale + offset
+            if mean is not None:
+                x = x - tf.constant(mean, tf.float32)
+            if std is not None:
+                x = x / tf.constant(std, tf.float32)
+            return x
+
+        return self.then(Op("normalize", _vector_map(_element_map(norm, key)), vectorized=True))
+
+    def augment(self, *, flip_left_right: bool = True, flip_up_down: bool = False, brightness: float = 0.0,
+                contrast: float = 0.0, seed: int | None = None, key=None):
+        """Random flips and brightness/contrast changes, drawn per image (also inside a batch)."""
+        fn = _element_map(lambda x: _augment(x, flip_left_right, flip_up_down, brightness, contrast, seed), key)
+        return self.then(Op("augment", _vector_map(fn), vectorized=True))
+
+
+def _vector_map(fn):
+    return lambda ds, build: ds.map(fn, num_parallel_calls=AUTOTUNE, deterministic=build.deterministic)
+
+
+def _size(image_size):
+    if image_size is None:
+        return None
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    if len(image_size) != 2 or min(image_size) < 1:
+        raise ConfigError(f"image_size must be (height, width), got {image_size!r}", where="image_size",
+                          fix="give two positive numbers, e.g. (96, 96)")
+    return tuple(int(s) for s in image_size)
+
+
+def _augment(x, flip_lr: bool, flip_ud: bool, brightness: float, contrast: float, seed):
+    single = x.shape.rank == 3
+    x = tf.cast(x[None] if single else x, tf.float32)
+    n = tf.shape(x)[0]
+
+    def coin(salt):
+        return tf.random.uniform([n, 1, 1, 1], seed=None if seed is None else seed + salt) < 0.5
+
+    if flip_lr:
+        x = tf.where(coin(1), tf.reverse(x, [2]), x)
+    if flip_ud:
+        x = tf.where(coin(2), tf.reverse(x, [1]), x)
+    if brightness:
+        x = x + tf.random.uniform([n, 1, 1, 1], -brightness, brightness, seed=None if seed is None else seed + 3)
+    if contrast:
+        factor = tf.random.uniform([n, 1, 1, 1], 1 - contrast, 1 + contrast, seed=None if seed is None else seed + 4)
+        mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+        x = (x - mean) * factor + mean
+    return x[0] if single else x

@@ -1,0 +1,242 @@
+"""`Pipeline`: a chainable description of an input pipeline that shards itself over workers.
+
+A pipeline is a `Source` (records from shardable units: files, partitions),
+record filters (`sample`, `balance`) and a list of ops (map, decode, cache,
+shuffle, ...). Every method returns a new pipeline; nothing is read until a
+dataset is built:
+
+    train = ts.data.image_folder("photos/train", image_size=(96, 96)).sample(0.1, seed=1)
+    ds = train.dataset(batch_size=32)              # a plain tf.data.Dataset
+    dist = scale.distribute(train, global_batch_size=256)
+
+Sharding (`dataset_for(input_context)`): with at least as many units as input
+pipelines each worker reads its own units (FILE); otherwise records are dealt
+round robin right after reading, before any parsing or decoding (DATA).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Callable
+
+import tensorflow as tf
+
+from tfscale.data import badrecords, transforms
+from tfscale.data.core import AUTOTUNE, Build, Op, Source
+from tfscale.data.images import ImageMethods
+from tfscale.data.text import TextMethods
+from tfscale.errors import ConfigError
+
+log = logging.getLogger("tfscale")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Pipeline(ImageMethods, TextMethods):
+    """An input pipeline: chain transforms, then `dataset()` or `scale.distribute(pipeline, ...)`."""
+
+    source: Source
+    filters: tuple[Callable, ...] = ()
+    ops: tuple[Op, ...] = ()
+    deterministic_order: bool = False
+    on_error: str = "raise"
+    records: badrecords.BadRecords = dataclasses.field(default_factory=badrecords.BadRecords)
+    shuffle_units: int | None = None
+    service_options: dict | None = None
+
+    def __post_init__(self):
+        badrecords.check_on_error(self.on_error)
+
+    def _with(self, **changes) -> "Pipeline":
+        return dataclasses.replace(self, **changes)
+
+    def then(self, op: Op) -> "Pipeline":
+        """A new pipeline with `op` appended (what every transform method does)."""
+        return self._with(ops=self.ops + (op,))
+
+    def __repr__(self) -> str:
+        steps = [f"{type(f).__name__}" for f in self.filters] + [op.name for op in self.ops]
+        return f"Pipeline({self.source.name}{''.join(' -> ' + s for s in steps)})"
+
+    # ------------------------------------------------------------------ transforms (see transforms.py)
+
+    def map(self, fn: Callable, *, vectorized: bool = False, name: str = "map") -> "Pipeline":
+        """Applies `fn` (TF ops) to each element in parallel (AUTOTUNE).
+
+        Args:
+            fn: a function of one element (a tuple element is passed as separate arguments).
+            vectorized: `fn` gives the same result on a batch as on each element in it
+                (e.g. `x / 255`); it then runs once per batch, after batching.
+            name: shown in `repr` and messages.
+        """
+        return self.then(transforms.map_op(fn, vectorized=vectorized, name=name))
+
+    def filter(self, predicate: Callable) -> "Pipeline":
+        """Keeps the elements for which `predicate` is True."""
+        return self.then(Op("filter", lambda ds, b: ds.filter(predicate), keeps_records=False))
+
+    def sample(self, fraction: float, seed: int = 0) -> "Pipeline":
+        """Keeps a fixed pseudo-random `fraction` of the records, the same ones on every run and sharding.
+
+        The choice hashes each record's file and position with `seed`, so it is
+        made before decoding and needs no shuffle buffer.
+        """
+        return self._with_filter(transforms.sample_filter(fraction, seed), "sample")
+
+    def balance(self, label: Any = None, seed: int = 0, counts: dict | None = None) -> "Pipeline":
+        """Keeps records so that every class is as frequent as the rarest one (deterministic by `seed`).
+
+        Args:
+            label: how to find the class of a record: a dict key, a tuple index, a
+                function, or None for the source's default ((x, y) pairs: y).
+            seed: chooses which records of the frequent classes are kept.
+            counts: records per class when known; else image folders know them and
+                other sources are counted in one pass over the labels.
+        """
+        label_fn = transforms.label_getter(self.source, label)
+        counts = counts or (self.source.class_counts() if label is None else None) or self._count_labels(label_fn)
+        return self._with_filter(transforms.balance_filter(counts, label_fn, seed), "balance")
+
+    def take(self, count: int) -> "Pipeline":
+        """The first `count` elements (per input pipeline when distributed)."""
+        return self.then(Op(f"take({count})", lambda ds, b: ds.take(count), keeps_records=False))
+
+    def skip(self, count: int) -> "Pipeline":
+        """All but the first `count` elements (per input pipeline when distributed)."""
+        return self.then(Op(f"skip({count})", lambda ds, b: ds.skip(count), keeps_records=False))
+
+    def cache(self, path: str | None = None) -> "Pipeline":
+        """Keeps elements after the first pass: in memory, or in files at `path` (one set per worker)."""
+        return self.then(Op("cache", transforms.cache_op(path)))
+
+    def shuffle(self, buffer_size: int = 1024, seed: int | None = None, *, files: bool = True) -> "Pipeline":
+        """Shuffles elements through a buffer, and (files=True) the order of files each epoch."""
+        pipe = self._with(shuffle_units=-1 if seed is None else seed) if files else self
+        return pipe.then(Op(f"shuffle({buffer_size})", lambda ds, b: ds.shuffle(buffer_size, seed=seed)))
+
+    def repeat(self, count: int | None = None) -> "Pipeline":
+        """Repeats the data `count` times (forever when None)."""
+        return self.then(Op(f"repeat({count})", lambda ds, b: ds.repeat(count), keeps_records=False))
+
+    def batch(self, batch_size: int, drop_remainder: bool = False) -> "Pipeline":
+        """Batches elements; trailing vectorized maps run on the batches. Not for `scale.distribute`."""
+        return self.then(Op(f"batch({batch_size})", transforms.batch_op(batch_size, drop_remainder),
+                            keeps_records=False, payload="batch"))
+
+    def deterministic(self, enabled: bool = True) -> "Pipeline":
+        """Same order on every run (default off: parallel stages may reorder elements for speed)."""
+        return self._with(deterministic_order=enabled)
+
+    def errors(self, on_error: str) -> "Pipeline":
+        """Sets how bad records are handled: "raise" (default) or "skip" (counted and reported)."""
+        return self._with(on_error=badrecords.check_on_error(on_error))
+
+    def service(self, address: str, *, processing_mode: str = "distributed_epoch",
+                job_name: str | None = None) -> "Pipeline":
+        """Runs this pipeline on tf.data service workers (`tfscale data serve`) at `address`.
+
+        Example:
+            train = ts.data.image_folder("photos", image_size=(96, 96)).service("grpc://10.0.0.5:5050")
+        """
+        from tfscale.data.service import check_options
+
+        return self._with(service_options=check_options(address, processing_mode, job_name))
+
+    # image and text transforms: ImageMethods (images.py) and TextMethods (text.py).
+
+    # ------------------------------------------------------------------ results
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Records dropped so far by on_error="skip", by reason."""
+        return self.records.counts()
+
+    def callback(self):
+        """A Keras callback that reports skipped records each epoch (logs["skipped_records"])."""
+        return self.records.callback()
+
+    def dataset(self, batch_size: int | None = None, drop_remainder: bool = False) -> tf.data.Dataset:
+        """A plain `tf.data.Dataset` of the whole data (batched when `batch_size` is given), prefetched."""
+        context = tf.distribute.InputContext()
+        if batch_size is None:
+            ds = self.dataset_for(context)
+        else:
+            ds = self.batched_dataset_for(context, batch_size, drop_remainder, static=True)
+        return ds.prefetch(AUTOTUNE)
+
+    def __iter__(self):
+        """Iterates `dataset()`; a raise-mode bad record becomes a `DataError` naming it."""
+        try:
+            yield from self.dataset()
+        except tf.errors.OpError as e:
+            raise badrecords.as_data_error(e) from None
+
+    def dataset_for(self, input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+        """Unbatched elements for one input pipeline (the `Shardable` protocol)."""
+        if self.service_options:
+            from tfscale.data.service import through_service
+
+            return through_service(self, input_context, None)
+        build = self._build_for(input_context)
+        ds = transforms.apply_ops(self._records(build), self.ops, build, self.records)
+        return transforms.with_options(ds, build)
+
+    def batched_dataset_for(self, input_context: tf.distribute.InputContext, batch_size: int,
+                            drop_remainder: bool, *, static: bool = False) -> tf.data.Dataset:
+        """Batches for one input pipeline, with trailing vectorized maps applied per batch.
+
+        static=False (for `scale.distribute`) leaves the batch dimension unknown; see `transforms.batch_op`.
+        """
+        if any(op.payload == "batch" for op in self.ops):
+            raise ConfigError("this pipeline is already batched", where=repr(self),
+                              fix="remove .batch(...): dataset(batch_size=...) and scale.distribute batch it")
+        if self.service_options:
+            from tfscale.data.service import through_service
+
+            return through_service(self, input_context, (batch_size, drop_remainder, static))
+        build = self._build_for(input_context)
+        ops = self.ops + (Op("batch", transforms.batch_op(batch_size, drop_remainder, static=static),
+                             keeps_records=False, payload="batch"),)
+        ds = transforms.apply_ops(self._records(build), ops, build, self.records)
+        return transforms.with_options(ds, build)
+
+    # ------------------------------------------------------------------ internals
+
+    def _build_for(self, input_context, *, in_service: bool = False) -> Build:
+        return Build(num_pipelines=input_context.num_input_pipelines, pipeline_id=input_context.input_pipeline_id,
+                     deterministic=self.deterministic_order, on_error=self.on_error, records=self.records,
+                     in_service=in_service, shuffle_units=self.shuffle_units)
+
+    def _records(self, build: Build) -> tf.data.Dataset:
+        """Elements after reading, sharding, parsing and the record filters (keys dropped)."""
+        units, workers, index = self.source.units, build.num_pipelines, build.pipeline_id
+        if getattr(self.source, "shards_itself", False) or workers == 1:
+            ds = self.source.read(units, build)
+        elif units is not None and len(units) >= workers:
+            log.info("%s: FILE sharding, %d of %d units for input pipeline %d", self.source.name,
+                     len(units[index::workers]), len(units), index)
+            ds = self.source.read(units[index::workers], build)
+        else:
+            log.info("%s: DATA sharding over %d input pipelines (%s units)", self.source.name, workers,
+                     len(units) if units else "no")
+            ds = self.source.read(units, build).shard(workers, index)
+        ds = self.source.parse(ds, build)
+        for keep in self.filters:
+            ds = ds.filter(keep)
+        return ds.map(lambda path, index, element: element, num_parallel_calls=AUTOTUNE,
+                      deterministic=build.deterministic)
+
+    def _with_filter(self, keep: Callable, what: str) -> "Pipeline":
+        blocking = [op.name for op in self.ops if not op.keeps_records]
+        if blocking:
+            raise ConfigError(f"{what}() acts on the records as read, so it cannot come after {blocking[0]}",
+                              where=repr(self), fix=f"call .{what}(...) before take/skip/filter/repeat/batch")
+        return self._with(filters=self.filters + (keep,))
+
+    def _count_labels(self, label_fn) -> dict:
+        log.info("%s: counting labels for balance() (one pass over the data)", self.source.name)
+        plain = self._with(ops=(), filters=(), service_options=None)
+        build = plain._build_for(tf.distribute.InputContext())
+        labels = plain._records(build).map(lambda *e: label_fn(e[0] if len(e) == 1 else e))
+        return transforms.count_values(labels)
+
