@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from procs import REPO, run_workers
-from test_data_helpers import contexts
+from test_data_helpers import contexts, write_csv, write_images, write_tfrecord
 
 import tfscale as ts
 
@@ -43,7 +43,64 @@ def test_two_workers_read_disjoint_files_and_fit(tmp_path):
     ids = [json.load(open(tmp_path / f"ids.{i}.json")) for i in range(2)]
     assert len(ids[0]) == len(ids[1]) == 20
     assert sorted(ids[0] + ids[1]) == list(range(40))
-    assert {n // 10 for n in ids[0]} == {0, 2} and {n // 10 for n in ids[1]} == {1, 3}  # whole files per worker
+    # CSV row counts are unknown before reading: every worker reads all files and takes its half of each
+    # global batch of 8 (so both run the same steps however the files split)
+    assert all(len({n // 10 for n in ids[w][k:k + 4]}) == 4 for w in range(2) for k in range(0, 20, 4))
     for out in outs:
         assert "fit loss=" in out.stdout
         assert "sharding policy" not in out.stdout.lower() and "unshardable" not in out.stdout.lower()
+
+
+def _batch_counts_and_items(pipe, batch_size=2):
+    """Per simulated worker (2 input pipelines): the batches' first-column values."""
+    out = []
+    for context in contexts(2):
+        batches = list(pipe.batched_dataset_for(context, batch_size, True))
+        out.append([v for b in batches for v in np.asarray(b[1] if isinstance(b, tuple) else b).tolist()])
+    return out
+
+
+def test_uneven_files_give_every_worker_the_same_steps_and_log_what_is_left_out(tmp_path, caplog):
+    write_images(tmp_path, per_class=(12, 11), size=(8, 8))  # 23 files: 12 + 11 records by plain dealing
+    pipe = ts.data.image_folder(str(tmp_path), image_size=(8, 8)).map(lambda x, y: (y, tf.constant(0)))
+    with caplog.at_level("INFO", logger="tfscale"):
+        labels = _batch_counts_and_items(pipe)
+    assert len(labels[0]) == len(labels[1]) == 10  # 5 steps of 2 each: 23 = 2 x 10 + 3 left out
+    assert "FILES sharding" in caplog.text and "3 of 23 records per epoch left out" in caplog.text
+
+
+def test_converted_shards_are_dealt_by_record_counts(tmp_path):
+    from tfscale.data.sharding import deal_units
+
+    assert deal_units((10, 3, 3, 3, 1), 2) == [[0], [1, 2, 3, 4]]
+    shards = [write_tfrecord(tmp_path / f"s{i}.tfrecord", range(100 * i, 100 * i + n))
+              for i, n in enumerate((9, 2, 3, 4))]
+    pipe = ts.data.tfrecord([*shards], {"v": "int64"}).map(lambda r: (r["v"], r["v"]))
+    pipe.source.expected.update({s: n for s, n in zip(shards, (9, 2, 3, 4))})  # as `data convert` records them
+    got = _batch_counts_and_items(pipe)
+    assert len(got[0]) == len(got[1]) == 8  # loads 9 and 9: 4 steps of 2 each, 2 left out
+    assert not set(got[0]) & set(got[1]) and {v // 100 for v in got[0]} == {0}
+
+
+def test_unknown_counts_fall_back_to_slices_of_one_global_order(tmp_path):
+    for i, rows in enumerate((10, 7, 4)):
+        write_csv(tmp_path / f"p{i}.csv", rows, start=100 * i)
+    pipe = ts.data.csv(str(tmp_path / "p*.csv"), label="label").shuffle(50).map(lambda f, y: (y, f["x"]))
+    got = _batch_counts_and_items(pipe)
+    assert len(got[0]) == len(got[1]) == 10  # 21 rows: 5 global batches of 4, 2 per worker each
+    assert len(set(got[0]) | set(got[1])) == 20  # disjoint: every worker saw the same shuffled order
+
+
+@pytest.mark.slow
+def test_two_workers_with_uneven_shards_fit_two_epochs_to_identical_weights(tmp_path):
+    write_images(tmp_path / "images", per_class=(12, 11), size=(8, 8))  # 12 vs 11 files: 3 vs 2 steps before
+    for i, rows in enumerate((10, 7, 4)):
+        write_csv(tmp_path / f"p{i}.csv", rows, start=100 * i)  # 14 vs 7 rows by plain file dealing
+    worker = str(REPO / "tests" / "workers" / "data_uneven.py")
+    for kind, src, steps in (("images", tmp_path / "images", 2), ("csv", tmp_path / "p*.csv", 2)):
+        outs = run_workers(2, [worker, str(tmp_path), kind, str(src)])
+        assert all(f"{kind} done" in o.stdout for o in outs)
+        runs = [np.load(tmp_path / f"{kind}.{i}.npz") for i in range(2)]
+        assert int(runs[0]["steps"]) == int(runs[1]["steps"]) == steps
+        names = [k for k in runs[0].files if k.startswith("arr_")]
+        assert names and all(np.array_equal(runs[0][k], runs[1][k]) for k in names)

@@ -24,6 +24,7 @@ class Build:
     records: badrecords.BadRecords | None = None
     in_service: bool = False
     shuffle_units: int | None = None  # a seed (or -1 for none) when units are shuffled each epoch
+    shared_seed: int | None = None  # every worker reads everything (sliced batches): unseeded shuffles use it
 
     def guard(self, ok, reason: str, key, fix: str):
         """`badrecords.guard` with this build's mode (returns the keep predicate)."""
@@ -33,7 +34,7 @@ class Build:
     def shuffled(self, units: tf.data.Dataset, count: int) -> tf.data.Dataset:
         if self.shuffle_units is None or count < 2:
             return units
-        seed = None if self.shuffle_units < 0 else self.shuffle_units
+        seed = self.shared_seed if self.shuffle_units < 0 else self.shuffle_units
         return units.shuffle(count, seed=seed, reshuffle_each_iteration=True)
 
 
@@ -63,6 +64,14 @@ class Source:
 
     def class_counts(self) -> dict | None:
         """Records per class when known without reading (image folders); else None."""
+        return None
+
+    def find_bad(self):
+        """After an unnamed read/decode failure: a `DataError` naming the bad unit, found by a scan; else None."""
+        return None
+
+    def unit_counts(self) -> tuple[int, ...] | None:
+        """Records in each of `units` when known without reading (image folders, converted shards); else None."""
         return None
 
 

@@ -3,8 +3,11 @@
 Decoding runs in a parallel map; a JPEG much larger than the target size is
 decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling), which skips most of
 the work before the resize. For an image folder of JPEG/PNG files the scale is
-chosen once from the headers of a few files, so no per-image branch is needed. Every image is checked first (format signature,
-end marker), so a corrupt or truncated file is named (raise) or counted (skip).
+chosen once from the headers of a few files, so no per-image branch is needed.
+Read, decode, resize and scale run in one map function per image (as fast as a
+hand-written tf.data pipeline). With on_error="skip" every image is checked first
+(format signature, end marker) so a bad one is counted; with "raise" a decode
+failure stops the pipeline and the bad file is then found by a scan and named.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tfscale.data import badrecords
 from tfscale.data.core import AUTOTUNE, Build, Op, Source
 from tfscale.errors import ConfigError, DataError
 
@@ -54,12 +56,22 @@ class ImageFolder(Source):
     def read(self, units, build: Build) -> tf.data.Dataset:
         paths = list(units)
         labels = [self._label[p] for p in paths]
-        files = build.shuffled(tf.data.Dataset.from_tensor_slices((paths, labels)), len(paths))
-        if self.labeled:
-            return files.map(lambda p, y: (p, tf.constant(0, tf.int64), (p, tf.cast(y, tf.int32))),
-                             num_parallel_calls=AUTOTUNE, deterministic=build.deterministic)
-        return files.map(lambda p, y: (p, tf.constant(0, tf.int64), p), num_parallel_calls=AUTOTUNE,
-                         deterministic=build.deterministic)
+        zeros = np.zeros(len(paths), np.int64)  # sliced, not mapped: no extra stage per image
+        element = (paths, np.asarray(labels, np.int32)) if self.labeled else paths
+        return build.shuffled(tf.data.Dataset.from_tensor_slices((paths, zeros, element)), len(paths))
+
+    def unit_counts(self) -> tuple[int, ...]:
+        return (1,) * len(self.units)
+
+    def find_bad(self) -> DataError | None:
+        """After a decode failure: the first file that is not a whole image (a Python scan), as a DataError."""
+        from tfscale.data.convert import _looks_whole
+
+        bad = [p for p in self.units if not _looks_whole(_head(p, -1))]
+        if not bad:
+            return None
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        return DataError(f"bad record: corrupt or truncated image{more}", where=bad[0], fix=_FIX)
 
     def class_counts(self) -> dict | None:
         return dict(collections.Counter(self._label.values())) if self.labeled else None
@@ -103,22 +115,24 @@ def image_folder(path: str, image_size: tuple[int, int] | None = None, *, channe
     from tfscale.data.tfrecord import read_meta, tfrecord
 
     decode_size = None if same_size else _size(image_size)
+    # scaling in the decode map costs one op per image; a separate map after batching costs a stage and a copy
+    fold = scale if not (same_size and image_size) else None
     meta = read_meta(path) if os.path.isdir(path) else None
     if meta and meta.get("kind") == "images":  # written by `tfscale data convert`: checked then, CRCs now
         pipe = tfrecord(path, on_error=on_error).map(
             lambda f, y: (f["image"], tf.cast(y, tf.int32)) if labels else f["image"], name="image, label")
         samples = [(e[0] if labels else e).numpy() for e in pipe.take(16).dataset()]
         ratio = jpeg_ratio_for(samples, _size(image_size))
-        pipe = pipe.decode_images(decode_size, channels=channels, jpeg_ratio=ratio, check=False)
+        pipe = pipe.decode_images(decode_size, channels=channels, jpeg_ratio=ratio, check=False, scale=fold)
     else:
         source = ImageFolder(path, class_names=class_names, labels=labels, extensions=extensions)
         ratio = jpeg_ratio_for([_head(p) for p in source.units[:: max(1, len(source.units) // 16)][:16]],
                                _size(image_size), all_names=source.units)
         pipe = Pipeline(source, on_error=on_error)
-        pipe = pipe.decode_images(decode_size, channels=channels, read_files=True, jpeg_ratio=ratio)
+        pipe = pipe.decode_images(decode_size, channels=channels, read_files=True, jpeg_ratio=ratio, scale=fold)
     if same_size and image_size:
         pipe = pipe.resize(image_size)
-    return pipe.normalize(scale=scale) if scale is not None else pipe
+    return pipe.normalize(scale=scale) if scale is not None and fold is None else pipe
 
 
 # --------------------------------------------------------------------------- element access
@@ -255,12 +269,16 @@ _CHECK_BATCH = 32
 
 
 def _decode_op(image_size, channels: int, key, read_files: bool, method: str, jpeg_ratio=None,
-               check: bool = True) -> Op:
-    """Reads (if paths), checks and decodes images; files are checked 32 at a time (cheaper than one by one)."""
-    shape = [*(image_size or (None, None)), channels]
+               check: bool = True, scale: float | None = None) -> Op:
+    """Reads (if paths) and decodes images (times `scale` when given) in one map per image.
 
+    In skip mode files are checked first, 32 at a time (cheaper than one by one), so
+    bad ones are counted; in raise mode a decode failure stops the pipeline and
+    `Pipeline.__iter__` names the file by a scan (`Source.find_bad`).
+    """
     def decode_item(contents, element):
-        return _put(element, key, decode(contents, channels, image_size, method, jpeg_ratio))
+        image = decode(contents, channels, image_size, method, jpeg_ratio)
+        return _put(element, key, image if scale is None else tf.cast(image, tf.float32) * scale)
 
     def apply(ds, build: Build):
         skip = build.on_error == "skip"
@@ -273,30 +291,24 @@ def _decode_op(image_size, channels: int, key, read_files: bool, method: str, jp
                 return tf.io.read_file(item), item, element
             return item, tf.fill(tf.shape(item), "image bytes in a record"), element
 
-        def check(contents, where, element):
-            keep = build.guard(image_ok(contents), "corrupt or truncated image", where, _FIX)
-            return (keep, contents, element) if skip else (badrecords.gate(contents, keep), element)
-
-        if not check:
-            def read_decode(*args):
-                contents, _, element = read(*args)
-                return decode_item(contents, element)
-
-            ds = ds.map(read_decode, **par)
+        if not (check and skip):  # one map per image; raise mode names a bad file afterwards (find_bad)
+            ds = ds.map(lambda *args: decode_item(*read(*args)[::2]), **par)
             return ds.ignore_errors(log_warning=True) if skip else ds
+
+        def check_one(contents, where, element):
+            return build.guard(image_ok(contents), "corrupt or truncated image", where, _FIX), contents, element
+
         ds = ds.map(read, **par)
         if read_files:  # elements are (path, label): fixed shapes, so they batch
             count = tf.get_static_value(ds.cardinality())
-            ds = ds.batch(_CHECK_BATCH, **par).map(check, **par).unbatch()
+            ds = ds.batch(_CHECK_BATCH, **par).map(check_one, **par).unbatch()
             if count is not None and count >= 0 and not build.in_service:  # unbatch() forgets it; Keras uses it
                 # to end epochs quietly (a tf.data service splits the files over its workers: no fixed count)
                 ds = ds.apply(tf.data.experimental.assert_cardinality(count))
         else:
-            ds = ds.map(check, **par)
-        if skip:
-            ds = ds.filter(lambda keep, contents, element: keep).map(lambda keep, c, e: (c, e), **par)
-        ds = ds.map(decode_item, **par)
-        return ds.ignore_errors(log_warning=True) if skip else ds
+            ds = ds.map(check_one, **par)
+        ds = ds.filter(lambda keep, contents, element: keep).map(lambda keep, c, e: decode_item(c, e), **par)
+        return ds.ignore_errors(log_warning=True)
 
     return Op(f"decode_images({image_size}{f', jpeg 1/{jpeg_ratio}' if jpeg_ratio else ''})", apply)
 
@@ -305,7 +317,8 @@ class ImageMethods:
     """Image transforms of `Pipeline` (a mixin)."""
 
     def decode_images(self, image_size=None, *, channels: int = 3, key=None, read_files: bool = False,
-                      method: str = "bilinear", jpeg_ratio: int | None = None, check: bool = True):
+                      method: str = "bilinear", jpeg_ratio: int | None = None, check: bool = True,
+                      scale: float | None = None):
         """Decodes image bytes (or reads and decodes files when `read_files`), optionally resizing.
 
         Args:
@@ -315,15 +328,18 @@ class ImageMethods:
             read_files: the element holds file paths rather than bytes.
             method: resize method ("bilinear", "nearest", "area", "bicubic", ...).
             jpeg_ratio: only JPEG/PNG data: decode JPEGs at 1/jpeg_ratio scale (1, 2, 4 or 8).
-            check: look at each image's signature and end marker first, so a bad one is named
-                (raise) or counted (skip); False for data already checked (converted shards).
+            check: in skip mode, look at each image's signature and end marker first, so a bad
+                one is counted; False for data already checked (converted shards). Raise mode
+                decodes directly (fast) and names a bad file after the failure.
+            scale: float32 images times `scale` in the same map (as `normalize(scale)`, without a stage).
         """
         if channels not in (1, 3, 4):
             raise ConfigError(f"channels must be 1, 3 or 4, got {channels}", where="channels", fix="use 1, 3 or 4")
         if jpeg_ratio not in (None, 1, 2, 4, 8):
             raise ConfigError(f"jpeg_ratio must be 1, 2, 4 or 8, got {jpeg_ratio}", where="jpeg_ratio",
                               fix="leave it out, or use one of 1, 2, 4, 8")
-        return self.then(_decode_op(_size(image_size), channels, key, read_files, method, jpeg_ratio, check))
+        return self.then(_decode_op(_size(image_size), channels, key, read_files, method, jpeg_ratio, check,
+                                    scale))
 
     def resize(self, image_size, *, key=None, method: str = "bilinear"):
         """Resizes images to (height, width); runs on whole batches when batched (float32 result)."""

@@ -12,6 +12,9 @@ dataset is built:
 Sharding (`dataset_for(input_context)`): with at least as many units as input
 pipelines each worker reads its own units (FILE); otherwise records are dealt
 round robin right after reading, before any parsing or decoding (DATA).
+`batched_dataset_for` (what `scale.distribute` uses) also makes every worker
+run the same number of steps: see `tfscale.data.sharding` ("files", "records"
+or "slices" plan).
 """
 
 from __future__ import annotations
@@ -22,13 +25,15 @@ from typing import Any, Callable
 
 import tensorflow as tf
 
-from tfscale.data import badrecords, transforms
+from tfscale.data import badrecords, sharding, transforms
 from tfscale.data.core import AUTOTUNE, Build, Op, Source
 from tfscale.data.images import ImageMethods
 from tfscale.data.text import TextMethods
 from tfscale.errors import ConfigError
 
 log = logging.getLogger("tfscale")
+
+_SHARED_SEED = 20240917  # unseeded shuffles when every worker reads everything: all must see one order
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -112,7 +117,8 @@ class Pipeline(ImageMethods, TextMethods):
     def shuffle(self, buffer_size: int = 1024, seed: int | None = None, *, files: bool = True) -> "Pipeline":
         """Shuffles elements through a buffer, and (files=True) the order of files each epoch."""
         pipe = self._with(shuffle_units=-1 if seed is None else seed) if files else self
-        return pipe.then(Op(f"shuffle({buffer_size})", lambda ds, b: ds.shuffle(buffer_size, seed=seed)))
+        return pipe.then(Op(f"shuffle({buffer_size})", lambda ds, b: ds.shuffle(
+            buffer_size, seed=seed if seed is not None else b.shared_seed)))
 
     def repeat(self, count: int | None = None) -> "Pipeline":
         """Repeats the data `count` times (forever when None)."""
@@ -169,7 +175,10 @@ class Pipeline(ImageMethods, TextMethods):
         try:
             yield from self.dataset()
         except tf.errors.OpError as e:
-            raise badrecords.as_data_error(e) from None
+            error = badrecords.as_data_error(e)
+            if error is e and isinstance(e, tf.errors.InvalidArgumentError):  # e.g. a decoder's own message
+                error = self.source.find_bad() or e
+            raise error from None
 
     def dataset_for(self, input_context: tf.distribute.InputContext) -> tf.data.Dataset:
         """Unbatched elements for one input pipeline (the `Shardable` protocol)."""
@@ -194,10 +203,21 @@ class Pipeline(ImageMethods, TextMethods):
             from tfscale.data.service import through_service
 
             return through_service(self, input_context, (batch_size, drop_remainder, static))
-        build = self._build_for(input_context)
-        ops = self.ops + (Op("batch", transforms.batch_op(batch_size, drop_remainder, static=static),
-                             keeps_records=False, payload="batch"),)
-        ds = transforms.apply_ops(self._records(build), ops, build, self.records)
+        build, plan = self._build_for(input_context), None
+        batch = transforms.batch_op(batch_size, drop_remainder, static=static)
+        if build.num_pipelines > 1 and not getattr(self.source, "shards_itself", False):
+            local = max(1, input_context.num_replicas_in_sync // build.num_pipelines)
+            plan = sharding.plan_for(self.source, build.num_pipelines, build.pipeline_id,
+                                     countable=self._keeps_count(), batch=batch_size * local,
+                                     drop_remainder=drop_remainder)
+            if plan.mode == "slices":  # every worker reads everything in one order and slices each global batch
+                build = dataclasses.replace(build, deterministic=True, shared_seed=_SHARED_SEED)
+                global_batch = batch_size * input_context.num_replicas_in_sync
+
+                def batch(ds, b):
+                    return sharding.per_replica_batches(ds, input_context, global_batch, batch_size, drop_remainder)
+        ops = self.ops + (Op("batch", batch, keeps_records=False, payload="batch"),)
+        ds = transforms.apply_ops(self._records(build, plan), ops, build, self.records)
         return transforms.with_options(ds, build)
 
     # ------------------------------------------------------------------ internals
@@ -207,10 +227,25 @@ class Pipeline(ImageMethods, TextMethods):
                      deterministic=self.deterministic_order, on_error=self.on_error, records=self.records,
                      in_service=in_service, shuffle_units=self.shuffle_units)
 
-    def _records(self, build: Build) -> tf.data.Dataset:
-        """Elements after reading, sharding, parsing and the record filters (keys dropped)."""
+    def _keeps_count(self) -> bool:
+        """Nothing after reading changes the number of records (so known counts stay true).
+
+        repeat() is fine: it repeats the cut records, so every worker still runs as many steps.
+        """
+        return not self.filters and self.on_error == "raise" and all(
+            op.keeps_records or op.name.startswith("repeat(") for op in self.ops)
+
+    def _records(self, build: Build, plan: sharding.Plan | None = None) -> tf.data.Dataset:
+        """Elements after reading, sharding, parsing and the record filters (keys dropped).
+
+        plan: for `batched_dataset_for` on several workers (see `sharding.plan_for`); None: FILE or DATA as
+        in the module docstring (unbatched elements; workers may get different counts).
+        """
         units, workers, index = self.source.units, build.num_pipelines, build.pipeline_id
-        if getattr(self.source, "shards_itself", False) or workers == 1:
+        if plan is not None:
+            ds = self.source.read(plan.units if plan.mode == "files" else units, build)
+            ds = ds.shard(workers, index) if plan.mode == "records" else ds
+        elif getattr(self.source, "shards_itself", False) or workers == 1:
             ds = self.source.read(units, build)
         elif units is not None and len(units) >= workers:
             log.info("%s: FILE sharding, %d of %d units for input pipeline %d", self.source.name,
@@ -223,8 +258,9 @@ class Pipeline(ImageMethods, TextMethods):
         ds = self.source.parse(ds, build)
         for keep in self.filters:
             ds = ds.filter(keep)
-        return ds.map(lambda path, index, element: element, num_parallel_calls=AUTOTUNE,
-                      deterministic=build.deterministic)
+        ds = ds.map(lambda path, index, element: element, num_parallel_calls=AUTOTUNE,
+                    deterministic=build.deterministic)
+        return ds.take(plan.take) if plan is not None and plan.take is not None else ds
 
     def _with_filter(self, keep: Callable, what: str) -> "Pipeline":
         blocking = [op.name for op in self.ops if not op.keeps_records]

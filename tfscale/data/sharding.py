@@ -1,16 +1,34 @@
 """Per-replica input: batch contract, sharding by worker, and `distribute_datasets_from_function`.
 
-A plain `tf.data.Dataset` of unbatched elements is batched globally and each
-worker takes its slice of every global batch (DATA sharding): every global
-batch holds exactly the elements it would hold without distribution, so a run on N replicas follows the same trajectory as a
-run on one. Objects with a `dataset_for(input_context)` method (tfscale
-pipelines) shard themselves (FILE sharding when there are enough files); one
-with `batched_dataset_for(input_context, batch_size, drop_remainder)` batches
-itself too, so its vectorized maps run once per batch.
+MultiWorkerMirroredStrategy needs every worker to run the same number of
+steps: a worker whose data ends first leaves the others in a collective that
+fails (e.g. "input depth must be evenly divisible by filter depth"). So every
+worker's input yields the same number of per-replica batches:
+
+- A plain `tf.data.Dataset` of unbatched elements is batched globally and each
+  worker takes its slice of every global batch (DATA sharding): every global
+  batch holds exactly the elements it would hold without distribution, so a run
+  on N replicas follows the same trajectory as a run on one.
+- A tfscale pipeline (`batched_dataset_for`) is planned by `plan_for`:
+  * "files": the records per file are known (image folders, shards written by
+    `tfscale data convert`) and nothing after reading changes the count (no
+    sample/balance/filter/take/skip/repeat, on_error="raise"): files are dealt
+    to workers balanced by records (largest first to the lightest worker), and
+    every worker is cut to the same number of full steps. The records left out
+    (fewer than the largest file plus one global batch; each epoch other ones
+    when files are shuffled) are logged, never dropped silently.
+  * "records": the total is known but there are fewer files than workers (or
+    in-memory data): records are dealt round robin and cut the same way.
+  * "slices": counts unknown (CSV, text, generators, filters, skip mode):
+    every worker reads everything in the same order (deterministic, unseeded
+    shuffles get a seed shared by all workers) and takes its slice of each
+    global batch, as for a plain dataset. Correct for any data, at the cost of
+    every worker reading and preprocessing all of it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Protocol, runtime_checkable
 
@@ -87,6 +105,75 @@ def per_replica_batches(dataset: tf.data.Dataset, input_context: tf.distribute.I
     if per_worker != per_replica_batch_size:
         batches = batches.rebatch(per_replica_batch_size)
     return batches
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How one input pipeline of a multi-worker tfscale pipeline gets its records (see the module docstring).
+
+    Attributes:
+        mode: "files", "records" or "slices".
+        units: this worker's units ("files").
+        take: records this worker keeps per epoch ("files", "records").
+        left_out: records per epoch no worker uses, so all run the same steps.
+    """
+
+    mode: str
+    units: tuple | None = None
+    take: int | None = None
+    left_out: int = 0
+
+
+def deal_units(counts: tuple[int, ...], workers: int) -> list[list[int]]:
+    """Unit indices per worker, balanced by records: largest unit first to the worker with fewest records.
+
+    Deterministic (ties go to the lower index), so every worker computes the same deal.
+    """
+    loads, dealt = [0] * workers, [[] for _ in range(workers)]
+    for i in sorted(range(len(counts)), key=lambda i: (-counts[i], i)):
+        w = min(range(workers), key=lambda k: (loads[k], len(dealt[k]), k))
+        loads[w] += counts[i]
+        dealt[w].append(i)
+    return [sorted(d) for d in dealt]
+
+
+def plan_for(source, workers: int, index: int, *, countable: bool, batch: int, drop_remainder: bool) -> Plan:
+    """The plan of input pipeline `index` of `workers` for `source`.
+
+    Args:
+        source: a `tfscale.data.core.Source`.
+        workers: number of input pipelines (workers).
+        index: this input pipeline.
+        countable: nothing after reading changes how many records there are.
+        batch: records one worker consumes per step (per-replica batch x local replicas).
+        drop_remainder: incomplete batches are dropped: cut every worker to whole steps.
+    """
+    step = batch if drop_remainder else 1
+    units = source.units
+    counts = source.unit_counts() if countable and units is not None else None
+    total = sum(counts) if counts is not None else (getattr(source, "count", None) if countable else None)
+    if total is None:
+        log.info("%s: DATA sharding by slices of each global batch: counts unknown, so each of %d workers "
+                 "reads everything", source.name, workers)
+        return Plan("slices")
+    if counts is not None and len(units) >= workers:
+        dealt = deal_units(counts, workers)
+        loads = [sum(counts[i] for i in d) for d in dealt]
+        mode, mine = "files", tuple(units[i] for i in dealt[index])
+    else:
+        loads = [total // workers + (w < total % workers) for w in range(workers)]
+        mode, mine = "records", None
+    take = min(loads) // step * step
+    plan = Plan(mode, mine, take, total - take * workers)
+    log.info("%s: %s sharding, %s%d records for input pipeline %d (loads %s)", source.name, mode.upper(),
+             f"{len(mine)} of {len(units)} files, " if mine else "", take, index, loads)
+    if plan.left_out >= batch * workers:
+        log.warning("%s: %d of %d records per epoch left out so every worker runs as many steps (files of "
+                    "uneven size); write more, smaller shards to lose less", source.name, plan.left_out, total)
+    elif plan.left_out:
+        log.info("%s: %d of %d records per epoch left out (every worker runs as many steps)", source.name,
+                 plan.left_out, total)
+    return plan
 
 
 def steps_per_epoch(dataset: tf.data.Dataset, global_batch_size: int, drop_remainder: bool) -> int | None:

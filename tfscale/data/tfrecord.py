@@ -75,6 +75,12 @@ class TfrecordFiles(Source):
         return files.interleave(records, cycle_length=min(len(units), 8), num_parallel_calls=AUTOTUNE,
                                 deterministic=build.deterministic)
 
+    def unit_counts(self) -> tuple[int, ...] | None:
+        """Records per file from the `tfscale data convert` metadata; None for other files."""
+        if not all(u in self.expected for u in self.units):
+            return None
+        return tuple(int(self.expected[u]) for u in self.units)
+
     def parse(self, records: tf.data.Dataset, build: Build) -> tf.data.Dataset:
         if self.spec is None:
             return records
