@@ -1,0 +1,74 @@
+"""One process of bench_launch.py: train a small conv net with Keras 3 `fit` under `Scale.auto()`, time it.
+
+Usage: python _launch_worker.py --global-batch G [--warmup W] [--steps S] [--steps-per-execution K]
+                                [--communication C] [--bytes-per-pack P]
+Prints one line "BENCH {json}" (on the chief): examples/s over the S timed steps, after W warm-up steps.
+"""
+
+import argparse
+import json
+import time
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--global-batch", type=int, required=True)
+parser.add_argument("--warmup", type=int, default=8)
+parser.add_argument("--steps", type=int, default=32)
+parser.add_argument("--steps-per-execution", type=int, default=1)
+parser.add_argument("--image", type=int, default=32)
+parser.add_argument("--communication", default=None)
+parser.add_argument("--bytes-per-pack", type=int, default=None)
+args = parser.parse_args()
+
+import numpy as np  # noqa: E402
+
+import tfscale as ts  # noqa: E402
+
+options = {k: v for k, v in (("communication", args.communication), ("bytes_per_pack", args.bytes_per_pack))
+           if v is not None}
+scale = ts.Scale.auto(**options)
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+rng = np.random.RandomState(0)
+x = rng.rand(512, args.image, args.image, 3).astype("float32")
+y = rng.randint(0, 10, size=512).astype("int32")
+data = scale.distribute(tf.data.Dataset.from_tensor_slices((x, y)).repeat(), global_batch_size=args.global_batch)
+
+keras.utils.set_random_seed(0)
+with scale.scope():
+    model = keras.Sequential([
+        keras.Input((args.image, args.image, 3)),
+        keras.layers.Conv2D(32, 3, activation="relu"),
+        keras.layers.Conv2D(64, 3, activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(64, 3, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(10),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"],
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  steps_per_execution=args.steps_per_execution)
+
+
+class Clock(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.times = {}
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.times[batch + 1] = (time.perf_counter(), time.process_time())  # after `batch + 1` steps
+
+
+clock = Clock()
+k = args.steps_per_execution
+warmup = -(-args.warmup // k) * k
+steps = -(-args.steps // k) * k
+model.fit(data, epochs=1, steps_per_epoch=warmup + steps, verbose=0, callbacks=[clock])
+(end, end_cpu), (start, start_cpu) = clock.times[warmup + steps], clock.times[warmup]
+seconds = end - start
+if scale.is_chief:
+    print("BENCH " + json.dumps({"examples_per_s": steps * args.global_batch / seconds,
+                                 "step_ms": 1000 * seconds / steps, "cpu_ms_per_step": 1000 * (end_cpu - start_cpu) / steps,
+                                 "num_replicas": scale.num_replicas,
+                                 "strategy": scale.name, "global_batch": args.global_batch}), flush=True)

@@ -1,0 +1,225 @@
+"""`tfscale launch` for real: worker processes talking gRPC over 127.0.0.1, failures, restarts, signals."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from procs import REPO, THREAD_ENV, base_env
+from tfscale.cluster.group import GroupTimeout, WorkerFailure
+from tfscale.cluster.launcher import LaunchOptions, run
+
+pytestmark = pytest.mark.slow
+WORKERS = REPO / "tests" / "workers"
+FIT, FLAKY = str(WORKERS / "launch_fit.py"), str(WORKERS / "launch_flaky.py")
+
+
+def launcher(*args: str) -> subprocess.Popen:
+    """`python -m tfscale launch ARGS` in its own session, with one thread pool per worker."""
+    return subprocess.Popen([sys.executable, "-m", "tfscale", "launch", *args], env=base_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[str, str]:
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"launcher timed out:\n{out[-3000:]}\n{err[-3000:]}")
+
+
+def weights(path: Path) -> list[np.ndarray]:
+    with np.load(path) as data:
+        return [data[f"w{i}"] for i in range(sum(k[1:].isdigit() and k[0] == "w" for k in data.files))]
+
+
+def assert_identical_weights(out: Path, n: int) -> None:
+    first = weights(out / "rank-0.npz")
+    with np.load(out / "rank-0.npz") as data:
+        assert any(not np.allclose(data[f"init{i}"], w) for i, w in enumerate(first)), "no training happened"
+    for rank in range(1, n):
+        for a, b in zip(first, weights(out / f"rank-{rank}.npz")):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_two_workers_with_two_replicas_each_fit_to_identical_weights(tmp_path):
+    proc = launcher("-n", "2", "--replicas-per-worker", "2", "--collective-timeout", "120", "--",
+                    sys.executable, FIT, str(tmp_path), "4")
+    out, err = finish(proc)
+    assert proc.returncode == 0, err[-3000:]
+    assert "[w0] Scale(multi_worker: 4 replica(s) = 2 worker(s) x 2 CPU; chief" in out
+    assert "[w1] Scale(multi_worker: 4 replica(s)" in out
+    assert_identical_weights(tmp_path, 2)
+    with np.load(tmp_path / "rank-1.npz") as data:
+        assert int(data["num_replicas"]) == 4 and float(data["collective_timeout"]) == 120.0
+
+
+def test_three_workers_fit_to_identical_weights_with_log_files(tmp_path):
+    logs = tmp_path / "logs"
+    proc = launcher("-n", "3", "--log-dir", str(logs), "--", sys.executable, FIT, str(tmp_path), "3")
+    out, err = finish(proc)
+    assert proc.returncode == 0, err[-3000:]
+    assert "[w" not in out  # the output went to the files
+    for rank in range(3):
+        text = (logs / f"worker-{rank}.log").read_text()
+        assert f"Scale(multi_worker: 3 replica(s) = 3 worker(s) x 1 CPU" in text, text[-2000:]
+    assert_identical_weights(tmp_path, 3)
+
+
+def test_two_hosts_on_loopback_train_together(tmp_path):
+    """--nnodes/--node-rank/--hosts, two launchers on this machine standing for two hosts."""
+    from procs import free_ports
+
+    ports = free_ports(2)
+    hosts = f"127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}"
+    runs = [launcher("-n", "1", "--nnodes", "2", "--node-rank", str(node), "--hosts", hosts, "--",
+                     sys.executable, FIT, str(tmp_path), "3") for node in (0, 1)]
+    results = [finish(proc) for proc in runs]
+    for proc, (out, err) in zip(runs, results):
+        assert proc.returncode == 0, err[-3000:]
+    assert "[w1] Scale(multi_worker: 2 replica(s)" in results[1][0]
+    assert_identical_weights(tmp_path, 2)
+
+
+def _wait_for(paths: list[Path], proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(p.exists() for p in paths):
+        if proc.poll() is not None:
+            raise AssertionError("launcher ended early:\n" + "\n".join(proc.communicate()))
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError("workers never got there:\n" + "\n".join(proc.communicate()))
+        time.sleep(0.2)
+
+
+def _alive(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def test_worker_killed_mid_training_stops_everything(tmp_path):
+    proc = launcher("-n", "2", "--", sys.executable, FIT, str(tmp_path), "100000", "--hold", "--spawn-child")
+    markers = [tmp_path / f"training-{rank}.json" for rank in (0, 1)]
+    _wait_for(markers, proc)
+    victim = json.loads(markers[1].read_text())
+    family = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    assert victim["pid"] in family and victim["child"] in family  # workers and their own children
+
+    os.kill(victim["pid"], signal.SIGKILL)
+    killed_at = time.monotonic()
+    out, err = finish(proc, timeout=120)
+    shutdown = time.monotonic() - killed_at
+
+    assert proc.returncode != 0
+    assert "worker w1 was killed by SIGKILL" in err and "[w1] " in err, err[-2000:]
+    assert shutdown < 10, f"the launcher took {shutdown:.1f} s to stop the others"
+    assert _alive(family) == [], "processes were left behind"
+
+
+def test_sigterm_to_the_launcher_is_forwarded_to_every_worker(tmp_path):
+    proc = launcher("-n", "2", "--", sys.executable, FLAKY, "wait", str(tmp_path))
+    _wait_for([tmp_path / "ready-0", tmp_path / "ready-1"], proc)
+    family = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    proc.send_signal(signal.SIGTERM)
+    out, err = finish(proc, timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert (tmp_path / "sigterm-0").exists() and (tmp_path / "sigterm-1").exists()
+    assert _alive(family) == []
+
+
+def test_max_restarts_restarts_the_group_after_one_failure(tmp_path):
+    proc = launcher("-n", "2", "--max-restarts", "2", "--", sys.executable, FLAKY, "fail-once", str(tmp_path))
+    out, err = finish(proc)
+    assert proc.returncode == 0, err
+    assert "[w1] failing on purpose" in out
+    assert "worker w1 exited with code 3; restarting all 2 worker(s) (restart 1 of 2)" in err
+    assert "[w0] rank=0 restart=1 world=2" in out and "[w1] ok rank=1" in out
+    assert "restart=2" not in out  # one restart was enough
+
+
+def test_a_failure_without_restarts_names_the_worker_and_its_last_lines(tmp_path):
+    with pytest.raises(WorkerFailure) as caught:
+        run([sys.executable, FLAKY, "fail", str(tmp_path)], LaunchOptions(workers=2, env=THREAD_ENV))
+    failure = caught.value
+    assert (failure.name, failure.returncode, failure.exit_code) == ("w1", 3, 3)
+    assert failure.tail[-1] == "failing on purpose"
+    assert "worker w1 exited with code 3" in str(failure) and "[w1] failing on purpose" in str(failure)
+
+
+def test_timeout_stops_the_workers(tmp_path):
+    with pytest.raises(GroupTimeout, match="still running: w0, w1"):
+        run([sys.executable, "-c", "import time; time.sleep(600)"], LaunchOptions(workers=2, timeout=2))
+
+
+def test_the_exit_code_of_a_failing_command_through_the_cli(tmp_path):
+    proc = launcher("-n", "2", "--", sys.executable, "-c", "import os, sys; sys.exit(int(os.environ['TFSCALE_RANK']) * 5)")
+    out, err = finish(proc)
+    assert proc.returncode == 5
+    assert "worker w1 exited with code 5" in err
+
+
+def test_group_threads_run_side_by_side(tmp_path):
+    """Two launches from two threads of one process (as a tuner would) do not mix their workers."""
+    results = {}
+
+    def one(name):
+        results[name] = run([sys.executable, FLAKY, "fail-once", str(tmp_path / name)],
+                            LaunchOptions(workers=2, max_restarts=1))
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    threads = [threading.Thread(target=one, args=(name,)) for name in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert results == {"a": [0, 0], "b": [0, 0]}
+
+
+def test_a_launcher_killed_with_sigkill_takes_its_workers_with_it():
+    code = "import time; print('up', flush=True); time.sleep(600)"
+    proc = launcher("-n", "2", "--", sys.executable, "-c", code)
+    started = 0
+    for line in proc.stdout:
+        started += "up" in line
+        if started == 2:
+            break
+    family = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    assert len(family) == 2
+    os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up: the workers' parent-death signal does it
+    proc.communicate(timeout=60)
+    deadline = time.monotonic() + 30
+    while _alive(family) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _alive(family) == []
+
+
+def test_start_group_reaps_what_its_processes_leave_behind():
+    """The low-level API: per-process variables, prefixed output, and no stray grandchild after success."""
+    import io
+
+    from tfscale.cluster.launcher import ProcessSpec, start_group
+
+    code = ("import os, subprocess; subprocess.Popen(['sleep', '600']); "
+            "print('hello from', os.environ['WHO'], flush=True)")
+    output = io.StringIO()
+    with start_group([ProcessSpec([sys.executable, "-c", code], {"WHO": who}, who) for who in ("a", "b")],
+                     output=output) as group:
+        assert group.wait(timeout=120) == [0, 0]
+        assert group.alive() == []  # the two `sleep`s were in the workers' process groups
+    assert "[a] hello from a" in output.getvalue() and "[b] hello from b" in output.getvalue()

@@ -1,0 +1,119 @@
+"""`tfscale launch [-n N] [options] -- CMD...`: start N workers of any command with TF_CONFIG.
+
+On this host (127.0.0.1), on named hosts (``--nnodes/--node-rank/--hosts``),
+or under ``srun`` (one worker per Slurm task: the command is exec'd with the
+Slurm-derived TF_CONFIG). ``--print-manifest`` writes a Kubernetes Job instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "launch", help="start N workers of a command, each with its own TF_CONFIG",
+        description="Start N workers of CMD with TF_CONFIG, rank variables, split GPUs and threads; "
+                    "stop them all when one fails.",
+        epilog="examples:\n  tfscale launch -n 4 -- python train.py --epochs 3\n"
+               "  srun tfscale launch -- python train.py\n"
+               "  tfscale launch -n 2 --nnodes 2 --node-rank 0 --hosts node0:2222,node1:2222 -- python train.py\n"
+               "  tfscale launch -n 4 --print-manifest --image my/image:1 -- python train.py | kubectl apply -f -",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-n", "--nproc", dest="workers", type=int, default=None, metavar="N",
+                   help="workers on this host (default 1; under srun: one per Slurm task)")
+    p.add_argument("--replicas-per-worker", type=int, default=None, metavar="K",
+                   help="replicas in each worker: K logical CPU devices, or K GPUs")
+    p.add_argument("--log-dir", default=None, metavar="D", help="write worker-<rank>.log files in D instead of "
+                                                                "prefixed output")
+    p.add_argument("--timeout", type=float, default=None, metavar="S", help="stop everything after S seconds")
+    p.add_argument("--collective-timeout", type=float, default=None, metavar="S",
+                   help="a collective waiting S seconds on a dead peer fails (passed to the strategy)")
+    p.add_argument("--max-restarts", type=int, default=0, metavar="R",
+                   help="restart the whole group up to R times after a failure")
+    p.add_argument("--threads", type=int, default=None, metavar="T",
+                   help="intra-op threads per worker (default: this host's cores split among its workers)")
+    hosts = p.add_argument_group("several hosts")
+    hosts.add_argument("--nnodes", type=int, default=None, help="hosts in the cluster")
+    hosts.add_argument("--node-rank", type=int, default=None, help="this host's index in --hosts")
+    hosts.add_argument("--hosts", default=None, metavar="H[:P],...", help="every host, with its first port")
+    hosts.add_argument("--hosts-file", default=None, metavar="FILE", help="one host[:port] per line")
+    p.add_argument("--dry-run", action="store_true", help="print each worker's TF_CONFIG and command; start nothing")
+    k8s = p.add_argument_group("Kubernetes")
+    k8s.add_argument("--print-manifest", action="store_true", help="print a Kubernetes Job + headless Service")
+    k8s.add_argument("--job-name", default="tfscale", help="the Job's name (default tfscale)")
+    k8s.add_argument("--image", default="IMAGE_WITH_TFSCALE", help="the container image (with tfscale installed)")
+    k8s.add_argument("--port", type=int, default=None, help="the workers' gRPC port in the pods")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD...", help="the command every worker runs")
+    p.set_defaults(func=run)
+
+
+def _options(args):
+    from tfscale.cluster.plan import LaunchOptions
+
+    return LaunchOptions(workers=args.workers, replicas_per_worker=args.replicas_per_worker, log_dir=args.log_dir,
+                         timeout=args.timeout, collective_timeout=args.collective_timeout,
+                         max_restarts=args.max_restarts, nnodes=args.nnodes, node_rank=args.node_rank,
+                         hosts=args.hosts, hosts_file=args.hosts_file, threads=args.threads)
+
+
+def run(args) -> int:
+    from tfscale.cluster import launcher, plan as plan_lib
+    from tfscale.cluster.group import GroupInterrupted, GroupTimeout, WorkerFailure
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    options = _options(args)
+    if args.print_manifest:
+        return _print_manifest(command, args)
+    if args.dry_run:
+        _print_plan(launcher.dry_run(command, options), command, options)
+        return 0
+    if not command:
+        print("tfscale launch: no command; put it after `--`, e.g. tfscale launch -n 2 -- python train.py",
+              file=sys.stderr)
+        return 2
+    import os
+
+    if plan_lib.slurm_task(os.environ) is not None and not (options.hosts or options.hosts_file) and not (
+            options.timeout or options.log_dir):
+        launcher.exec_worker(command, options)  # does not return
+    code = 0
+    try:
+        launcher.run(command, options)
+    except (WorkerFailure, GroupTimeout, GroupInterrupted) as stopped:
+        print(f"tfscale launch: {stopped}", file=sys.stderr)
+        code = stopped.exit_code
+    _exit_now(code)
+
+
+def _exit_now(code: int) -> None:
+    """Exits without TensorFlow's teardown (seconds on a busy machine): the workers are already reaped."""
+    import logging
+    import os
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _print_plan(plan, command, options) -> None:
+    hosts = {address.rsplit(":", 1)[0] for address in plan.cluster["worker"]}
+    print(f"# {plan.manager}: {len(plan.ranks)} of {plan.world_size} worker(s) on this host "
+          f"(node {plan.node_rank} of {len(hosts)} host(s))")
+    for rank, env in zip(plan.ranks, plan.env):
+        log = f"  > {options.log_dir}/worker-{rank}.log" if options.log_dir else ""
+        assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        print(f"[w{rank}] env {assignments} {shlex.join(command) or '<no command>'}{log}")
+
+
+def _print_manifest(command, args) -> int:
+    from tfscale.cluster import manifest
+    from tfscale.cluster.environment import DEFAULT_PORT
+
+    print(manifest.render(command, workers=args.workers or 1, name=args.job_name, image=args.image,
+                          port=args.port or DEFAULT_PORT, replicas_per_worker=args.replicas_per_worker,
+                          collective_timeout=args.collective_timeout, max_restarts=args.max_restarts), end="")
+    return 0

@@ -1,0 +1,266 @@
+"""What `tfscale launch` starts: the cluster, and each local worker's environment.
+
+A `LaunchOptions` (the command line, or `tfscale.launch`'s arguments) and the
+launcher's environment give a `Plan`: the cluster spec shared by every
+worker, and for each worker started on this host the variables it gets:
+
+=============================  =====================================================
+TF_CONFIG                      the cluster and this worker's task ("worker", rank)
+TFSCALE_RANK / _WORLD_SIZE     this worker's place among all workers / their number
+TFSCALE_LOCAL_RANK / _NODE_RANK  its place on this host / this host's place
+TFSCALE_REPLICAS_PER_WORKER    ``--replicas-per-worker`` (read by `StrategyConfig`)
+TFSCALE_COLLECTIVE_TIMEOUT     ``--collective-timeout`` (read by `StrategyConfig`)
+TFSCALE_RESTART                how many times the group was restarted (set at start)
+CUDA_VISIBLE_DEVICES           this worker's share of the host's GPUs
+TF_NUM_INTRAOP_THREADS, ...    this worker's share of the host's cores
+=============================  =====================================================
+
+Variables the user already set (threads, CUDA_VISIBLE_DEVICES under Slurm)
+are left alone. No TensorFlow import happens here: a launcher starts fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+
+from tfscale.cluster import hosts as hosts_lib
+from tfscale.cluster import tf_config
+from tfscale.cluster.ports import WORKER_ENV
+from tfscale.errors import ConfigError
+
+log = logging.getLogger("tfscale")
+
+SLURM_DEFAULT_PORT = 8888  # the port base `Topology` detection uses under Slurm (TFSCALE_PORT overrides)
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchOptions:
+    """How to launch: the command line's options, field by field.
+
+    Attributes:
+        workers: worker processes on this host (``-n``); None: 1, or one per Slurm task under srun.
+        replicas_per_worker: replicas in each worker (logical CPU devices, or GPUs); None: the strategy's default.
+        log_dir: write each worker's output to ``<log_dir>/worker-<rank>.log`` instead of the terminal.
+        timeout: seconds for the whole job, restarts included; None: no limit.
+        collective_timeout: seconds before a collective with a dead peer fails; None: TensorFlow's default.
+        max_restarts: times the whole group is restarted after a worker fails.
+        nnodes: hosts in the cluster (checked against ``hosts``).
+        node_rank: this host's index in ``hosts``; None: found from the host name.
+        hosts: "host[:port],..." of every node (the port is the first of that node's workers).
+        hosts_file: a file with one host[:port] per line, instead of ``hosts``.
+        threads: intra-op threads per worker; None: this host's cores split among its workers.
+        env: extra variables for every worker.
+    """
+
+    workers: int | None = None
+    replicas_per_worker: int | None = None
+    log_dir: str | None = None
+    timeout: float | None = None
+    collective_timeout: float | None = None
+    max_restarts: int = 0
+    nnodes: int | None = None
+    node_rank: int | None = None
+    hosts: str | None = None
+    hosts_file: str | None = None
+    threads: int | None = None
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        for key in ("workers", "replicas_per_worker", "nnodes", "threads"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"{key} must be at least 1, got {value}", where=f"--{_flag(key)}",
+                                  fix="give a whole number >= 1")
+        for key in ("timeout", "collective_timeout"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{key} must be positive, got {value}", where=f"--{_flag(key)}",
+                                  fix="give seconds > 0, or leave it out")
+        if self.max_restarts < 0:
+            raise ConfigError(f"max_restarts must be >= 0, got {self.max_restarts}", where="--max-restarts",
+                              fix="give 0 (no restart) or more")
+        if (self.nnodes or self.node_rank is not None) and not (self.hosts or self.hosts_file):
+            raise ConfigError("--nnodes/--node-rank need the hosts of the cluster", where="tfscale launch",
+                              fix="add --hosts host0:port,host1:port (or --hosts-file FILE)")
+
+
+def _flag(key: str) -> str:
+    return {"workers": "n", "replicas_per_worker": "replicas-per-worker"}.get(key, key.replace("_", "-"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The cluster and this host's workers.
+
+    Attributes:
+        manager: "local" (one host, 127.0.0.1), "hosts" (named hosts) or "slurm".
+        cluster: job -> "host:port" list, identical on every worker.
+        ranks: the global rank of each worker started on this host.
+        world_size: workers in the whole cluster.
+        node_rank: this host's index.
+        local_ports: ports this host's workers listen on (reserved by the launcher).
+        env: per local worker, the variables the launcher sets.
+    """
+
+    manager: str
+    cluster: dict[str, list[str]]
+    ranks: list[int]
+    world_size: int
+    node_rank: int
+    local_ports: list[int]
+    env: list[dict[str, str]]
+
+
+def slurm_task(environ: Mapping[str, str]):
+    """(cluster_spec, task_index) when this process is one task of a Slurm job step, else None."""
+    from tfscale.cluster.environment import slurm_cluster
+
+    port = int(environ.get("TFSCALE_PORT", SLURM_DEFAULT_PORT))
+    return slurm_cluster(environ, port_base=port, gpus_per_node=0)
+
+
+def build(options: LaunchOptions, environ: Mapping[str, str], *, free_ports: list[int] | None = None) -> Plan:
+    """The plan for `options` in the launcher's environment.
+
+    Args:
+        options: what was asked for.
+        environ: the launcher's environment (os.environ).
+        free_ports: for a local launch, the reserved ports of its workers.
+
+    Raises:
+        ConfigError: options that contradict each other or the environment.
+    """
+    if options.hosts or options.hosts_file:
+        return _multi_host(options, environ)
+    slurm = slurm_task(environ)
+    if slurm is not None:
+        return _slurm(options, environ, *slurm)
+    n = options.workers or 1
+    if free_ports is None or len(free_ports) != n:
+        raise ConfigError(f"a local launch of {n} worker(s) needs {n} reserved port(s)", where="plan.build",
+                          fix="pass free_ports=PortReservation.free(n).ports")
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports]}
+    return _finish("local", cluster, list(range(n)), 0, free_ports, options, environ)
+
+
+def _multi_host(options: LaunchOptions, environ: Mapping[str, str]) -> Plan:
+    nodes = hosts_lib.parse_hosts(options.hosts, options.hosts_file)
+    if options.nnodes is not None and options.nnodes != len(nodes):
+        raise ConfigError(f"--nnodes {options.nnodes} but {len(nodes)} host(s) are named",
+                          where="--nnodes / --hosts", fix="name one host per node, or drop --nnodes")
+    node = hosts_lib.node_rank(nodes, options.node_rank)
+    n = options.workers or 1
+    cluster = {"worker": [address for host in nodes for address in host.addresses(n)]}
+    beyond = [h.name for h in nodes if not h.is_loopback]
+    if beyond:
+        log.warning("workers will accept gRPC connections from other machines (%s); TensorFlow's gRPC has no "
+                    "authentication: run only on a trusted network or behind a firewall", ", ".join(beyond))
+    ports = [nodes[node].port + i for i in range(n)]
+    return _finish("hosts", cluster, [node * n + i for i in range(n)], node, ports, options, environ)
+
+
+def _slurm(options: LaunchOptions, environ: Mapping[str, str], cluster, index: int) -> Plan:
+    if options.workers not in (None, 1):
+        raise ConfigError(f"-n {options.workers} under srun: each Slurm task is one worker",
+                          where="-n / SLURM_* variables",
+                          fix="drop -n and choose the number of workers with `srun --ntasks`, or launch outside srun")
+    if options.max_restarts:
+        raise ConfigError("--max-restarts cannot restart one Slurm task alone", where="--max-restarts",
+                          fix="let Slurm restart the job (`sbatch --requeue`) and resume from checkpoints")
+    node = int(environ.get("SLURM_NODEID", 0))
+    plan = _finish("slurm", dict(cluster), [index], node, [], options, environ)
+    env = plan.env[0]
+    env["TFSCALE_LOCAL_RANK"] = environ.get("SLURM_LOCALID", "0")
+    if "SLURM_CPUS_PER_TASK" not in environ and options.threads is None:
+        for key in thread_env(1):  # without --cpus-per-task there is no share to give: TensorFlow decides
+            if key not in environ:
+                env.pop(key, None)
+    return plan
+
+
+def _finish(manager, cluster, ranks, node, ports, options: LaunchOptions, environ) -> Plan:
+    world = len(cluster["worker"])
+    gpus = [] if manager == "slurm" else visible_gpus(environ)
+    gpu_shares = split_gpus(gpus, len(ranks), options.replicas_per_worker)
+    threads = options.threads or _threads_per_worker(len(ranks), environ)
+    envs = []
+    for local, rank in enumerate(ranks):
+        env = {"TF_CONFIG": tf_config.make(cluster, "worker", rank), "TFSCALE_RANK": str(rank),
+               "TFSCALE_WORLD_SIZE": str(world), "TFSCALE_LOCAL_RANK": str(local),
+               "TFSCALE_LOCAL_WORLD_SIZE": str(len(ranks)), "TFSCALE_NODE_RANK": str(node),
+               "PYTHONUNBUFFERED": environ.get("PYTHONUNBUFFERED", "1")}
+        if manager != "slurm":
+            env.update(WORKER_ENV)
+        if options.replicas_per_worker:
+            env["TFSCALE_REPLICAS_PER_WORKER"] = str(options.replicas_per_worker)
+        if options.collective_timeout:
+            env["TFSCALE_COLLECTIVE_TIMEOUT"] = str(options.collective_timeout)
+        if gpu_shares is not None:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_shares[local])
+            if len(gpus) < len(ranks):
+                env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
+        for key, value in thread_env(threads).items():
+            env[key] = environ.get(key, value)
+        env.update(options.env)
+        envs.append(env)
+    return Plan(manager, {k: list(v) for k, v in cluster.items()}, list(ranks), world, node, list(ports), envs)
+
+
+def thread_env(intra_op: int) -> dict[str, str]:
+    """Thread settings for one worker that may use `intra_op` cores.
+
+    One inter-op thread per core as well: a data-parallel training step is a
+    chain of ops; more parallel ops than cores only contend for them.
+    """
+    return {"TF_NUM_INTRAOP_THREADS": str(intra_op), "TF_NUM_INTEROP_THREADS": str(intra_op),
+            "OMP_NUM_THREADS": str(intra_op)}
+
+
+def _threads_per_worker(local_workers: int, environ: Mapping[str, str]) -> int:
+    if environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
+        return max(1, int(environ["SLURM_CPUS_PER_TASK"]))
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // local_workers)
+
+
+def visible_gpus(environ: Mapping[str, str]) -> list[str]:
+    """The GPU ids this host offers its workers, without importing TensorFlow."""
+    if "CUDA_VISIBLE_DEVICES" in environ:
+        ids = [g.strip() for g in environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
+        return [] if ids in ([], ["-1"]) else ids
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+
+
+def split_gpus(gpus: list[str], workers: int, per_worker: int | None) -> list[list[str]] | None:
+    """Each worker's GPUs: contiguous equal shares, or shared round-robin when there are fewer GPUs than workers.
+
+    Returns None on a host without GPUs.
+
+    Raises:
+        ConfigError: more GPUs per worker asked for than the host has.
+    """
+    if not gpus:
+        return None
+    if per_worker is not None and per_worker * workers > len(gpus):
+        raise ConfigError(f"{workers} worker(s) x {per_worker} GPU(s) asked for, but this host has {len(gpus)}",
+                          where="--replicas-per-worker / -n",
+                          fix=f"ask for at most {max(1, len(gpus) // workers)} replica(s) per worker")
+    if len(gpus) < workers:
+        log.warning("%d workers share %d GPU(s): each worker gets one, memory grows on demand", workers, len(gpus))
+        return [[gpus[i % len(gpus)]] for i in range(workers)]
+    share = per_worker or len(gpus) // workers
+    return [gpus[i * share:(i + 1) * share] for i in range(workers)]
