@@ -5,8 +5,10 @@
     with scale.scope():
         model = build_model()
 
-`import tfscale` imports TensorFlow, Keras and the standard library only;
-optional packages load inside the functions that need them.
+`import tfscale` imports only the standard library: TensorFlow and Keras load
+when `Scale` (or a subpackage that needs them) is first used, so the launcher
+and `tfscale --help` start at once; optional packages load inside the
+functions that need them.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ import importlib
 from tfscale import errors
 from tfscale.config import StrategyConfig
 from tfscale.errors import ClusterError, ConfigError, DataError, ExportError, TfscaleError
-from tfscale.scale import Scale
 
 __version__ = "0.1.0"
 
-# Subpackages loaded on first use, so `import tfscale` stays as cheap as `import tensorflow`.
+# Loaded on first use, so `import tfscale` loads no TensorFlow (the launcher starts at once).
 _LAZY_MODULES = ("cluster", "data", "export", "strategy", "train", "tuning", "recipes")
-_LAZY_FUNCTIONS = {"launch": "tfscale.cluster.launcher", "fit": "tfscale.train.fit", "tune": "tfscale.tuning"}
+_LAZY_FUNCTIONS = {"Scale": "tfscale.scale", "launch": "tfscale.cluster.launcher", "fit": "tfscale.train.fit",
+                   "tune": "tfscale.tuning"}
 
 __all__ = ["ClusterError", "ConfigError", "DataError", "ExportError", "Scale", "StrategyConfig", "TfscaleError",
            "errors", *_LAZY_MODULES, *_LAZY_FUNCTIONS]
