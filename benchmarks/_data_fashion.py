@@ -11,29 +11,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 
-DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
-FILES = ("train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
-         "t10k-images-idx3-ubyte.gz")
+from benchmarks._fashion import place
+
 CLASSES = ("tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")
-
-
-def ensure_keras_copy() -> str:
-    """Puts the four Fashion-MNIST .gz files where Keras looks; installs the Debian package if needed."""
-    target = os.path.expanduser("~/.keras/datasets/fashion-mnist")
-    if all(os.path.exists(os.path.join(target, f)) for f in FILES):
-        return target
-    if not os.path.isdir(DEBIAN_DIR) and os.geteuid() == 0:
-        if subprocess.run(["apt-get", "install", "-y", "dataset-fashion-mnist"], capture_output=True).returncode:
-            subprocess.run(["apt-get", "update"], capture_output=True)
-            subprocess.run(["apt-get", "install", "-y", "dataset-fashion-mnist"], check=True, capture_output=True)
-    if not os.path.isdir(DEBIAN_DIR):
-        raise SystemExit(f"Fashion-MNIST not found in {DEBIAN_DIR}: run `apt-get install -y dataset-fashion-mnist`")
-    os.makedirs(target, exist_ok=True)
-    for f in FILES:
-        shutil.copy(os.path.join(DEBIAN_DIR, f), os.path.join(target, f))
-    return target
 
 
 def write_images(count: int, cache: str | None = None) -> dict[str, str]:
@@ -46,7 +27,7 @@ def write_images(count: int, cache: str | None = None) -> dict[str, str]:
     folders = {"png": os.path.join(cache, f"fashion-png-{count}"), "jpeg": os.path.join(cache, f"fashion-jpeg256-{count}")}
     if all(os.path.exists(os.path.join(f, ".complete")) for f in folders.values()):
         return folders
-    ensure_keras_copy()
+    place()
     (x, y), _ = keras.datasets.fashion_mnist.load_data()
     order = np.random.RandomState(0).permutation(len(x))[:count]
     for kind, folder in folders.items():

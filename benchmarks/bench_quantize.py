@@ -28,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-import _export_fashion  # noqa: E402
+import _fashion  # noqa: E402
 
 TARGETS = {"int8_size_ratio_max": 0.26, "int8_drop_pp_max": 0.5, "int8_agreement_min": 0.99,
            "recommended_speedup_min": 3.0}
@@ -163,7 +163,7 @@ def main() -> None:
     import tensorflow as tf
 
     load_before = os.getloadavg()
-    data = _export_fashion.load()
+    data = _fashion.load()
     results = {name: measure(name, build, data, args) for name, build in (("tutorial_conv", conv_net),
                                                                           ("mlp_1m", mlp))}
     print(json.dumps({
