@@ -12,7 +12,6 @@ import tensorflow as tf
 from tfscale import config as config_lib
 from tfscale.cluster import Topology, detect
 from tfscale.cluster.devices import configure_threads
-from tfscale.errors import ConfigError
 from tfscale.strategy import choose, registry
 
 log = logging.getLogger("tfscale")
@@ -37,12 +36,9 @@ class Scale:
     def __init__(self, strategy: str = "auto", *, replicas: int | None = None,
                  config: config_lib.StrategyConfig | None = None, topology: Topology | None = None, **options: Any):
         if config is None:
-            known = {f.name for f in dataclasses.fields(config_lib.StrategyConfig)} - {"name", "replicas"}
-            unknown = sorted(set(options) - known)
-            if unknown:
-                raise ConfigError(f"unknown Scale option(s) {unknown}", where="tfscale.Scale(...)",
-                                  fix=f"use only: {', '.join(sorted(known))}")
-            config = config_lib.StrategyConfig(name=strategy, replicas=replicas, **options)
+            config = config_lib.with_options(config_lib.StrategyConfig, None,
+                                             {"name": strategy, "replicas": replicas, **options},
+                                             what="Scale option", where="tfscale.Scale(...)")
         elif options or replicas is not None:
             config = dataclasses.replace(config, **options, **({"replicas": replicas} if replicas else {}))
         # Unset replicas / collective_timeout come from `tfscale launch` (TFSCALE_REPLICAS_PER_WORKER, ...).

@@ -6,7 +6,8 @@ area (strategy, run/train, tune). Files and overrides go through `from_mapping`
 values of the wrong type, naming the file and the key.
 """
 
-from tfscale.config.loading import apply_overrides, check_choice, from_mapping, load_toml, parse_override
+from tfscale.config.loading import (apply_overrides, check_choice, from_mapping, load_toml, parse_override,
+                                    with_options)
 from tfscale.config.run import (LR_SCALINGS, PRECISIONS, DataConfig, ExportConfig, RunConfig, TrainConfig,
                                 load_run_config)
 from tfscale.config.strategy import (CLUSTER_MANAGERS, COMMUNICATIONS, LAUNCH_VARIABLES, StrategyConfig,
@@ -16,4 +17,4 @@ from tfscale.config.tune import TUNERS, TuneConfig
 __all__ = ["CLUSTER_MANAGERS", "COMMUNICATIONS", "LAUNCH_VARIABLES", "LR_SCALINGS", "PRECISIONS", "TUNERS",
            "DataConfig", "ExportConfig", "RunConfig", "StrategyConfig", "TrainConfig", "TuneConfig",
            "apply_overrides", "check_choice", "from_mapping", "load_run_config", "load_strategy_preset",
-           "load_toml", "parse_override", "with_launch_environment"]
+           "load_toml", "parse_override", "with_launch_environment", "with_options"]

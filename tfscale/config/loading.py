@@ -153,3 +153,22 @@ def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
 def _type_error(key: str, source: str, expected: str, value: Any) -> ConfigError:
     return ConfigError(f"{key!r} must be {expected}, got {value!r} ({type(value).__name__})",
                        where=source, fix=f"give {key} as {expected}")
+
+
+def with_options(cls: type[T], config: T | None, options: Mapping[str, Any], *, what: str, where: str) -> T:
+    """`config` (or the defaults of `cls`) with keyword `options` applied; unknown names are errors.
+
+    Args:
+        cls: the config dataclass.
+        config: a config to start from, or None for the defaults.
+        options: keyword arguments a caller passed, e.g. to `tfscale.fit(...)`.
+        what: how the options are named in the message, e.g. "tfscale.fit option".
+        where: the call, e.g. "tfscale.fit(...)".
+    """
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what}(s) {unknown}", where=where, fix=f"use only: {', '.join(sorted(known))}")
+    if config is None:
+        return cls(**options)
+    return dataclasses.replace(config, **options) if options else config

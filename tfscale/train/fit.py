@@ -11,7 +11,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tfscale.config import TrainConfig
+from tfscale.config import TrainConfig, with_options
 from tfscale.data.sharding import Shardable, distribute
 from tfscale.errors import ConfigError, DataError
 from tfscale.train.batch import BatchPlan, plan_batch
@@ -118,12 +118,7 @@ def fit(build_model: Callable[..., keras.Model] | str, train_data, *, scale=None
 
 
 def _train_config(config: TrainConfig | None, options: Mapping[str, Any]) -> TrainConfig:
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ConfigError(f"unknown tfscale.fit option(s) {unknown}", where="tfscale.fit(...)",
-                          fix=f"use only: {', '.join(sorted(known))}")
-    return dataclasses.replace(config or TrainConfig(), **options)
+    return with_options(TrainConfig, config, options, what="tfscale.fit option", where="tfscale.fit(...)")
 
 
 def _build_and_compile(build_model, model_args, scale, cfg: TrainConfig, plan: BatchPlan, policy: str):

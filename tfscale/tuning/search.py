@@ -12,7 +12,6 @@ saved as ``best_model.keras`` and handed to export; the results go to
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -20,7 +19,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from tfscale.config import TuneConfig
+from tfscale.config import TuneConfig, with_options
 from tfscale.errors import ConfigError, DataError, TfscaleError
 from tfscale.tuning.results import BEST_MODEL, TuneResult, rows_from_oracle
 
@@ -95,14 +94,7 @@ def tune(build_model: Callable, train, validation=None, *, scale=None, config: T
 
 
 def _config(config: TuneConfig | None, options: dict[str, Any]) -> TuneConfig:
-    known = {f.name for f in dataclasses.fields(TuneConfig)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ConfigError(f"unknown tune option(s) {unknown}", where="tfscale.tune(...)",
-                          fix=f"use only: {', '.join(sorted(known))}")
-    if config is None:
-        return TuneConfig(**options)
-    return dataclasses.replace(config, **options) if options else config
+    return with_options(TuneConfig, config, options, what="tune option", where="tfscale.tune(...)")
 
 
 def _default_scale(scale):
