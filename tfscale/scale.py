@@ -44,6 +44,8 @@ class Scale:
         # Unset replicas / collective_timeout come from `tfscale launch` (TFSCALE_REPLICAS_PER_WORKER, ...).
         config = config_lib.with_launch_environment(config)
         self.config = config
+        # Global batch sizes given to distribute(), so scale.optimizer() can scale the learning rate to them.
+        self.distributed_batch_sizes: set[int] = set()
         configure_threads(config.intra_op_threads, config.inter_op_threads)
         self.topology = topology or detect(config.cluster, tpu=config.tpu)
         if config.name == "auto":
@@ -140,7 +142,7 @@ class Scale:
 
         global_batch, per_replica = self.batch_sizes(global_batch_size, per_replica_batch_size)
         if drop_remainder:  # training input: scale.optimizer() scales the learning rate to it (tfscale.train)
-            self.distributed_batch_sizes = {*getattr(self, "distributed_batch_sizes", ()), global_batch}
+            self.distributed_batch_sizes.add(global_batch)
         return distribute(self.strategy, data, global_batch_size=global_batch,
                           per_replica_batch_size=per_replica, drop_remainder=drop_remainder)
 
