@@ -175,8 +175,10 @@ def test_killed_worker_loses_no_message(model_dir, data, redis_server, tmp_path)
     assert len(values) == len(texts)
     assert [v["label"] for v in values] == ["positive" if p >= 0.5 else "negative" for p in direct]
     np.testing.assert_allclose([v["positive"] for v in values], direct, atol=1e-4)
+    # What the killed worker held comes back by the broker (flagged redelivered) or, for a message caught in
+    # kombu's BRPOP gap, by the client's resend: which path a run takes depends on when the kill lands.
     redelivered = [v for v in values if v["redelivered"]]
-    assert redelivered, "no message was redelivered: the killed worker held none unacknowledged"
-    assert {v["worker"].split("@")[0] for v in redelivered} == {"survivor"}
+    assert redelivered or client.resent, "nothing came back: the killed worker held no message in flight"
+    assert {v["worker"].split("@")[0] for v in redelivered} <= {"survivor"}
     assert {v["worker"].split("@")[0] for v in values} == {"doomed", "survivor"}
     assert max(v["batch"] for v in values) > 1, "messages were never scored together"
