@@ -25,7 +25,7 @@ def test_pipeline_options_turn_off_tf_auto_sharding_and_pick_file_or_data():
     ds = pipe.dataset_for(contexts(2)[0])
     assert ds.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.OFF
     assert pipe.source.units is None  # in-memory: DATA sharding
-    assert [int(v) for v in ds] == [0, 2, 4, 6, 8]
+    assert sorted(int(v) for v in ds) == [0, 2, 4, 6, 8]  # order is free unless .deterministic()
 
 
 def test_distribute_batches_a_pipeline_per_replica():
