@@ -23,6 +23,15 @@ def test_corrupt_and_truncated_images(tmp_path, caplog):
         list(ts.data.image_folder(str(tmp_path), image_size=(8, 8)).deterministic())
     assert "corrupt or truncated image" in str(raised.value)
     assert "garbage.jpg" in str(raised.value) or "cut.png" in str(raised.value)
+    bad = ts.data.image_folder(str(tmp_path), image_size=(8, 8))
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(2)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with pytest.raises(tf.errors.InvalidArgumentError) as in_keras:  # checked per batch, before decoding
+        model.fit(bad.dataset(batch_size=20), epochs=1, verbose=0)
+    assert "corrupt or truncated image" in str(in_keras.value) and ("garbage.jpg" in str(in_keras.value)
+                                                                    or "cut.png" in str(in_keras.value))
+    with pytest.raises(DataError, match="corrupt or truncated image"):  # tfscale.fit: a DataError
+        ts.fit(lambda: model, bad, epochs=1, global_batch_size=5, scale=ts.Scale("default"), verbose=0)
     pipe = ts.data.image_folder(str(tmp_path), image_size=(8, 8), on_error="skip")
     with caplog.at_level(logging.WARNING, logger="tfscale"):
         assert sum(1 for _ in pipe.dataset()) == 8

@@ -10,7 +10,7 @@ import tensorflow as tf
 from test_data_helpers import contexts, values, write_csv, write_images
 
 import tfscale as ts
-from tfscale.data.core import Op
+from tfscale.data.core import Build, Op
 from tfscale.data.transforms import batches_last
 from tfscale.errors import ConfigError
 
@@ -110,6 +110,21 @@ def test_image_folder_decodes_resizes_normalizes_and_labels(tmp_path):
     native = ts.data.image_folder(str(tmp_path), scale=None)
     first, _ = next(iter(native.dataset()))
     assert first.shape == (40, 30, 3) and first.dtype == tf.uint8
+
+
+def test_resized_images_are_decoded_per_batch_in_raise_mode_and_per_image_in_skip_mode(tmp_path):
+    write_images(tmp_path, per_class=(4, 3), size=(20, 24), kinds=("png", "jpg"))
+    raising = ts.data.image_folder(str(tmp_path), image_size=(10, 12)).deterministic()
+    skipping = raising.errors("skip")
+    batch = Op("batch", None, payload="batch")
+    assert [o.name for o in batches_last(raising.ops + (batch,), Build(on_error="raise"))][0] == "batch"
+    assert [o.name for o in batches_last(skipping.ops + (batch,), Build(on_error="skip"))][-1] == "batch"
+    per_batch = [(x.numpy(), y.numpy()) for x, y in raising.dataset(batch_size=4)]
+    per_image = [(x.numpy(), y.numpy()) for x, y in skipping.dataset(batch_size=4)]
+    assert [x.shape for x, _ in per_batch] == [(4, 10, 12, 3), (3, 10, 12, 3)]
+    for (a, la), (b, lb) in zip(per_batch, per_image):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+        assert la.tolist() == lb.tolist()
 
 
 def test_large_jpeg_is_decoded_at_reduced_scale_to_the_same_picture(tmp_path):

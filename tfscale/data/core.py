@@ -81,6 +81,9 @@ class Op:
 
     name: str
     apply: Callable[[tf.data.Dataset, Build], tf.data.Dataset]
-    vectorized: bool = False
+    vectorized: bool | Callable[[Build], bool] = False  # or a test of the build (decoding: not in skip mode)
     keeps_records: bool = True  # False for take/skip/filter/repeat/batch: sample() may not move before it
     payload: Any = None
+
+    def vectorized_in(self, build: Build) -> bool:
+        return self.vectorized(build) if callable(self.vectorized) else self.vectorized

@@ -131,13 +131,14 @@ def cache_op(path: str | None) -> Callable:
     return apply
 
 
-def batches_last(ops: tuple[Op, ...]) -> list[Op]:
+def batches_last(ops: tuple[Op, ...], build: Build | None = None) -> list[Op]:
     """Moves each batch op before the run of vectorized maps that precede it (batch-then-map)."""
+    build = build or Build()
     out: list[Op] = []
     for op in ops:
         if op.payload == "batch":
             k = len(out)
-            while k and out[k - 1].vectorized:
+            while k and out[k - 1].vectorized_in(build):
                 k -= 1
             out = out[:k] + [op] + out[k:]
         else:
@@ -148,7 +149,7 @@ def batches_last(ops: tuple[Op, ...]) -> list[Op]:
 def apply_ops(ds: tf.data.Dataset, ops: tuple[Op, ...], build: Build, records) -> tf.data.Dataset:
     """Applies `ops` (batches moved before vectorized maps); in skip mode, reports at each epoch end."""
     reported = build.on_error != "skip"
-    for op in batches_last(ops):
+    for op in batches_last(ops, build):
         if not reported and (op.payload == "batch" or op.name.startswith("repeat")):
             ds, reported = badrecords.end_of_epoch(ds, records, in_service=build.in_service), True
         ds = op.apply(ds, build)

@@ -17,6 +17,12 @@ keras-team/keras#20585 (also tensorflow/tensorflow#72388, ray-project/ray#47464)
 scalars. It also gives each worker more than one CPU replica (logical CPU
 devices), which TensorFlow's strategy does not allow (it uses one CPU device).
 
+Not a bug but a cost: Keras averages every scalar log of a train or test step
+(loss, each metric) over the replicas with its own `strategy.reduce` call, so a
+step runs one cross-worker collective per log value besides the gradients'.
+`MultiWorkerStrategy.run` averages them all in one collective instead (the same
+means), which saves a gRPC round trip per value and step.
+
 Two more version-specific workarounds live beside the code they concern, in
 tfscale/data/sharding.py (`per_replica_batches`, `distribute`):
 
@@ -35,6 +41,7 @@ import keras
 import tensorflow as tf
 from tensorflow.python.distribute import collective_all_reduce_strategy as _collective
 from tensorflow.python.distribute import distribute_lib as _distribute_lib
+from tensorflow.python.distribute import values as _values
 
 # The first Keras release with keras-team/keras#20585 fixed; None while it is open.
 KERAS_FIT_FIXED_IN: tuple[int, int] | None = None
@@ -79,8 +86,33 @@ class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
         _distribute_lib.Strategy.__init__(
             self, _Extended(self, cluster_resolver, communication_options, cpu_replicas))
         self._tfscale_fix_reduce = needs_reduce_fix()
+        self._tfscale_reduced: dict[int, tf.Tensor] = {}  # logs averaged by run(), by id, until Keras reduces them
+
+    def run(self, fn, args=(), kwargs=None, options=None):
+        outputs = super().run(fn, args=args, kwargs=kwargs, options=options)
+        if _is_keras_step(fn) and self.extended._num_workers > 1:
+            outputs = self._mean_scalar_logs(outputs)
+        return outputs
+
+    def _mean_scalar_logs(self, outputs):
+        """Averages the float scalar leaves of a Keras step's outputs over all replicas in one collective."""
+        leaves = tf.nest.flatten(outputs)
+        picked = [i for i, v in enumerate(leaves) if isinstance(v, tf.distribute.DistributedValues)
+                  and all(t.shape.rank == 0 and t.dtype.is_floating for t in v.values)]
+        if len(picked) < 2:
+            return outputs
+        per_replica = [tf.stack([tf.cast(leaves[i].values[r], tf.float32) for i in picked])
+                       for r in range(len(leaves[picked[0]].values))]
+        means = tf.unstack(super().reduce(tf.distribute.ReduceOp.MEAN, _values.PerReplica(tuple(per_replica)), None))
+        self._tfscale_reduced.clear()
+        for i, mean in zip(picked, means):
+            leaves[i] = tf.cast(mean, leaves[i].values[0].dtype)
+            self._tfscale_reduced[id(leaves[i])] = leaves[i]
+        return tf.nest.pack_sequence_as(outputs, leaves)
 
     def reduce(self, reduce_op, value, axis):
+        if id(value) in self._tfscale_reduced and self._tfscale_reduced[id(value)] is value:
+            return value  # a log already averaged over all replicas by run()
         if not self._tfscale_fix_reduce:
             return super().reduce(reduce_op, value, axis)
         # keras-team/keras#20585 (1): Keras passes a nested batch; reduce leaf by leaf.
@@ -90,6 +122,12 @@ class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
         if axis is not None and _rank(self, value) == 0:
             axis = None
         return super().reduce(reduce_op, value, axis)
+
+
+def _is_keras_step(fn) -> bool:
+    """True for a Keras model's train_step or test_step (whose outputs Keras averages as logs)."""
+    return getattr(fn, "__name__", None) in ("train_step", "test_step") and isinstance(
+        getattr(fn, "__self__", None), keras.Model)
 
 
 def _is_leaf(value) -> bool:

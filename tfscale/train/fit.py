@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 
 from tfscale.config import TrainConfig, with_options
+from tfscale.data import badrecords
 from tfscale.data.sharding import Shardable, distribute
 from tfscale.errors import ConfigError, DataError
 from tfscale.train.batch import BatchPlan, plan_batch
@@ -109,9 +110,15 @@ def fit(build_model: Callable[..., keras.Model] | str, train_data, *, scale=None
     with warnings.catch_warnings():
         # Keras warns at the end of every epoch of a dataset whose length it does not know yet.
         warnings.filterwarnings("ignore", message="Your input ran out of data")
-        history = model.fit(train, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch, shuffle=False,
-                            validation_data=validation, callbacks=all_callbacks,
-                            verbose=cfg.verbose if scale.is_chief else 0)
+        try:
+            history = model.fit(train, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch, shuffle=False,
+                                validation_data=validation, callbacks=all_callbacks,
+                                verbose=cfg.verbose if scale.is_chief else 0)
+        except tf.errors.OpError as e:  # a bad record found by a tfscale pipeline's raise-mode check
+            error = badrecords.as_data_error(e)
+            if error is e:
+                raise
+            raise error from None
     speed = next((c.summary for c in all_callbacks if isinstance(c, Throughput)), {})
     resumed = next((c.restored_epoch for c in all_callbacks if isinstance(c, Checkpoints)), 0)
     return FitResult(model, history, scale, plan, learning_rate, policy, speed, resumed)
