@@ -47,6 +47,8 @@ def test_same_losses_and_weights_on_every_scale(tmp_path):
         for run in results[name]:
             assert int(run["num_replicas"]) == expected_replicas
             assert int(run["steps"]) == 20, f"{name} ran {int(run['steps'])} steps"
+            if name.startswith("workers"):
+                assert "steps_per_execution=2" in str(run["spe_error"]) and "19246" in str(run["spe_error"])
             loss_diff = float(np.max(np.abs(reference["losses"] - run["losses"]) / np.abs(reference["losses"])))
             weight_diff = max(_max_rel(reference[w], run[w]) for w in weights)
             assert loss_diff < RTOL, f"{name}: per-step losses differ by {loss_diff:.2e} relative"

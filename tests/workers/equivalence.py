@@ -52,9 +52,17 @@ record = Losses()
 model.fit(train, epochs=1, verbose=0, callbacks=[record])
 evaluation = model.evaluate(train, verbose=0, return_dict=True)
 predictions = model.predict(tf.data.Dataset.from_tensor_slices(x[:64]).batch(16), verbose=0)
+spe_error = ""
+if scale.num_workers > 1:  # keras-team/keras#19246: a clear tfscale error, not a placeholder error
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  steps_per_execution=2)
+    try:
+        model.fit(train, epochs=1, verbose=0)
+    except ts.errors.ConfigError as e:
+        spe_error = str(e)
 index = json.loads(os.environ["TF_CONFIG"])["task"]["index"] if "TF_CONFIG" in os.environ else None
 path = out if index is None else out.replace(".npz", f".{index}.npz")
 np.savez(path, losses=np.array(record.losses), num_replicas=scale.num_replicas, steps=len(record.losses),
-         eval_loss=evaluation["loss"], predictions=predictions,
+         eval_loss=evaluation["loss"], predictions=predictions, spe_error=spe_error,
          **{f"w{i}": w for i, w in enumerate(model.get_weights())})
 print(f"{scale!r} steps={len(record.losses)} loss={record.losses[-1]:.6f}")

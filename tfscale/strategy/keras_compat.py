@@ -17,6 +17,11 @@ keras-team/keras#20585 (also tensorflow/tensorflow#72388, ray-project/ray#47464)
 scalars. It also gives each worker more than one CPU replica (logical CPU
 devices), which TensorFlow's strategy does not allow (it uses one CPU device).
 
+keras-team/keras#19246: `steps_per_execution > 1` fails on several workers (the
+steps run inside a `tf.cond`, where the optimizer's cross-worker `merge_call`
+breaks); `MultiWorkerStrategy.run` turns the obscure placeholder error into a
+ConfigError saying so.
+
 Not a bug but a cost: Keras averages every scalar log of a train or test step
 (loss, each metric) over the replicas with its own `strategy.reduce` call, so a
 step runs one cross-worker collective per log value besides the gradients'.
@@ -42,6 +47,8 @@ import tensorflow as tf
 from tensorflow.python.distribute import collective_all_reduce_strategy as _collective
 from tensorflow.python.distribute import distribute_lib as _distribute_lib
 from tensorflow.python.distribute import values as _values
+
+from tfscale.errors import ConfigError
 
 # The first Keras release with keras-team/keras#20585 fixed; None while it is open.
 KERAS_FIT_FIXED_IN: tuple[int, int] | None = None
@@ -89,10 +96,16 @@ class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
         self._tfscale_reduced: dict[int, tf.Tensor] = {}  # logs averaged by run(), by id, until Keras reduces them
 
     def run(self, fn, args=(), kwargs=None, options=None):
+        keras_step = _is_keras_step(fn) and self.extended._num_workers > 1
+        if keras_step and (getattr(fn.__self__, "steps_per_execution", 1) or 1) > 1:
+            # keras-team/keras#19246: Keras runs the steps of one execution inside a tf.cond, where the
+            # cross-worker merge_call of the optimizer fails ("You must feed a value for placeholder").
+            raise ConfigError(
+                f"steps_per_execution={fn.__self__.steps_per_execution} does not work on several workers with "
+                f"Keras {keras.__version__} (keras-team/keras#19246)", where="model.compile(steps_per_execution=...)",
+                fix="compile with steps_per_execution=1 (the default) for multi-worker training")
         outputs = super().run(fn, args=args, kwargs=kwargs, options=options)
-        if _is_keras_step(fn) and self.extended._num_workers > 1:
-            outputs = self._mean_scalar_logs(outputs)
-        return outputs
+        return self._mean_scalar_logs(outputs) if keras_step else outputs
 
     def _mean_scalar_logs(self, outputs):
         """Averages the float scalar leaves of a Keras step's outputs over all replicas in one collective."""
