@@ -1,5 +1,6 @@
 """`tfscale launch` for real: worker processes talking gRPC over 127.0.0.1, failures, restarts, signals."""
 
+import io
 import json
 import os
 import signal
@@ -71,7 +72,7 @@ def test_three_workers_fit_to_identical_weights_with_log_files(tmp_path):
     assert "[w" not in out  # the output went to the files
     for rank in range(3):
         text = (logs / f"worker-{rank}.log").read_text()
-        assert f"Scale(multi_worker: 3 replica(s) = 3 worker(s) x 1 CPU" in text, text[-2000:]
+        assert "Scale(multi_worker: 3 replica(s) = 3 worker(s) x 1 CPU" in text, text[-2000:]
     assert_identical_weights(tmp_path, 3)
 
 
@@ -171,6 +172,22 @@ def test_the_exit_code_of_a_failing_command_through_the_cli(tmp_path):
     out, err = finish(proc)
     assert proc.returncode == 5
     assert "worker w1 exited with code 5" in err
+
+
+def test_each_worker_is_bound_to_its_share_of_the_cores():
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("binding two workers needs two cores")
+    code = "import os; print('cpus', sorted(os.sched_getaffinity(0)), os.environ['GRPC_EXPERIMENTS'])"
+    seen = {}
+    for bind in (True, False):
+        output = io.StringIO()
+        run([sys.executable, "-c", code], LaunchOptions(workers=2, bind_cores=bind), output=output)
+        seen[bind] = sorted(line for line in output.getvalue().splitlines() if " cpus " in line)
+    share = len(cores) // 2
+    assert seen[True] == [f"[w{r}] cpus {cores[r * share:(r + 1) * share]} -event_engine_client,-event_engine_listener"
+                          for r in range(2)]
+    assert all(f"cpus {cores} " in line for line in seen[False]) and len(seen[False]) == 2
 
 
 def test_group_threads_run_side_by_side(tmp_path):

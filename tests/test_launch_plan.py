@@ -111,7 +111,7 @@ def test_srun_tfscale_launch_execs_the_command_with_the_slurm_tf_config():
     proc = subprocess.run([sys.executable, "-m", "tfscale", "launch", "--", sys.executable, "-c", code], env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    pid, config, rank = proc.stdout.split(" ", 1)[0], *proc.stdout.strip().split(" ", 1)[1].rsplit(" ", 1)
+    config, rank = proc.stdout.strip().split(" ", 1)[1].rsplit(" ", 1)
     assert json.loads(config) == {"cluster": {"worker": ["localhost:8888"]}, "task": {"type": "worker", "index": 0}}
     assert rank == "0" and "[w0]" not in proc.stdout  # the launcher became the command: no prefix, no child
 

@@ -8,7 +8,6 @@ import pytest
 
 import tfscale
 from procs import base_env
-from tfscale.config import TuneConfig
 from tfscale.errors import ConfigError
 from tfscale.tuning.results import TrialRow, TuneResult
 from tfscale.tuning.run import load_run

@@ -35,6 +35,8 @@ def add_parser(subparsers) -> None:
                    help="restart the whole group up to R times after a failure")
     p.add_argument("--threads", type=int, default=None, metavar="T",
                    help="intra-op threads per worker (default: this host's cores split among its workers)")
+    p.add_argument("--no-bind-cores", dest="bind_cores", action="store_false",
+                   help="do not bind each worker to its share of the cores (bound by default, except under Slurm)")
     hosts = p.add_argument_group("several hosts")
     hosts.add_argument("--nnodes", type=int, default=None, help="hosts in the cluster")
     hosts.add_argument("--node-rank", type=int, default=None, help="this host's index in --hosts")
@@ -56,7 +58,8 @@ def _options(args):
     return LaunchOptions(workers=args.workers, replicas_per_worker=args.replicas_per_worker, log_dir=args.log_dir,
                          timeout=args.timeout, collective_timeout=args.collective_timeout,
                          max_restarts=args.max_restarts, nnodes=args.nnodes, node_rank=args.node_rank,
-                         hosts=args.hosts, hosts_file=args.hosts_file, threads=args.threads)
+                         hosts=args.hosts, hosts_file=args.hosts_file, threads=args.threads,
+                         bind_cores=args.bind_cores)
 
 
 def run(args) -> int:

@@ -53,6 +53,7 @@ class ProcessSpec:
         name: a short name for output prefixes and errors, e.g. "w0".
         log_path: write the output to this file instead of the group's output stream.
         cwd: working directory (default: the starter's).
+        cpus: bind the process (and the threads it starts) to these cores; None: no binding.
     """
 
     argv: Sequence[str]
@@ -60,6 +61,7 @@ class ProcessSpec:
     name: str = ""
     log_path: str | None = None
     cwd: str | None = None
+    cpus: tuple[int, ...] | None = None
 
 
 class WorkerFailure(ClusterError):
@@ -117,8 +119,9 @@ def describe_exit(returncode: int) -> str:
     return f"exited with code {returncode}"
 
 
-def _child_setup():
-    """Runs in each child before exec: its own process group, and SIGKILL when its parent thread dies (Linux).
+def _child_setup(cpus: tuple[int, ...] | None = None):
+    """Runs in each child before exec: its own process group, SIGKILL when its parent thread dies (Linux),
+    and its cores when `cpus` is given.
 
     A process group, not a session: the child stays in the starter's session and
     so in its scheduling autogroup, where N workers share the CPU as one job.
@@ -135,6 +138,8 @@ def _child_setup():
         os.setpgid(0, 0)
         if prctl is not None:
             prctl(pr_set_pdeathsig, signal.SIGKILL)
+        if cpus:
+            os.sched_setaffinity(0, cpus)
 
     return setup
 
@@ -188,7 +193,8 @@ class Group:
         env = {**os.environ, **spec.env}
         try:
             proc = subprocess.Popen(list(spec.argv), env=env, cwd=spec.cwd, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_child_setup())
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    preexec_fn=_child_setup(spec.cpus))
         except OSError as e:
             raise ClusterError(f"cannot start worker {name}: {e.strerror}", where=" ".join(spec.argv[:3]),
                                fix="check the command after `--` (is it installed and on PATH?)") from None

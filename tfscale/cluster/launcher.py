@@ -75,7 +75,9 @@ def specs_for(plan: Plan, argv: Sequence[str], options: LaunchOptions, attempt: 
     specs = []
     for rank, env in zip(plan.ranks, plan.env):
         log_path = os.path.join(options.log_dir, f"worker-{rank}.log") if options.log_dir else None
-        specs.append(ProcessSpec(list(argv), {**env, "TFSCALE_RESTART": str(attempt)}, f"w{rank}", log_path))
+        cpus = tuple(int(c) for c in env["TFSCALE_CPUS"].split(",")) if env.get("TFSCALE_CPUS") else None
+        specs.append(ProcessSpec(list(argv), {**env, "TFSCALE_RESTART": str(attempt)}, f"w{rank}", log_path,
+                                 cpus=cpus))
     return specs
 
 
@@ -162,7 +164,8 @@ def dry_run(argv: Sequence[str], options: LaunchOptions | None = None) -> Plan:
 
 def launch(fn, n: int = 2, args: tuple = (), kwargs: dict | None = None, *, replicas_per_worker: int | None = None,
            timeout: float | None = None, collective_timeout: float | None = None, max_restarts: int = 0,
-           log_dir: str | None = None, threads: int | None = None, env: dict[str, str] | None = None) -> list:
+           log_dir: str | None = None, threads: int | None = None, bind_cores: bool = True,
+           env: dict[str, str] | None = None) -> list:
     """Calls ``fn(*args, **kwargs)`` on `n` local workers of one cluster; for notebooks and scripts.
 
     Each worker is a fresh Python process with its own TF_CONFIG, so
@@ -174,7 +177,7 @@ def launch(fn, n: int = 2, args: tuple = (), kwargs: dict | None = None, *, repl
             (needs ``cloudpickle``).
         n: workers; args, kwargs: passed to `fn` (picklable).
         replicas_per_worker, timeout, collective_timeout, max_restarts, log_dir,
-            threads, env: as `LaunchOptions`.
+            threads, bind_cores, env: as `LaunchOptions`.
 
     Returns:
         Each worker's return value, by rank.
@@ -202,7 +205,7 @@ def launch(fn, n: int = 2, args: tuple = (), kwargs: dict | None = None, *, repl
         python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
         options = LaunchOptions(workers=n, replicas_per_worker=replicas_per_worker, timeout=timeout,
                                 collective_timeout=collective_timeout, max_restarts=max_restarts, log_dir=log_dir,
-                                threads=threads,
+                                threads=threads, bind_cores=bind_cores,
                                 env={**(env or {}), _FUNCTION_WORKER_ENV: "1", "PYTHONPATH": python_path})
         try:
             run(notebook.worker_command(folder), options)
