@@ -242,11 +242,11 @@ def thread_env(intra_op: int) -> dict[str, str]:
 def _threads_per_worker(local_workers: int, environ: Mapping[str, str]) -> int:
     if environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
         return max(1, int(environ["SLURM_CPUS_PER_TASK"]))
-    return max(1, len(_cores()) // local_workers)
+    return max(1, (len(_cores()) or os.cpu_count() or 1) // local_workers)
 
 
 def _cores() -> list[int]:
-    """The cores this process may run on, sorted (all of them where affinity is unknown)."""
+    """The cores this process may run on, sorted; [] where affinity is unknown (not Linux: no binding)."""
     try:
         return sorted(os.sched_getaffinity(0))
     except AttributeError:  # not Linux: no binding either

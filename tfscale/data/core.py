@@ -10,6 +10,8 @@ import tensorflow as tf
 from tfscale.data import badrecords
 from tfscale.errors import ConfigError
 
+# With tf.data's autotuner off (transforms.with_options), AUTOTUNE means "as many as the cores": here the
+# autotuner made epochs of one image pipeline alternate between ~2,900 and ~5,100 images/s, without it ~5,000.
 AUTOTUNE = tf.data.AUTOTUNE
 
 

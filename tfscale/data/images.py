@@ -8,8 +8,10 @@ Read, decode, resize and scale run in one function: with a fixed image size, one
 call per batch loops over its images (faster than a hand-written per-image map,
 since a tf.data call costs more than decoding a small image); otherwise one call
 per image. With on_error="skip" every image is checked first
-(format signature, end marker) so a bad one is counted; with "raise" a decode
-failure stops the pipeline and the bad file is then found by a scan and named.
+(format signature, end marker) so a bad one is counted; with "raise" each batch's
+signatures are checked at once before decoding, so the error names the file even
+inside `model.fit` (without a fixed size, a decode failure stops the pipeline and
+the bad file is then found by a scan and named).
 """
 
 from __future__ import annotations
@@ -276,12 +278,13 @@ def _decode_op(image_size, channels: int, key, read_files: bool, method: str, jp
     """Reads (if paths) and decodes images (times `scale` when given) in one map per image.
 
     Resized to a fixed size in raise mode, the op runs after batching: one tf.data
-    call per batch decodes its images in a loop (a tf.data call per image costs
-    more than decoding a small one).
+    call per batch checks its images' signatures at once (a bad one fails naming
+    the file) and decodes them in a loop (a tf.data call per image costs more than
+    decoding a small one).
 
     In skip mode files are checked first, 32 at a time (cheaper than one by one), so
-    bad ones are counted; in raise mode a decode failure stops the pipeline and
-    `Pipeline.__iter__` names the file by a scan (`Source.find_bad`).
+    bad ones are counted; in raise mode without a fixed size a decode failure stops
+    the pipeline and `Pipeline.__iter__` names the file by a scan (`Source.find_bad`).
     """
     def decode_item(contents, element):
         image = decode(contents, channels, image_size, method, jpeg_ratio)

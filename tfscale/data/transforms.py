@@ -166,4 +166,5 @@ def with_options(ds: tf.data.Dataset, build: Build) -> tf.data.Dataset:
     options.experimental_optimization.map_parallelization = True
     options.experimental_optimization.map_fusion = True
     options.threading.max_intra_op_parallelism = 1  # tf.data already runs elements in parallel
+    options.autotune.enabled = False  # AUTOTUNE stages then run on every core, see AUTOTUNE in core.py
     return ds.with_options(options)
