@@ -35,6 +35,24 @@ def test_distribute_batches_a_pipeline_per_replica():
     assert [b.numpy().tolist() for b in dist] == [[0, 2, 4, 6], [8, 10, 12, 14]]
 
 
+def test_the_per_step_have_data_check_is_off_only_where_every_replica_gets_a_batch_at_every_step():
+    from types import SimpleNamespace
+
+    from tfscale.data.sharding import _replicas_end_together, distribute
+
+    data = tf.data.Dataset.range(10)
+    one = tf.distribute.MirroredStrategy(["/cpu:0"])
+    dist = distribute(one, data, global_batch_size=4, per_replica_batch_size=4, drop_remainder=False)
+    assert dist._enable_get_next_as_optional is False
+    assert [b.numpy().tolist() for b in dist] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    two_local = SimpleNamespace(extended=SimpleNamespace(worker_devices=("/cpu:0", "/cpu:1")))
+    assert _replicas_end_together(two_local, data, drop_remainder=True)
+    assert not _replicas_end_together(two_local, data, drop_remainder=False)  # a last batch for one replica only
+    served = ts.data.from_numpy(np.arange(10)).service("grpc://127.0.0.1:5050")  # deals elements on demand
+    assert not _replicas_end_together(one, served, drop_remainder=True)
+    assert _replicas_end_together(one, ts.data.from_numpy(np.arange(10)), drop_remainder=True)
+
+
 @pytest.mark.slow
 def test_two_workers_read_disjoint_files_and_fit(tmp_path):
     _csv_files(tmp_path, 4, 10)

@@ -49,6 +49,10 @@ def test_same_losses_and_weights_on_every_scale(tmp_path):
             assert int(run["steps"]) == 20, f"{name} ran {int(run['steps'])} steps"
             if name.startswith("workers"):
                 assert "steps_per_execution=2" in str(run["spe_error"]) and "19246" in str(run["spe_error"])
+                # per step besides the gradients': one all-reduce for all logs (one op per local replica);
+                # no reduce per log, no "does every worker still have data" reduce (equal steps by design)
+                besides = [str(c) for c in run["collectives"] if not str(c).startswith("sgd/")]
+                assert len(besides) == expected_replicas // 2, f"{name}: collectives besides the gradients': {besides}"
             loss_diff = float(np.max(np.abs(reference["losses"] - run["losses"]) / np.abs(reference["losses"])))
             weight_diff = max(_max_rel(reference[w], run[w]) for w in weights)
             assert loss_diff < RTOL, f"{name}: per-step losses differ by {loss_diff:.2e} relative"

@@ -48,8 +48,19 @@ class Losses(keras.callbacks.Callback):
         self.losses.append(float(logs["loss"]))
 
 
+def collectives_in_train_step(model, data) -> list[str]:
+    """Names of the CollectiveReduceV2 ops of the traced train function (its step and what calls it)."""
+    import inspect
+
+    traced = inspect.getclosurevars(model.train_function).nonlocals["multi_step_on_iterator"]
+    graph = traced.get_concrete_function(iter(data)).graph.as_graph_def()
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    return [n.name for n in nodes if n.op == "CollectiveReduceV2"]
+
+
 record = Losses()
 model.fit(train, epochs=1, verbose=0, callbacks=[record])
+collectives = collectives_in_train_step(model, train)
 evaluation = model.evaluate(train, verbose=0, return_dict=True)
 predictions = model.predict(tf.data.Dataset.from_tensor_slices(x[:64]).batch(16), verbose=0)
 spe_error = ""
@@ -63,6 +74,6 @@ if scale.num_workers > 1:  # keras-team/keras#19246: a clear tfscale error, not 
 index = json.loads(os.environ["TF_CONFIG"])["task"]["index"] if "TF_CONFIG" in os.environ else None
 path = out if index is None else out.replace(".npz", f".{index}.npz")
 np.savez(path, losses=np.array(record.losses), num_replicas=scale.num_replicas, steps=len(record.losses),
-         eval_loss=evaluation["loss"], predictions=predictions, spe_error=spe_error,
+         eval_loss=evaluation["loss"], predictions=predictions, spe_error=spe_error, collectives=collectives,
          **{f"w{i}": w for i, w in enumerate(model.get_weights())})
 print(f"{scale!r} steps={len(record.losses)} loss={record.losses[-1]:.6f}")

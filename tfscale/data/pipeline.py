@@ -220,6 +220,11 @@ class Pipeline(ImageMethods, TextMethods):
         ds = transforms.apply_ops(self._records(build, plan), ops, build, self.records)
         return transforms.with_options(ds, build)
 
+    @property
+    def equal_steps(self) -> bool:
+        """`batched_dataset_for` gives every input pipeline the same number of batches (see `sharding`)."""
+        return not self.service_options and not getattr(self.source, "shards_itself", False)
+
     # ------------------------------------------------------------------ internals
 
     def _build_for(self, input_context, *, in_service: bool = False) -> Build:

@@ -222,4 +222,31 @@ def distribute(strategy: tf.distribute.Strategy, data, *, global_batch_size: int
     # and Keras reads it as steps per epoch; give it the steps, so progress bars end where the data does.
     if steps is not None and hasattr(distributed, "_cardinality"):
         distributed._cardinality = steps
+    if hasattr(distributed, "_enable_get_next_as_optional") and _replicas_end_together(strategy, data, drop_remainder):
+        # On several workers TF's iterator runs a collective before every step to agree that all still have
+        # data (a gRPC round trip per step); here every replica gets a batch at every step, so it is not needed.
+        distributed._enable_get_next_as_optional = False
     return distributed
+
+
+def equal_steps(data) -> bool:
+    """Every input pipeline of `distribute(data)` yields the same number of batches, by construction.
+
+    True for a plain dataset (every worker slices each global batch) and for a
+    tfscale pipeline planned by `plan_for`; False for a `Shardable` and a
+    pipeline read through a tf.data service (it deals elements as workers ask).
+    """
+    if isinstance(data, tf.data.Dataset):
+        return True
+    return bool(getattr(data, "equal_steps", False))
+
+
+def _replicas_end_together(strategy, data, drop_remainder: bool) -> bool:
+    """Every replica gets a batch at every step and all run out at the same step.
+
+    Workers do when their pipelines yield equal steps; the replicas of one worker
+    do when every batch is whole (drop_remainder), or when there is only one: an
+    incomplete last batch would otherwise leave a replica without data.
+    """
+    one_replica_per_worker = len(getattr(strategy.extended, "worker_devices", ())) == 1
+    return equal_steps(data) and (drop_remainder or one_replica_per_worker)

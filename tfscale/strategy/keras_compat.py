@@ -26,7 +26,8 @@ Not a bug but a cost: Keras averages every scalar log of a train or test step
 (loss, each metric) over the replicas with its own `strategy.reduce` call, so a
 step runs one cross-worker collective per log value besides the gradients'.
 `MultiWorkerStrategy.run` averages them all in one collective instead (the same
-means), which saves a gRPC round trip per value and step.
+means), which saves a gRPC round trip per value and step (with one replica per
+worker the logs are plain tensors; Keras still reduces each one).
 
 Two more version-specific workarounds live beside the code they concern, in
 tfscale/data/sharding.py (`per_replica_batches`, `distribute`):
@@ -38,6 +39,11 @@ tfscale/data/sharding.py (`per_replica_batches`, `distribute`):
 4. `DistributedDatasetsFromFunction.cardinality` is one worker's count of
    per-replica batches (local replicas x steps), which Keras reads as steps
    per epoch; tfscale sets it to the steps.
+5. Not a bug but a cost: on several workers TensorFlow's distributed iterator
+   runs a cross-worker collective before every step to agree on whether every
+   worker still has data (unless the dataset is infinite). tfscale's input
+   gives every worker the same number of steps by construction, so
+   `distribute` turns that check off for it.
 """
 
 from __future__ import annotations
@@ -110,16 +116,18 @@ class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
     def _mean_scalar_logs(self, outputs):
         """Averages the float scalar leaves of a Keras step's outputs over all replicas in one collective."""
         leaves = tf.nest.flatten(outputs)
-        picked = [i for i, v in enumerate(leaves) if isinstance(v, tf.distribute.DistributedValues)
-                  and all(t.shape.rank == 0 and t.dtype.is_floating for t in v.values)]
-        if len(picked) < 2:
+        local = [_replica_values(v) for v in leaves]  # with one replica per worker, run() gives plain tensors
+        picked = [i for i, v in enumerate(local) if v is not None
+                  and all(t.shape.rank == 0 and t.dtype.is_floating for t in v)]
+        replicas = {len(local[i]) for i in picked}
+        if len(picked) < 2 or len(replicas) != 1:
             return outputs
-        per_replica = [tf.stack([tf.cast(leaves[i].values[r], tf.float32) for i in picked])
-                       for r in range(len(leaves[picked[0]].values))]
-        means = tf.unstack(super().reduce(tf.distribute.ReduceOp.MEAN, _values.PerReplica(tuple(per_replica)), None))
+        per_replica = [tf.stack([tf.cast(local[i][r], tf.float32) for i in picked]) for r in range(replicas.pop())]
+        value = per_replica[0] if len(per_replica) == 1 else _values.PerReplica(tuple(per_replica))
+        means = tf.unstack(super().reduce(tf.distribute.ReduceOp.MEAN, value, None))
         self._tfscale_reduced.clear()
         for i, mean in zip(picked, means):
-            leaves[i] = tf.cast(mean, leaves[i].values[0].dtype)
+            leaves[i] = tf.cast(mean, local[i][0].dtype)
             self._tfscale_reduced[id(leaves[i])] = leaves[i]
         return tf.nest.pack_sequence_as(outputs, leaves)
 
@@ -141,6 +149,13 @@ def _is_keras_step(fn) -> bool:
     """True for a Keras model's train_step or test_step (whose outputs Keras averages as logs)."""
     return getattr(fn, "__name__", None) in ("train_step", "test_step") and isinstance(
         getattr(fn, "__self__", None), keras.Model)
+
+
+def _replica_values(value) -> tuple | None:
+    """This worker's per-replica values of a step output (a plain tensor is one replica's); else None."""
+    if isinstance(value, tf.distribute.DistributedValues):
+        return tuple(value.values)
+    return (value,) if isinstance(value, tf.Tensor) else None
 
 
 def _is_leaf(value) -> bool:
