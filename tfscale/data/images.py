@@ -5,9 +5,9 @@ decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling), which skips most of
 the work before the resize. For an image folder of JPEG/PNG files the scale is
 chosen once from the headers of a few files, so no per-image branch is needed.
 Read, decode, resize and scale run in one function: with a fixed image size, one
-call per batch loops over its images (faster than a hand-written per-image map,
-since a tf.data call costs more than decoding a small image); otherwise one call
-per image. With on_error="skip" every image is checked first
+call per batch loops over its images (a tf.data call costs about as much as
+decoding a small image), and a batch of PNGs of one size (read from their
+headers) is resized in one op after the loop; otherwise one call per image. With on_error="skip" every image is checked first
 (format signature, end marker) so a bad one is counted; with "raise" each batch's
 signatures are checked at once before decoding, so the error names the file even
 inside `model.fit` (without a fixed size, a decode failure stops the pipeline and
@@ -58,12 +58,19 @@ class ImageFolder(Source):
         self.units = tuple(p for p, _ in pairs)
         self._label = dict(pairs)
 
+    reads_bare = True
+
     def read(self, units, build: Build) -> tf.data.Dataset:
         paths = list(units)
-        labels = [self._label[p] for p in paths]
         zeros = np.zeros(len(paths), np.int64)  # sliced, not mapped: no extra stage per image
-        element = (paths, np.asarray(labels, np.int32)) if self.labeled else paths
-        return build.shuffled(tf.data.Dataset.from_tensor_slices((paths, zeros, element)), len(paths))
+        return build.shuffled(tf.data.Dataset.from_tensor_slices((paths, zeros, self._elements(paths))), len(paths))
+
+    def read_bare(self, units, build: Build) -> tf.data.Dataset:
+        paths = list(units)
+        return build.shuffled(tf.data.Dataset.from_tensor_slices(self._elements(paths)), len(paths))
+
+    def _elements(self, paths: list[str]):
+        return (paths, np.asarray([self._label[p] for p in paths], np.int32)) if self.labeled else paths
 
     def unit_counts(self) -> tuple[int, ...]:
         return (1,) * len(self.units)
@@ -241,7 +248,14 @@ def decode(contents: tf.Tensor, channels: int = 3, image_size=None, method: str 
         image = tf.cond(is_jpeg, lambda: _decode_jpeg(contents, channels, image_size),
                         lambda: tf.io.decode_image(contents, channels=channels, expand_animations=False))
     image.set_shape([None, None, channels])
-    return image if image_size is None else tf.image.resize(image, image_size, method=method)
+    return image if image_size is None else tf.cast(tf.image.resize(image, image_size, method=method), tf.float32)
+
+
+def _one_png_size(contents: tf.Tensor) -> tf.Tensor:
+    """True when a batch of image bytes is all PNG of one width and height (read from the IHDR chunk)."""
+    head = tf.io.decode_raw(tf.strings.substr(contents, 0, 24), tf.uint8, fixed_length=24)  # signature, IHDR
+    png = tf.reduce_all(tf.equal(head[:, :8], tf.constant(list(b"\x89PNG\r\n\x1a\n"), tf.uint8)))
+    return tf.logical_and(png, tf.reduce_all(tf.equal(head[:, 16:24], head[:1, 16:24])))
 
 
 def _head(path: str, size: int = 65536) -> bytes:
@@ -294,19 +308,31 @@ def _decode_op(image_size, channels: int, key, read_files: bool, method: str, jp
         element = args if len(args) > 1 else args[0]
         items = _get(element, key)
         contents = tf.map_fn(tf.io.read_file, items, parallel_iterations=1) if read_files else items
-        factor = None if scale is None else tf.constant(scale, tf.float32)
+        factor, checked = None if scale is None else tf.constant(scale, tf.float32), tf.constant(True)
         if check:  # the whole batch's signatures at once, before decoding: a bad file is named even in fit
             where = items if read_files else tf.fill(tf.shape(items), "image bytes in a record")
-            keep = build.guard(image_ok(contents), "corrupt or truncated image", where, _FIX)
-            # the loop below takes the check's result as an input (1.0 times scale), so it waits for it
-            factor = tf.cast(tf.reduce_all(keep), tf.float32) * (1.0 if scale is None else scale)
+            checked = tf.reduce_all(build.guard(image_ok(contents), "corrupt or truncated image", where, _FIX))
+            # the loops below take the check's result as an input (1.0 times scale), so they wait for it
+            factor = tf.cast(checked, tf.float32) * (1.0 if scale is None else scale)
 
         def one(item):
             image = decode(item, channels, image_size, method, jpeg_ratio)
             return image if factor is None else image * factor
 
-        images = tf.map_fn(one, contents, parallel_iterations=1,
-                           fn_output_signature=tf.TensorSpec([*image_size, channels], tf.float32))
+        def each_resized():
+            return tf.map_fn(one, contents, parallel_iterations=1,
+                             fn_output_signature=tf.TensorSpec([*image_size, channels], tf.float32))
+
+        def resized_at_once():  # PNGs of one size: decode in the loop, resize the whole batch in one op
+            raw = tf.map_fn(lambda item: decode(item, channels, None, method, jpeg_ratio), contents,
+                            parallel_iterations=1, fn_output_signature=tf.TensorSpec([None, None, channels], tf.uint8))
+            images = tf.cast(tf.image.resize(raw, image_size, method=method), tf.float32)
+            return images if factor is None else images * factor
+
+        if jpeg_ratio not in (None, 1):  # JPEGs decoded at a smaller scale: each image's own size
+            return _put(element, key, each_resized())
+        # the branch is picked after the check (the predicate needs it), so a bad file is still named first
+        images = tf.cond(tf.logical_and(checked, _one_png_size(contents)), resized_at_once, each_resized)
         return _put(element, key, images)
 
     def batchable(build: Build) -> bool:
