@@ -7,7 +7,8 @@ chosen once from the headers of a few files, so no per-image branch is needed.
 Read, decode, resize and scale run in one function: with a fixed image size, one
 call per batch loops over its images (a tf.data call costs about as much as
 decoding a small image), and a batch of PNGs of one size (read from their
-headers) is resized in one op after the loop; otherwise one call per image. With on_error="skip" every image is checked first
+headers) is resized in one op after the loop; otherwise one call per image.
+With on_error="skip" every image is checked first
 (format signature, end marker) so a bad one is counted; with "raise" each batch's
 signatures are checked at once before decoding, so the error names the file even
 inside `model.fit` (without a fixed size, a decode failure stops the pipeline and
@@ -36,6 +37,8 @@ _FIX = "remove or replace the file, or build the pipeline with on_error='skip'"
 class ImageFolder(Source):
     """Image files under `root`, one subfolder per class (or all files, unlabeled)."""
 
+    reads_bare = True
+
     def __init__(self, root: str, *, class_names=None, labels: bool = True, extensions=EXTENSIONS):
         if not os.path.isdir(root):
             raise DataError(f"image folder {root!r} does not exist", where=root,
@@ -57,8 +60,6 @@ class ImageFolder(Source):
                             fix=f"put files ending in {', '.join(extensions)} in one subfolder per class")
         self.units = tuple(p for p, _ in pairs)
         self._label = dict(pairs)
-
-    reads_bare = True
 
     def read(self, units, build: Build) -> tf.data.Dataset:
         paths = list(units)
