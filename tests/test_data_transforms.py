@@ -128,13 +128,13 @@ def test_resized_images_are_decoded_per_batch_in_raise_mode_and_per_image_in_ski
 
 
 def test_a_batch_of_pngs_of_one_size_is_resized_at_once_to_the_same_pixels(tmp_path):
-    from tfscale.data.images import _one_png_size
+    from tfscale.data.image_codecs import one_png_size
 
     paths = write_images(tmp_path, per_class=(4, 3), size=(20, 24), kinds=("png",))
     odd = str(tmp_path / "class_1" / "9999.png")  # another size: the second batch mixes sizes
     tf.io.write_file(odd, tf.io.encode_png(np.full((30, 18, 3), 77, np.uint8)))
     read = [tf.io.read_file(p) for p in paths[:4] + [odd]]
-    assert bool(_one_png_size(tf.stack(read[:4]))) and not bool(_one_png_size(tf.stack(read[1:])))
+    assert bool(one_png_size(tf.stack(read[:4]))) and not bool(one_png_size(tf.stack(read[1:])))
     raising = ts.data.image_folder(str(tmp_path), image_size=(10, 12)).deterministic()
     per_batch = [(x.numpy(), y.numpy()) for x, y in raising.dataset(batch_size=4)]  # at once, then per image
     per_image = [(x.numpy(), y.numpy()) for x, y in raising.errors("skip").dataset(batch_size=4)]

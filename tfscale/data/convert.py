@@ -129,7 +129,7 @@ def image_records(folder: str, skips: Skips):
 
 
 def _looks_whole(data: bytes) -> bool:
-    """The Python twin of images.image_ok: signature and end marker of JPEG, PNG, GIF or BMP."""
+    """The Python twin of image_codecs.image_ok: signature and end marker of JPEG, PNG, GIF or BMP."""
     if data.startswith(b"\xff\xd8\xff"):
         return b"\xff\xd9" in data[-1024:]
     if data.startswith(b"\x89PNG\r\n\x1a\n"):

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfscale.data.core import AUTOTUNE, Build, Op, Source
+from tfscale.data.image_codecs import decode, head, image_ok, jpeg_ratio_for, one_png_size
 from tfscale.errors import ConfigError, DataError
 
 log = logging.getLogger("tfscale")
@@ -80,7 +81,7 @@ class ImageFolder(Source):
         """After a decode failure: the first file that is not a whole image (a Python scan), as a DataError."""
         from tfscale.data.convert import _looks_whole
 
-        bad = [p for p in self.units if not _looks_whole(_head(p, -1))]
+        bad = [p for p in self.units if not _looks_whole(head(p, -1))]
         if not bad:
             return None
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
@@ -139,7 +140,7 @@ def image_folder(path: str, image_size: tuple[int, int] | None = None, *, channe
         pipe = pipe.decode_images(decode_size, channels=channels, jpeg_ratio=ratio, check=False, scale=fold)
     else:
         source = ImageFolder(path, class_names=class_names, labels=labels, extensions=extensions)
-        ratio = jpeg_ratio_for([_head(p) for p in source.units[:: max(1, len(source.units) // 16)][:16]],
+        ratio = jpeg_ratio_for([head(p) for p in source.units[:: max(1, len(source.units) // 16)][:16]],
                                _size(image_size), all_names=source.units)
         pipe = Pipeline(source, on_error=on_error)
         pipe = pipe.decode_images(decode_size, channels=channels, read_files=True, jpeg_ratio=ratio, scale=fold)
@@ -176,113 +177,6 @@ def _element_map(fn, key):
         return _put(element, key, fn(_get(element, key)))
 
     return mapped
-
-
-# --------------------------------------------------------------------------- checks and decoding
-
-
-def _signatures():
-    """(patterns, masks): byte patterns over [first 8 bytes, last 12 bytes] that a whole image matches."""
-    rows = []
-
-    def row(head: bytes = b"", tail: dict | None = None):
-        pattern, mask = [0] * 20, [False] * 20
-        for i, b in enumerate(head):
-            pattern[i], mask[i] = b, True
-        for i, b in (tail or {}).items():
-            pattern[8 + i], mask[8 + i] = b, True
-        rows.append((pattern, mask))
-
-    row(b"\x89PNG\r\n\x1a\n", dict(zip(range(4, 12), b"IEND\xaeB`\x82")))  # PNG ends with its IEND chunk
-    for j in range(11):  # JPEG: end-of-image marker FFD9 within the last 12 bytes (a little padding allowed)
-        row(b"\xff\xd8\xff", {j: 0xFF, j + 1: 0xD9})
-    row(b"GIF8", {11: 0x3B})  # GIF trailer
-    row(b"BM")
-    return np.array([p for p, _ in rows], np.uint8), np.array([m for _, m in rows])
-
-
-_PATTERNS, _MASKS = _signatures()
-
-
-def image_ok(contents: tf.Tensor) -> tf.Tensor:
-    """True when the bytes look like a whole JPEG, PNG, GIF or BMP: signature and end marker.
-
-    About ten ops and no branch, since it runs once per image (a tf.cond costs
-    ~40 us per element in a tf.data map): the first 8 and last 12 bytes are
-    matched against byte patterns in one comparison.
-    """
-    patterns, masks = tf.constant(_PATTERNS), tf.constant(_MASKS)
-    size = tf.strings.length(contents)
-    start = tf.maximum(size - 12, 0)
-    probe = tf.strings.join([tf.strings.substr(contents, 0, 8), tf.strings.substr(contents, start, start * 0 + 12)])
-    probe = tf.io.decode_raw(probe, tf.uint8, fixed_length=20)
-    matches = tf.logical_or(tf.equal(probe[..., None, :], patterns), tf.logical_not(masks))
-    return tf.logical_and(tf.reduce_any(tf.reduce_all(matches, axis=-1), axis=-1), size >= 12)
-
-
-def _decode_jpeg(contents, channels: int, image_size):
-    """decode_jpeg at 1/8, 1/4 or 1/2 scale when the result still covers `image_size` (DCT scaling)."""
-    if image_size is None:
-        return tf.io.decode_jpeg(contents, channels=channels)
-    shape = tf.image.extract_jpeg_shape(contents)
-    scale = tf.minimum(shape[0] // image_size[0], shape[1] // image_size[1])
-    branch = tf.cast(scale >= 2, tf.int32) + tf.cast(scale >= 4, tf.int32) + tf.cast(scale >= 8, tf.int32)
-    return tf.switch_case(branch, [lambda r=r: tf.io.decode_jpeg(contents, channels=channels, ratio=r,
-                                                                dct_method="INTEGER_FAST") for r in (1, 2, 4, 8)])
-
-
-def decode(contents: tf.Tensor, channels: int = 3, image_size=None, method: str = "bilinear",
-           jpeg_ratio: int | None = None) -> tf.Tensor:
-    """Decodes one image; float32 0..255 when resized to `image_size`, else uint8.
-
-    jpeg_ratio: the files are JPEG or PNG only, and JPEGs are decoded at 1/jpeg_ratio
-    scale (DecodeJpeg reads PNG too), with no branch. Otherwise a JPEG much larger than
-    `image_size` picks its scale at run time and other formats go through decode_image.
-    """
-    if jpeg_ratio is not None:
-        image = tf.io.decode_jpeg(contents, channels=channels, ratio=jpeg_ratio,
-                                  dct_method="INTEGER_FAST" if jpeg_ratio > 1 else "")
-    elif image_size is None:
-        image = tf.io.decode_image(contents, channels=channels, expand_animations=False)
-    else:
-        is_jpeg = tf.equal(tf.strings.substr(contents, 0, 3), b"\xff\xd8\xff")
-        image = tf.cond(is_jpeg, lambda: _decode_jpeg(contents, channels, image_size),
-                        lambda: tf.io.decode_image(contents, channels=channels, expand_animations=False))
-    image.set_shape([None, None, channels])
-    return image if image_size is None else tf.cast(tf.image.resize(image, image_size, method=method), tf.float32)
-
-
-def _one_png_size(contents: tf.Tensor) -> tf.Tensor:
-    """True when a batch of image bytes is all PNG of one width and height (read from the IHDR chunk)."""
-    head = tf.io.decode_raw(tf.strings.substr(contents, 0, 24), tf.uint8, fixed_length=24)  # signature, IHDR
-    png = tf.reduce_all(tf.equal(head[:, :8], tf.constant(list(b"\x89PNG\r\n\x1a\n"), tf.uint8)))
-    return tf.logical_and(png, tf.reduce_all(tf.equal(head[:, 16:24], head[:1, 16:24])))
-
-
-def _head(path: str, size: int = 65536) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(size)
-
-
-def jpeg_ratio_for(samples: list[bytes], image_size, all_names=None) -> int | None:
-    """A fixed JPEG scale for JPEG/PNG data: the largest 1/r (r in 1, 2, 4, 8) keeping `image_size` covered.
-
-    samples: the first bytes of a few images (JPEG headers hold the size);
-    all_names: every file name, when known. None when other formats are present.
-    """
-    if all_names is not None and any(not n.lower().endswith((".jpg", ".jpeg", ".png")) for n in all_names):
-        return None
-    if any(not s.startswith((b"\xff\xd8\xff", b"\x89PNG")) for s in samples if len(s) >= 4):
-        return None
-    sizes = []
-    for data in samples:
-        if image_size is not None and data.startswith(b"\xff\xd8\xff"):
-            try:
-                sizes.append(tf.image.extract_jpeg_shape(data).numpy()[:2])
-            except (tf.errors.OpError, ValueError):
-                continue  # a bad file: its check reports it when read
-    smallest = min((min(h // image_size[0], w // image_size[1]) for h, w in sizes), default=1)
-    return max([r for r in (1, 2, 4, 8) if r <= smallest], default=1)
 
 
 _CHECK_BATCH = 32
@@ -333,7 +227,7 @@ def _decode_op(image_size, channels: int, key, read_files: bool, method: str, jp
         if jpeg_ratio not in (None, 1):  # JPEGs decoded at a smaller scale: each image's own size
             return _put(element, key, each_resized())
         # the branch is picked after the check (the predicate needs it), so a bad file is still named first
-        images = tf.cond(tf.logical_and(checked, _one_png_size(contents)), resized_at_once, each_resized)
+        images = tf.cond(tf.logical_and(checked, one_png_size(contents)), resized_at_once, each_resized)
         return _put(element, key, images)
 
     def batchable(build: Build) -> bool:
