@@ -222,7 +222,8 @@ def distribute(strategy: tf.distribute.Strategy, data, *, global_batch_size: int
     # and Keras reads it as steps per epoch; give it the steps, so progress bars end where the data does.
     if steps is not None and hasattr(distributed, "_cardinality"):
         distributed._cardinality = steps
-    if hasattr(distributed, "_enable_get_next_as_optional") and _replicas_end_together(strategy, data, drop_remainder):
+    if (hasattr(distributed, "_enable_get_next_as_optional") and _several_workers(strategy)
+            and _replicas_end_together(strategy, data, drop_remainder)):
         # On several workers TF's iterator runs a collective before every step to agree that all still have
         # data (a gRPC round trip per step); here every replica gets a batch at every step, so it is not needed.
         distributed._enable_get_next_as_optional = False
@@ -239,6 +240,11 @@ def equal_steps(data) -> bool:
     if isinstance(data, tf.data.Dataset):
         return True
     return bool(getattr(data, "equal_steps", False))
+
+
+def _several_workers(strategy) -> bool:
+    in_multi_worker_mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
+    return bool(in_multi_worker_mode and in_multi_worker_mode())
 
 
 def _replicas_end_together(strategy, data, drop_remainder: bool) -> bool:
