@@ -49,13 +49,12 @@ class Source:
 
     name: str = "source"
     units: tuple[str, ...] | None = None
-    reads_bare: bool = False  # `read_bare` works: elements without keys, for pipelines with no filter
 
     def read(self, units: tuple[str, ...] | None, build: Build) -> tf.data.Dataset:
         raise NotImplementedError
 
     def read_bare(self, units: tuple[str, ...] | None, build: Build) -> tf.data.Dataset:
-        """The elements `read` would give, without their (path, index) keys (when `reads_bare`)."""
+        """The elements `read` would give, without their (path, index) keys (sources that can override it)."""
         raise NotImplementedError
 
     def parse(self, records: tf.data.Dataset, build: Build) -> tf.data.Dataset:

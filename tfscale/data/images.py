@@ -38,8 +38,6 @@ _FIX = "remove or replace the file, or build the pipeline with on_error='skip'"
 class ImageFolder(Source):
     """Image files under `root`, one subfolder per class (or all files, unlabeled)."""
 
-    reads_bare = True
-
     def __init__(self, root: str, *, class_names=None, labels: bool = True, extensions=EXTENSIONS):
         if not os.path.isdir(root):
             raise DataError(f"image folder {root!r} does not exist", where=root,
@@ -63,16 +61,17 @@ class ImageFolder(Source):
         self._label = dict(pairs)
 
     def read(self, units, build: Build) -> tf.data.Dataset:
-        paths = list(units)
-        zeros = np.zeros(len(paths), np.int64)  # sliced, not mapped: no extra stage per image
-        return build.shuffled(tf.data.Dataset.from_tensor_slices((paths, zeros, self._elements(paths))), len(paths))
+        return self._slices(units, build, keys=True)
 
     def read_bare(self, units, build: Build) -> tf.data.Dataset:
-        paths = list(units)
-        return build.shuffled(tf.data.Dataset.from_tensor_slices(self._elements(paths)), len(paths))
+        return self._slices(units, build, keys=False)
 
-    def _elements(self, paths: list[str]):
-        return (paths, np.asarray([self._label[p] for p in paths], np.int32)) if self.labeled else paths
+    def _slices(self, units, build: Build, *, keys: bool) -> tf.data.Dataset:
+        paths = list(units)
+        element = (paths, np.asarray([self._label[p] for p in paths], np.int32)) if self.labeled else paths
+        if keys:  # (path, 0, element): the index is sliced, not mapped, so no extra stage per image
+            element = (paths, np.zeros(len(paths), np.int64), element)
+        return build.shuffled(tf.data.Dataset.from_tensor_slices(element), len(paths))
 
     def unit_counts(self) -> tuple[int, ...]:
         return (1,) * len(self.units)

@@ -249,7 +249,8 @@ class Pipeline(ImageMethods, TextMethods):
         units, workers, index = self.source.units, build.num_pipelines, build.pipeline_id
         # without filters or parsing nothing needs the (path, index) keys: a source that can read bare
         # elements saves a map per element that would only drop them (image folders: ~10% of a pass)
-        bare = self.source.reads_bare and not self.filters and type(self.source).parse is Source.parse
+        plain = type(self.source)
+        bare = plain.read_bare is not Source.read_bare and plain.parse is Source.parse and not self.filters
 
         def read(some_units):
             return self.source.read_bare(some_units, build) if bare else self.source.read(some_units, build)
