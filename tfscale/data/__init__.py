@@ -8,16 +8,32 @@ Sources return a `Pipeline`; its methods (sample, balance, map, decode_images,
 standardize, vectorize, cache, shuffle, ...) return new pipelines. Optional
 packages (pandas, dask, tensorflow_datasets, PIL) load only inside the
 functions that need them.
+
+The names below load on first use, so that TensorFlow-free parts of the package
+(`tfscale.data.batching`, `tfscale.data.arrays`, what the JAX engine reads NumPy
+arrays and generators with) import without TensorFlow.
 """
 
-from tfscale.data.badrecords import BadRecords
-from tfscale.data.images import image_folder
-from tfscale.data.index import Index, lookup
-from tfscale.data.pipeline import Pipeline
-from tfscale.data.sharding import Shardable, batch_sizes, distribute
-from tfscale.data.sources import from_dask, from_generator, from_numpy, from_pandas, text_lines, tfds
-from tfscale.data.tables import csv
-from tfscale.data.tfrecord import tfrecord
+from __future__ import annotations
 
-__all__ = ["BadRecords", "Index", "Pipeline", "Shardable", "batch_sizes", "csv", "distribute", "from_dask",
-           "from_generator", "from_numpy", "from_pandas", "image_folder", "lookup", "text_lines", "tfds", "tfrecord"]
+import importlib
+
+# public name -> the module that defines it
+_LAZY = {
+    "BadRecords": "badrecords", "image_folder": "images", "Index": "index", "lookup": "index",
+    "Pipeline": "pipeline", "Shardable": "sharding", "distribute": "sharding", "batch_sizes": "batching",
+    "from_dask": "sources", "from_generator": "sources", "from_numpy": "sources", "from_pandas": "sources",
+    "text_lines": "sources", "tfds": "sources", "csv": "tables", "tfrecord": "tfrecord",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"tfscale.data.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'tfscale.data' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

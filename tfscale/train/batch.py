@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tfscale.data.sharding import batch_sizes
+from tfscale.data.batching import batch_sizes
 from tfscale.errors import ConfigError
 
 
