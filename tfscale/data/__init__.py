@@ -17,6 +17,8 @@ arrays and generators with) import without TensorFlow.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 # public name -> the module that defines it
 _LAZY = {
@@ -29,11 +31,20 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"tfscale.data.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'tfscale.data' has no attribute {name!r}")
+def _load(name: str):
+    return getattr(importlib.import_module(f"tfscale.data.{_LAZY[name]}"), name)
 
 
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+class _Package(types.ModuleType):
+    """Resolves the public names on every access: a submodule of the same name (`tfrecord`) never shadows them."""
+
+    def __getattribute__(self, name: str):
+        if name in _LAZY:
+            return _load(name)
+        return super().__getattribute__(name)
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(_LAZY))
+
+
+sys.modules[__name__].__class__ = _Package
