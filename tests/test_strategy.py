@@ -66,7 +66,7 @@ def test_batch_contract_errors():
     assert scale.batch_sizes(global_batch_size=64) == (64, 64)
     with pytest.raises(ts.ConfigError, match="no batch size"):
         scale.batch_sizes()
-    with pytest.raises(ts.ConfigError, match="cannot distribute"):
+    with pytest.raises(ts.DataError, match="cannot distribute"):
         scale.distribute([1, 2, 3], global_batch_size=2)
 
 

@@ -1,4 +1,8 @@
-"""`Scale`: the one object users hold. A thin facade over cluster/, strategy/, data/ and train/."""
+"""`Scale`: the one object users hold. A thin facade over an engine (strategy/), data/ and train/.
+
+The engine follows Keras' backend: tf.distribute on TensorFlow, keras.distribution
+on JAX (strategy/engine.py). Nothing here imports TensorFlow or JAX.
+"""
 
 from __future__ import annotations
 
@@ -7,54 +11,59 @@ import logging
 import os
 from typing import Any
 
-import tensorflow as tf
-
 from tfscale import config as config_lib
-from tfscale.cluster import Topology, detect
-from tfscale.cluster.devices import configure_threads
-from tfscale.strategy import choose, registry
+from tfscale.errors import ConfigError
+from tfscale.strategy import backend as backend_lib
+from tfscale.strategy import registry
+from tfscale.strategy.engine import decide, engine_class
 
 log = logging.getLogger("tfscale")
 
 
 class Scale:
-    """Chooses, builds and holds a tf.distribute strategy for the environment found.
+    """Chooses, builds and holds the distribution for the environment found, on TensorFlow or JAX.
 
     Args:
-        strategy: a registered strategy name, or "auto" (`tfscale info` lists them).
-        replicas: replicas per worker; on a CPU-only machine, that many logical CPU devices.
+        strategy: a registered strategy name, or "auto" (`tfscale info` lists them per backend).
+        replicas: replicas per worker; on a CPU-only machine, that many logical CPU devices
+            (TensorFlow) or host devices (JAX).
         config: a full `StrategyConfig` (instead of `strategy`, `replicas` and options).
         topology: a detected `Topology` to use instead of detecting one.
-        **options: other `StrategyConfig` fields, e.g. communication="ring", collective_timeout=60.
+        **options: other `StrategyConfig` fields, e.g. communication="ring" (TensorFlow),
+            mesh=(1, 2) and layout="auto" (JAX), collective_timeout=60 (both).
+
+    Raises:
+        ConfigError: an unknown strategy or option, a strategy or option of the other engine,
+            or a backend that is not installed.
 
     Example:
-        scale = tfscale.Scale("mirrored", replicas=2)
+        scale = tfscale.Scale("mirrored", replicas=2)       # TensorFlow
+        scale = tfscale.Scale("model_parallel", mesh=(1, 2), layout="auto")   # JAX
         with scale.scope():
             model = build_model()
     """
 
     def __init__(self, strategy: str = "auto", *, replicas: int | None = None,
-                 config: config_lib.StrategyConfig | None = None, topology: Topology | None = None, **options: Any):
+                 config: config_lib.StrategyConfig | None = None, topology=None, **options: Any):
         if config is None:
             config = config_lib.with_options(config_lib.StrategyConfig, None,
                                              {"name": strategy, "replicas": replicas, **options},
                                              what="Scale option", where="tfscale.Scale(...)")
-        elif options or replicas is not None:
-            config = dataclasses.replace(config, **options, **({"replicas": replicas} if replicas else {}))
+        else:
+            config = config_lib.with_options(config_lib.StrategyConfig, config,
+                                             {**options, **({"replicas": replicas} if replicas is not None else {})},
+                                             what="Scale option", where="tfscale.Scale(config=...)")
         # Unset replicas / collective_timeout come from `tfscale launch` (TFSCALE_REPLICAS_PER_WORKER, ...).
         config = config_lib.with_launch_environment(config)
-        self.config = config
+        self.backend = backend_lib.resolve(registry.only_backend(config.name), strategy=config.name,
+                                           listing=registry.names)
+        self.config = config_lib.engine_options(config, self.backend)
         # Global batch sizes given to distribute(), so scale.optimizer() can scale the learning rate to them.
         self.distributed_batch_sizes: set[int] = set()
-        configure_threads(config.intra_op_threads, config.inter_op_threads)
-        self.topology = topology or detect(config.cluster, tpu=config.tpu)
-        if config.name == "auto":
-            self.name, self.reason = choose(self.topology, config)
-        else:
-            self.name, self.reason = config.name, "asked for by name"
-        spec = registry.get(self.name)
-        # Worker and ps tasks of a parameter-server cluster only serve; the chief builds the strategy.
-        self._strategy = None if self.is_server else spec.build(self.topology, config)
+        self.topology = engine_class(self.backend).start(self.config, topology)
+        decision = decide(self.config, self.topology, self.backend)
+        self.name, self.reason = decision.name, decision.reason
+        self.engine = decision.build(self.topology, self.config)
         log.info("%r (%s)", self, self.reason)
 
     @classmethod
@@ -70,28 +79,35 @@ class Scale:
     # ------------------------------------------------------------------ what it holds
 
     @property
-    def strategy(self) -> tf.distribute.Strategy:
-        if self._strategy is None:
-            from tfscale.errors import ClusterError
+    def strategy(self):
+        """The `tf.distribute.Strategy` (TensorFlow engine only)."""
+        if self.backend != backend_lib.TENSORFLOW:
+            raise ConfigError("scale.strategy is the tf.distribute strategy, and this Scale trains on JAX",
+                              where="Scale.strategy", fix="use scale.scope() and scale.distribution (the Keras "
+                                                          "distribution) on JAX")
+        return self.engine.strategy
 
-            raise ClusterError(f"this process is a {self.topology.task_type} task of a parameter-server cluster "
-                               "and holds no strategy", where="Scale.strategy",
-                               fix="call scale.serve() when scale.is_server, and train on the chief")
-        return self._strategy
+    @property
+    def distribution(self):
+        """The `keras.distribution.Distribution` (JAX engine only; None for one_device)."""
+        if self.backend != backend_lib.JAX:
+            raise ConfigError("scale.distribution is the Keras distribution of the JAX engine, and this Scale "
+                              "trains on TensorFlow", where="Scale.distribution", fix="use scale.strategy")
+        return self.engine.distribution
 
     @property
     def is_server(self) -> bool:
         """True on worker and ps tasks of a parameter-server cluster: they call `serve()` and wait."""
-        return self.name == "parameter_server" and self.topology.task_type in ("worker", "ps")
+        return getattr(self.engine, "is_server", False)
 
     def scope(self):
-        """The strategy's scope: build and compile the model inside it."""
-        return self.strategy.scope()
+        """Build and compile the model inside it (on JAX, closing it checks a model-parallel layout)."""
+        return self.engine.scope()
 
     @property
     def num_replicas(self) -> int:
-        """Replicas in sync across all workers."""
-        return 0 if self.is_server else self._strategy.num_replicas_in_sync
+        """Data-parallel replicas in sync across all workers: what a global batch is split into."""
+        return self.engine.num_replicas
 
     @property
     def num_workers(self) -> int:
@@ -100,11 +116,11 @@ class Scale:
     @property
     def is_chief(self) -> bool:
         """True on the one process that writes checkpoints, logs and exports."""
-        return self.topology.is_chief
+        return self.engine.is_chief
 
     @property
     def rank(self) -> int:
-        return self.topology.rank
+        return self.engine.rank
 
     def __repr__(self) -> str:
         if self.is_server:
@@ -112,27 +128,40 @@ class Scale:
                     f"cluster from {self.topology.manager})")
         per_worker = self.num_replicas // max(1, self.num_workers) if self.name != "parameter_server" else "?"
         role = "chief" if self.is_chief else f"{self.topology.task_type} {self.topology.task_index}"
+        devices = "" if self.backend == backend_lib.TENSORFLOW else f" on {self.engine.num_devices} device(s)"
         return (f"Scale({self.name}: {self.num_replicas} replica(s) = {self.num_workers} worker(s) x "
-                f"{per_worker} {self.topology.accelerator}; {role}; cluster from {self.topology.manager})")
+                f"{per_worker} {self.topology.accelerator}{devices}; {role}; cluster from {self.topology.manager}; "
+                f"{self.backend})")
 
-    def describe(self) -> dict[str, Any]:
-        """What was chosen and why, as plain data (for `tfscale info --json`)."""
-        return {"strategy": self.name, "reason": self.reason, "num_replicas": self.num_replicas,
-                "num_workers": self.num_workers, "is_chief": self.is_chief, "topology": self.topology.to_dict(),
-                "config": dataclasses.asdict(self.config)}
+    def describe(self, model=None) -> dict[str, Any]:
+        """What was chosen and why, as plain data (for `tfscale info --json`).
+
+        With a model built under `scope()`: each variable's sharding and bytes per device
+        (on JAX read from its arrays), and the largest device total.
+        """
+        config = {k: v for k, v in dataclasses.asdict(self.config).items() if k != "layout"}
+        config["layout"] = self.config.layout if isinstance(self.config.layout, (str, dict, type(None))) else \
+            type(self.config.layout).__name__
+        return {"backend": self.backend, "strategy": self.name, "reason": self.reason,
+                "num_replicas": self.num_replicas, "num_workers": self.num_workers, "is_chief": self.is_chief,
+                "topology": self.topology.to_dict(), "config": config, "engine": self.engine.describe(model)}
 
     # ------------------------------------------------------------------ delegates
 
     def batch_sizes(self, global_batch_size: int | None = None,
                     per_replica_batch_size: int | None = None) -> tuple[int, int]:
         """(global, per-replica) batch sizes from either one; an error when it does not divide."""
-        from tfscale.data.sharding import batch_sizes
+        from tfscale.data.batching import batch_sizes
 
         return batch_sizes(self.num_replicas, global_batch_size, per_replica_batch_size)
 
     def distribute(self, data, *, global_batch_size: int | None = None, per_replica_batch_size: int | None = None,
-                   drop_remainder: bool = True):
-        """Per-replica batches of `data` (unbatched examples), sharded by worker, prefetched.
+                   drop_remainder: bool = True, wrap=None):
+        """Batches of `data` (unbatched examples) for this engine, sharded by worker, prefetched.
+
+        `data` is a tf.data.Dataset, a tfscale.data pipeline or NumPy arrays (x, y); on JAX also a
+        generator function. Every worker gets the same number of steps. `wrap` is applied to each
+        tf.data input pipeline (e.g. `InputTimer.wrap`).
 
         Example:
             train = scale.distribute(tf.data.Dataset.from_tensor_slices((x, y)), global_batch_size=256)
@@ -143,8 +172,8 @@ class Scale:
         global_batch, per_replica = self.batch_sizes(global_batch_size, per_replica_batch_size)
         if drop_remainder:  # training input: scale.optimizer() scales the learning rate to it (tfscale.train)
             self.distributed_batch_sizes.add(global_batch)
-        return distribute(self.strategy, data, global_batch_size=global_batch,
-                          per_replica_batch_size=per_replica, drop_remainder=drop_remainder)
+        return distribute(self.engine, data, global_batch_size=global_batch, per_replica_batch_size=per_replica,
+                          drop_remainder=drop_remainder, wrap=wrap)
 
     def optimizer(self, name="adam", **options: Any):
         """A Keras optimizer whose learning rate is scaled to the global batch (`tfscale.train.build_optimizer`)."""

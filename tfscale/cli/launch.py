@@ -3,6 +3,8 @@
 On this host (127.0.0.1), on named hosts (``--nnodes/--node-rank/--hosts``),
 or under ``srun`` (one worker per Slurm task: the command is exec'd with the
 Slurm-derived TF_CONFIG). ``--print-manifest`` writes a Kubernetes Job instead.
+``--backend jax`` starts JAX workers: KERAS_BACKEND=jax and the variables
+``keras.distribution.initialize`` reads instead of TF_CONFIG.
 """
 
 from __future__ import annotations
@@ -18,12 +20,16 @@ def add_parser(subparsers) -> None:
         description="Start N workers of CMD with TF_CONFIG, rank variables, split GPUs and threads; "
                     "stop them all when one fails.",
         epilog="examples:\n  tfscale launch -n 4 -- python train.py --epochs 3\n"
+               "  tfscale launch -n 2 --backend jax -- python train.py   # JAX workers (keras.distribution)\n"
                "  srun tfscale launch -- python train.py\n"
                "  tfscale launch -n 2 --nnodes 2 --node-rank 0 --hosts node0:2222,node1:2222 -- python train.py\n"
                "  tfscale launch -n 4 --print-manifest --image my/image:1 -- python train.py | kubectl apply -f -",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-n", "--nproc", dest="workers", type=int, default=None, metavar="N",
                    help="workers on this host (default 1; under srun: one per Slurm task)")
+    p.add_argument("--backend", choices=("tensorflow", "jax"), default=None,
+                   help="the Keras backend of the workers: tensorflow (TF_CONFIG) or jax (KERAS_DISTRIBUTION_*, "
+                        "jax.distributed); default: KERAS_BACKEND, else tensorflow")
     p.add_argument("--replicas-per-worker", type=int, default=None, metavar="K",
                    help="replicas in each worker: K logical CPU devices, or K GPUs")
     p.add_argument("--log-dir", default=None, metavar="D", help="write worker-<rank>.log files in D instead of "
@@ -59,7 +65,7 @@ def _options(args):
                          timeout=args.timeout, collective_timeout=args.collective_timeout,
                          max_restarts=args.max_restarts, nnodes=args.nnodes, node_rank=args.node_rank,
                          hosts=args.hosts, hosts_file=args.hosts_file, threads=args.threads,
-                         bind_cores=args.bind_cores)
+                         bind_cores=args.bind_cores, backend=args.backend)
 
 
 def run(args) -> int:
@@ -118,5 +124,6 @@ def _print_manifest(command, args) -> int:
 
     print(manifest.render(command, workers=args.workers or 1, name=args.job_name, image=args.image,
                           port=args.port or DEFAULT_PORT, replicas_per_worker=args.replicas_per_worker,
-                          collective_timeout=args.collective_timeout, max_restarts=args.max_restarts), end="")
+                          collective_timeout=args.collective_timeout, max_restarts=args.max_restarts,
+                          backend=args.backend), end="")
     return 0

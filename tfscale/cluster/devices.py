@@ -1,10 +1,11 @@
-"""Local devices: what accelerators this process sees, and logical CPU replicas."""
+"""Local TensorFlow devices: the GPUs TensorFlow sees, logical CPU replicas and thread pools.
+
+TensorFlow is imported inside each function: the TensorFlow engine calls them, the JAX engine never does.
+"""
 
 from __future__ import annotations
 
 import logging
-
-import tensorflow as tf
 
 from tfscale.errors import ClusterError
 
@@ -13,6 +14,8 @@ log = logging.getLogger("tfscale")
 
 def local_gpus() -> int:
     """Number of physical GPUs visible to TensorFlow (does not initialize devices)."""
+    import tensorflow as tf
+
     return len(tf.config.list_physical_devices("GPU"))
 
 
@@ -25,10 +28,12 @@ def configure_cpu_replicas(n: int) -> None:
     Raises:
         ClusterError: devices were already initialized with another layout.
     """
+    import tensorflow as tf
+
     cpu = tf.config.list_physical_devices("CPU")[0]
     current = tf.config.get_logical_device_configuration(cpu)
-    if current is not None and len(current) == n:
-        return
+    if (current is None and n == 1) or (current is not None and len(current) == n):
+        return  # one replica is the CPU as it is
     try:
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
     except RuntimeError:
@@ -46,6 +51,8 @@ def configure_cpu_replicas(n: int) -> None:
 
 def configure_threads(intra_op: int | None, inter_op: int | None) -> None:
     """Sets TensorFlow's thread pools, before devices are initialized."""
+    import tensorflow as tf
+
     try:
         if intra_op:
             tf.config.threading.set_intra_op_parallelism_threads(intra_op)

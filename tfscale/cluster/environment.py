@@ -81,6 +81,36 @@ def kubernetes_cluster(environ: Mapping[str, str]):
     return {"worker": hosts}, index
 
 
+def keras_distribution_cluster(environ: Mapping[str, str]):
+    """Returns (cluster_spec, process_id) from the variables `keras.distribution.initialize` reads.
+
+    KERAS_DISTRIBUTION_JOB_ADDRESSES lists every process's address, or only the
+    coordinator's (process 0); KERAS_DISTRIBUTION_NUM_PROCESSES and _PROCESS_ID
+    say how many processes there are and which one this is.
+    """
+    try:
+        n = int(environ["KERAS_DISTRIBUTION_NUM_PROCESSES"])
+        index = int(environ.get("KERAS_DISTRIBUTION_PROCESS_ID", "0"))
+    except ValueError as e:
+        raise ClusterError(f"a KERAS_DISTRIBUTION_* variable is not a number: {e}", where="KERAS_DISTRIBUTION_*",
+                           fix="set them with `tfscale launch --backend jax`, or give whole numbers") from None
+    addresses = [a.strip() for a in environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES", "").split(",") if a.strip()]
+    if n < 1 or not 0 <= index < n or not addresses or len(addresses) not in (1, n):
+        raise ClusterError(f"KERAS_DISTRIBUTION_* describe {n} process(es), process id {index} and "
+                           f"{len(addresses)} address(es)", where="KERAS_DISTRIBUTION_* variables",
+                           fix="give NUM_PROCESSES >= 1, 0 <= PROCESS_ID < NUM_PROCESSES, and JOB_ADDRESSES with "
+                               "the coordinator's host:port (or every process's)")
+    if len(addresses) == 1 and n > 1:  # only the coordinator is named: the others are known by index
+        addresses += [f"(process {i})" for i in range(1, n)]
+    return {"worker": addresses}, index
+
+
+def tpu_pod_hosts(environ: Mapping[str, str]) -> int:
+    """Hosts of a multi-host TPU slice announced by the TPU VM's environment (1 for a single host)."""
+    hosts = [h for h in environ.get("TPU_WORKER_HOSTNAMES", "").split(",") if h.strip()]
+    return max(1, len(hosts))
+
+
 def tpu_address(environ: Mapping[str, str], explicit: str | None = None) -> tuple[str | None, str]:
     """Returns (the TPU to resolve, why), or (None, why) where no TPU is announced.
 

@@ -165,10 +165,11 @@ def dry_run(argv: Sequence[str], options: LaunchOptions | None = None) -> Plan:
 def launch(fn, n: int = 2, args: tuple = (), kwargs: dict | None = None, *, replicas_per_worker: int | None = None,
            timeout: float | None = None, collective_timeout: float | None = None, max_restarts: int = 0,
            log_dir: str | None = None, threads: int | None = None, bind_cores: bool = True,
-           env: dict[str, str] | None = None) -> list:
+           env: dict[str, str] | None = None, backend: str | None = None) -> list:
     """Calls ``fn(*args, **kwargs)`` on `n` local workers of one cluster; for notebooks and scripts.
 
-    Each worker is a fresh Python process with its own TF_CONFIG, so
+    Each worker is a fresh Python process with its own TF_CONFIG (or, with
+    ``backend="jax"``, the KERAS_DISTRIBUTION_* variables), so
     ``tfscale.Scale.auto()`` inside `fn` builds the multi-worker strategy.
 
     Args:
@@ -177,7 +178,7 @@ def launch(fn, n: int = 2, args: tuple = (), kwargs: dict | None = None, *, repl
             (needs ``cloudpickle``).
         n: workers; args, kwargs: passed to `fn` (picklable).
         replicas_per_worker, timeout, collective_timeout, max_restarts, log_dir,
-            threads, bind_cores, env: as `LaunchOptions`.
+            threads, bind_cores, env, backend: as `LaunchOptions`.
 
     Returns:
         Each worker's return value, by rank.
@@ -205,7 +206,7 @@ def launch(fn, n: int = 2, args: tuple = (), kwargs: dict | None = None, *, repl
         python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
         options = LaunchOptions(workers=n, replicas_per_worker=replicas_per_worker, timeout=timeout,
                                 collective_timeout=collective_timeout, max_restarts=max_restarts, log_dir=log_dir,
-                                threads=threads, bind_cores=bind_cores,
+                                threads=threads, bind_cores=bind_cores, backend=backend,
                                 env={**(env or {}), _FUNCTION_WORKER_ENV: "1", "PYTHONPATH": python_path})
         try:
             run(notebook.worker_command(folder), options)

@@ -24,8 +24,9 @@ _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?$")
 
 def documents(argv: Sequence[str], *, workers: int, name: str = "tfscale", image: str = "IMAGE_WITH_TFSCALE",
               port: int = DEFAULT_PORT, replicas_per_worker: int | None = None,
-              collective_timeout: float | None = None, max_restarts: int = 0) -> list[dict[str, Any]]:
-    """The Service and the Job, as plain data.
+              collective_timeout: float | None = None, max_restarts: int = 0,
+              backend: str | None = None) -> list[dict[str, Any]]:
+    """The Service and the Job, as plain data (`backend`: the pods' KERAS_BACKEND, e.g. "jax").
 
     Raises:
         ConfigError: a name Kubernetes would reject, or no command.
@@ -43,6 +44,8 @@ def documents(argv: Sequence[str], *, workers: int, name: str = "tfscale", image
         env["TFSCALE_REPLICAS_PER_WORKER"] = str(replicas_per_worker)
     if collective_timeout:
         env["TFSCALE_COLLECTIVE_TIMEOUT"] = str(collective_timeout)
+    if backend:  # on JAX, Scale.auto() makes rank 0's address the coordinator of jax.distributed
+        env["KERAS_BACKEND"] = backend
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/managed-by": "tfscale"}
     service_doc = {
         "apiVersion": "v1", "kind": "Service", "metadata": {"name": service, "labels": labels},

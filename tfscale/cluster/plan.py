@@ -6,6 +6,11 @@ worker, and for each worker started on this host the variables it gets:
 
 =============================  =====================================================
 TF_CONFIG                      the cluster and this worker's task ("worker", rank)
+                               (``--backend tensorflow``, the default)
+KERAS_BACKEND=jax and          what `keras.distribution.initialize` reads, which
+KERAS_DISTRIBUTION_*           `Scale` passes to `jax.distributed.initialize`: every
+                               worker's address (rank 0's is the coordinator), the
+                               process count and this process's id (``--backend jax``)
 TFSCALE_RANK / _WORLD_SIZE     this worker's place among all workers / their number
 TFSCALE_LOCAL_RANK / _NODE_RANK  its place on this host / this host's place
 TFSCALE_REPLICAS_PER_WORKER    ``--replicas-per-worker`` (read by `StrategyConfig`)
@@ -47,6 +52,7 @@ log = logging.getLogger("tfscale")
 # gRPC's event engine off (client and listener): its polling threads cost each collective more CPU
 GRPC_EXPERIMENTS = "-event_engine_client,-event_engine_listener"
 SLURM_DEFAULT_PORT = 8888  # the port base `Topology` detection uses under Slurm (TFSCALE_PORT overrides)
+BACKENDS = ("tensorflow", "jax")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +73,9 @@ class LaunchOptions:
         threads: intra-op threads per worker; None: this host's cores split among its workers.
         bind_cores: bind each local worker to its share of the cores (when they add up; not under Slurm).
         env: extra variables for every worker.
+        backend: the Keras backend the workers train on: "tensorflow" (TF_CONFIG) or "jax"
+            (KERAS_BACKEND=jax and the KERAS_DISTRIBUTION_* variables); None: KERAS_BACKEND
+            of the launcher's environment, else "tensorflow".
     """
 
     workers: int | None = None
@@ -82,8 +91,12 @@ class LaunchOptions:
     threads: int | None = None
     bind_cores: bool = True
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    backend: str | None = None
 
     def __post_init__(self):
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise ConfigError(f"backend {self.backend!r} has no tfscale engine", where="--backend",
+                              fix=f"use one of: {', '.join(BACKENDS)}")
         for key in ("workers", "replicas_per_worker", "nnodes", "threads"):
             value = getattr(self, key)
             if value is not None and value < 1:
@@ -196,8 +209,27 @@ def _slurm(options: LaunchOptions, environ: Mapping[str, str], cluster, index: i
     return plan
 
 
+def backend_of(options: LaunchOptions, environ: Mapping[str, str]) -> str:
+    """The workers' Keras backend: --backend, else the launcher's KERAS_BACKEND, else TensorFlow."""
+    backend = options.backend or environ.get("KERAS_BACKEND", "").strip().lower() or "tensorflow"
+    if backend not in BACKENDS:
+        raise ConfigError(f"KERAS_BACKEND={backend} has no tfscale engine", where="KERAS_BACKEND / --backend",
+                          fix="pass --backend tensorflow or --backend jax")
+    return backend
+
+
+def cluster_env(cluster: Mapping[str, list[str]], rank: int, backend: str) -> dict[str, str]:
+    """How a worker learns the cluster: TF_CONFIG, or what keras.distribution.initialize reads (JAX)."""
+    if backend == "jax":
+        return {"KERAS_BACKEND": "jax", "KERAS_DISTRIBUTION_JOB_ADDRESSES": ",".join(cluster["worker"]),
+                "KERAS_DISTRIBUTION_NUM_PROCESSES": str(len(cluster["worker"])),
+                "KERAS_DISTRIBUTION_PROCESS_ID": str(rank)}
+    return {"TF_CONFIG": tf_config.make(cluster, "worker", rank)}
+
+
 def _finish(manager, cluster, ranks, node, ports, options: LaunchOptions, environ) -> Plan:
     world = len(cluster["worker"])
+    backend = backend_of(options, environ)
     gpus = [] if manager == "slurm" else visible_gpus(environ)
     gpu_shares = split_gpus(gpus, len(ranks), options.replicas_per_worker)
     threads = options.threads or _threads_per_worker(len(ranks), environ)
@@ -205,7 +237,7 @@ def _finish(manager, cluster, ranks, node, ports, options: LaunchOptions, enviro
     bind = options.bind_cores and manager != "slurm" and len(cores) >= threads * len(ranks)
     envs = []
     for local, rank in enumerate(ranks):
-        env = {"TF_CONFIG": tf_config.make(cluster, "worker", rank), "TFSCALE_RANK": str(rank),
+        env = {**cluster_env(cluster, rank, backend), "TFSCALE_RANK": str(rank),
                "TFSCALE_WORLD_SIZE": str(world), "TFSCALE_LOCAL_RANK": str(local),
                "TFSCALE_LOCAL_WORLD_SIZE": str(len(ranks)), "TFSCALE_NODE_RANK": str(node),
                "PYTHONUNBUFFERED": environ.get("PYTHONUNBUFFERED", "1")}

@@ -1,8 +1,12 @@
 """Where am I: the cluster manager, this process's role, and the replicas that follow.
 
-`detect` looks, in order, at the user's explicit choice, TF_CONFIG, Slurm,
-Kubernetes, a TPU, local GPUs and the CPU, and records why it decided, so
-`tfscale info` can say it.
+`detect` looks, in order, at the user's explicit choice, TF_CONFIG, the
+variables `keras.distribution.initialize` reads (KERAS_DISTRIBUTION_*, what
+`tfscale launch --backend jax` sets), Slurm, Kubernetes, a TPU, local GPUs and
+the CPU, and records why it decided, so `tfscale info` can say it. It is
+backend-free: the TensorFlow engine builds TF_CONFIG resolvers from a
+Topology, the JAX engine calls `jax.distributed.initialize` with its
+`coordinator`, `num_workers` and `rank`.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ class Topology:
     """The cluster this process belongs to.
 
     Attributes:
-        manager: who described the cluster: "tf_config", "slurm", "kubernetes", "tpu" or "none".
+        manager: who described the cluster: "tf_config", "keras_distribution", "slurm", "kubernetes",
+            "tpu" or "none".
         task_type: this process's job ("worker", "chief", "ps", "evaluator").
         task_index: this process's index within its job.
         cluster: job name -> list of "host:port" (empty for a single process).
@@ -60,12 +65,18 @@ class Topology:
         return self.task_index
 
     @property
+    def coordinator(self) -> str | None:
+        """The first training process's address (the JAX engine's coordinator); None for a single process."""
+        first = self.cluster.get("chief") or self.cluster.get("worker")
+        return first[0] if first and self.num_workers > 1 else None
+
+    @property
     def has_parameter_servers(self) -> bool:
         return bool(self.cluster.get("ps"))
 
     def to_dict(self) -> dict[str, Any]:
         return {"manager": self.manager, "task_type": self.task_type, "task_index": self.task_index,
-                "rank": self.rank, "num_workers": self.num_workers, "is_chief": self.is_chief,
+                "rank": self.rank, "num_workers": self.num_workers, "is_chief": self.is_chief, "coordinator": self.coordinator,
                 "cluster": {k: list(v) for k, v in self.cluster.items()}, "accelerator": self.accelerator,
                 "local_accelerators": self.local_accelerators, "tpu": self.tpu, "reasons": list(self.reasons)}
 
@@ -75,11 +86,11 @@ def detect(cluster: str = "auto", *, tpu: str | None = None,
     """Finds the cluster this process is part of.
 
     Args:
-        cluster: "auto", or one manager to use ("tf_config", "slurm",
-            "kubernetes", "tpu", "none").
+        cluster: "auto", or one manager to use ("tf_config", "keras_distribution",
+            "slurm", "kubernetes", "tpu", "none").
         tpu: a TPU name or address the user asked for (forces a TPU).
         environ: the environment to read (os.environ by default).
-        gpus: the number of local GPUs (default: asks TensorFlow).
+        gpus: the number of local GPUs (default: asks TensorFlow; the JAX engine passes its own count).
 
     Raises:
         ClusterError: the chosen manager's environment is missing or malformed.
@@ -118,6 +129,14 @@ def _find_cluster(cluster: str, environ: Mapping[str, str], gpus: int, reasons: 
     if cluster == "tf_config":
         raise ClusterError("cluster 'tf_config' was asked for but TF_CONFIG is not set", where="TF_CONFIG",
                            fix="set TF_CONFIG, start the workers with `tfscale launch`, or use cluster='auto'")
+    if cluster in ("auto", "keras_distribution") and environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "").strip():
+        spec, index = environment.keras_distribution_cluster(environ)
+        reasons.append(f"KERAS_DISTRIBUTION_*: process {index} of {len(spec['worker'])}")
+        return "keras_distribution", spec, "worker", index
+    if cluster == "keras_distribution":
+        raise ClusterError("cluster 'keras_distribution' was asked for but KERAS_DISTRIBUTION_NUM_PROCESSES is "
+                           "not set", where="KERAS_DISTRIBUTION_* variables",
+                           fix="start the processes with `tfscale launch --backend jax`, or use cluster='auto'")
     if cluster in ("auto", "slurm"):
         port = int(environ.get("TFSCALE_PORT", 8888))
         slurm = environment.slurm_cluster(environ, port_base=port, gpus_per_node=gpus)

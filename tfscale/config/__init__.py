@@ -10,11 +10,11 @@ from tfscale.config.loading import (apply_overrides, check_choice, from_mapping,
                                     with_options)
 from tfscale.config.run import (LR_SCALINGS, PRECISIONS, DataConfig, ExportConfig, RunConfig, TrainConfig,
                                 load_run_config)
-from tfscale.config.strategy import (CLUSTER_MANAGERS, COMMUNICATIONS, LAUNCH_VARIABLES, StrategyConfig,
+from tfscale.config.strategy import (CLUSTER_MANAGERS, COMMUNICATIONS, LAUNCH_VARIABLES, StrategyConfig, engine_options,
                                      load_strategy_preset, with_launch_environment)
 from tfscale.config.tune import TUNERS, TuneConfig
 
 __all__ = ["CLUSTER_MANAGERS", "COMMUNICATIONS", "LAUNCH_VARIABLES", "LR_SCALINGS", "PRECISIONS", "TUNERS",
            "DataConfig", "ExportConfig", "RunConfig", "StrategyConfig", "TrainConfig", "TuneConfig",
-           "apply_overrides", "check_choice", "from_mapping", "load_run_config", "load_strategy_preset",
+           "apply_overrides", "engine_options", "check_choice", "from_mapping", "load_run_config", "load_strategy_preset",
            "load_toml", "parse_override", "with_launch_environment", "with_options"]

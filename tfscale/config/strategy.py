@@ -5,48 +5,78 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
+from typing import Any
 
 from tfscale.config.loading import apply_overrides, check_choice as _check_choice, from_mapping, load_toml
 from tfscale.errors import ConfigError
 
 
 COMMUNICATIONS = ("auto", "ring", "nccl")
-CLUSTER_MANAGERS = ("auto", "tf_config", "slurm", "kubernetes", "tpu", "none")
+CLUSTER_MANAGERS = ("auto", "tf_config", "keras_distribution", "slurm", "kubernetes", "tpu", "none")
+TENSORFLOW, JAX = "tensorflow", "jax"
+LAYOUT_RULES = ("auto",)
+
+
+def _for(*engines: str, default: Any = None, factory: Any = None) -> Any:
+    """A field that only the named engines read (both when none is named)."""
+    metadata = {"engines": engines or (TENSORFLOW, JAX)}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclasses.dataclass(frozen=True)
 class StrategyConfig:
     """How to distribute: the strategy, its devices and its communication.
 
+    Every field says which engine reads it. A field set for the other engine is an
+    error when the Scale is built (`engine_options`), never silently ignored.
+
     Attributes:
         name: a registered strategy name (`tfscale info` lists them), or "auto".
         description: free text shown by `tfscale info` for a preset.
         replicas: replicas per worker. On a CPU-only machine this many logical
-            CPU devices are made, so `mirrored` and `multi_worker` run for real
-            on a laptop; with GPUs, the number of GPUs to use. None: all GPUs, or 1 CPU.
-        devices: explicit device names (e.g. "/gpu:0"); overrides `replicas`.
-        cluster: where to look for the cluster: "auto" (TF_CONFIG, then Slurm,
-            Kubernetes, TPU, GPUs, CPU), or one of those by name, or "none".
-        communication: collective implementation: "auto", "ring" or "nccl".
-        collective_timeout: seconds before a collective with a dead peer fails
-            (None: wait forever, TensorFlow's default).
-        bytes_per_pack: gradient packing for all-reduce; 0 lets TF decide.
+            CPU devices (TensorFlow) or host devices (JAX) are made, so the
+            strategies run for real on a laptop; with GPUs, the number of GPUs to
+            use. None: all GPUs, or 1 CPU.
+        cluster: where to look for the cluster: "auto" (TF_CONFIG, the variables
+            of `keras.distribution.initialize`, Slurm, Kubernetes, TPU, GPUs, CPU),
+            or one of those by name, or "none".
+        collective_timeout: seconds before a dead peer turns into an error (TensorFlow:
+            the collectives' timeout; JAX: the distributed runtime's heartbeat timeout).
+            None: the framework's default.
         tpu: TPU name or address; "" or "local" for a Colab/Kaggle/TPU-VM TPU.
-        intra_op_threads: threads inside one op (None: TensorFlow's default).
-        inter_op_threads: ops run in parallel (None: TensorFlow's default).
+        devices: (TensorFlow) explicit device names (e.g. "/gpu:0"); overrides `replicas`.
+        communication: (TensorFlow) collective implementation: "auto", "ring" or "nccl".
+        bytes_per_pack: (TensorFlow) gradient packing for all-reduce; 0 lets TF decide.
+        intra_op_threads: (TensorFlow) threads inside one op (None: TensorFlow's default).
+        inter_op_threads: (TensorFlow) ops run in parallel (None: TensorFlow's default).
+        mesh: (JAX) the device mesh's shape, e.g. (1, 2) for `model_parallel` = (data, model);
+            None: every device on the model axis (model_parallel), or on the data axis.
+        axis_names: (JAX) the mesh's axis names; the first one shards the batch.
+        layout: (JAX, model_parallel) how variables are sharded: "auto" (every kernel or
+            embedding of at least `min_shard_params` parameters over the model axis), a
+            table of rules {path regex: axes per dimension, "" or None for replicated},
+            or a `keras.distribution.LayoutMap`.
+        min_shard_params: (JAX) variables this large are sharded by "auto", and reported
+            when a layout leaves them whole.
     """
 
-    name: str = "auto"
-    description: str = ""
-    replicas: int | None = None
-    devices: tuple[str, ...] = ()
-    cluster: str = "auto"
-    communication: str = "auto"
-    collective_timeout: float | None = None
-    bytes_per_pack: int = 0
-    tpu: str | None = None
-    intra_op_threads: int | None = None
-    inter_op_threads: int | None = None
+    name: str = _for(default="auto")
+    description: str = _for(default="")
+    replicas: int | None = _for()
+    cluster: str = _for(default="auto")
+    collective_timeout: float | None = _for()
+    tpu: str | None = _for()
+    devices: tuple[str, ...] = _for(TENSORFLOW, default=())
+    communication: str = _for(TENSORFLOW, default="auto")
+    bytes_per_pack: int = _for(TENSORFLOW, default=0)
+    intra_op_threads: int | None = _for(TENSORFLOW)
+    inter_op_threads: int | None = _for(TENSORFLOW)
+    mesh: tuple[int, ...] | None = _for(JAX)
+    axis_names: tuple[str, ...] = _for(JAX, default=("data", "model"))
+    layout: Any = _for(JAX)
+    min_shard_params: int = _for(JAX, default=65536)
 
     def __post_init__(self):
         if self.replicas is not None and self.replicas < 1:
@@ -65,6 +95,63 @@ class StrategyConfig:
             if value is not None and value < 1:
                 raise ConfigError(f"{key} must be at least 1, got {value}", where=f"strategy.{key}",
                                   fix="give a whole number >= 1, or leave it out")
+        self._check_mesh()
+        _check_layout(self.layout)
+        if self.min_shard_params < 1:
+            raise ConfigError(f"min_shard_params must be >= 1, got {self.min_shard_params}",
+                              where="strategy.min_shard_params", fix="give a number of parameters, e.g. 65536")
+
+    def _check_mesh(self) -> None:
+        if len(set(self.axis_names)) != len(self.axis_names) or not all(self.axis_names):
+            raise ConfigError(f"axis_names must be distinct, non-empty names, got {self.axis_names}",
+                              where="strategy.axis_names", fix='e.g. axis_names = ["data", "model"]')
+        if self.mesh is None:
+            return
+        if len(self.mesh) != len(self.axis_names) or any(n < 1 for n in self.mesh):
+            raise ConfigError(f"mesh {tuple(self.mesh)} must give one size >= 1 per axis of {tuple(self.axis_names)}",
+                              where="strategy.mesh", fix="e.g. mesh = [1, 2] for (data, model) over 2 devices")
+
+
+def _check_layout(layout: Any) -> None:
+    """None, "auto", a table {regex: axes} or a keras LayoutMap (checked by name: no Keras import here)."""
+    if layout is None or type(layout).__name__ == "LayoutMap":
+        return
+    if isinstance(layout, str):
+        _check_choice("strategy.layout", layout, LAYOUT_RULES)
+        return
+    if isinstance(layout, Mapping):
+        for pattern, axes in layout.items():
+            if not isinstance(axes, (list, tuple)) or not all(a is None or isinstance(a, str) for a in axes):
+                raise ConfigError(f"layout rule {pattern!r} must map to a list of axis names (or \"\" for a "
+                                  f"replicated dimension), got {axes!r}", where="strategy.layout",
+                                  fix='e.g. layout = {".*dense.*kernel" = ["", "model"]}')
+        return
+    raise ConfigError(f"layout must be \"auto\", a table of rules or a keras.distribution.LayoutMap, "
+                      f"got {type(layout).__name__}", where="strategy.layout",
+                      fix='e.g. layout="auto", or {".*dense.*kernel": (None, "model")}')
+
+
+def engine_options(config: StrategyConfig, engine: str) -> StrategyConfig:
+    """`config` checked for `engine`: a field only the other engine reads, set to a non-default value, is an error.
+
+    Raises:
+        ConfigError: naming the fields and the engine they belong to.
+    """
+    foreign = [f.name for f in dataclasses.fields(config) if engine not in f.metadata.get("engines", (engine,))
+               and getattr(config, f.name) != _default(f)]
+    if foreign:
+        other = JAX if engine == TENSORFLOW else TENSORFLOW
+        what = f"{foreign[0]} is a {other}-only setting" if len(foreign) == 1 else \
+            f"{', '.join(foreign)} are {other}-only settings"
+        raise ConfigError(f"{what}, but this process trains on {engine}", where="strategy options",
+                          fix=f"remove {', '.join(foreign)}, or run on KERAS_BACKEND={other}")
+    return config
+
+
+def _default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    return field.default_factory()  # type: ignore[misc]
 
 
 # Variables `tfscale launch` sets in each worker (field -> variable); they fill fields the script leaves unset.

@@ -79,21 +79,25 @@ def make_scale(strategy: StrategyConfig | str, base: Path):
 
 
 def load_data(data: DataConfig):
-    """(train, validation or None) from the functions the [data] table names; train shuffled if asked."""
-    import tensorflow as tf
+    """(train, validation or None) from the functions the [data] table names; train shuffled if asked.
 
-    from tfscale.train.fit import as_dataset
+    What the functions return goes to `Scale.distribute` as it is (arrays stay arrays, so the JAX engine
+    reads them without TensorFlow); only a shuffle buffer makes arrays a tf.data.Dataset.
+    """
+    from tfscale.data.sharding import is_tf_input
     from tfscale.train.loading import resolve
 
-    train = as_dataset(_call(resolve(data.train, where="data.train"), data.args, "data.train"), "data.train")
+    train = _call(resolve(data.train, where="data.train"), data.args, "data.train")
     validation = None
     if data.validation:
-        validation = as_dataset(_call(resolve(data.validation, where="data.validation"), data.args,
-                                      "data.validation"), "data.validation")
-    if data.shuffle_buffer and isinstance(train, tf.data.Dataset):
-        train = train.shuffle(data.shuffle_buffer, seed=data.seed, reshuffle_each_iteration=True)
-    elif data.shuffle_buffer:
+        validation = _call(resolve(data.validation, where="data.validation"), data.args, "data.validation")
+    if data.shuffle_buffer and hasattr(train, "batched_dataset_for"):
         log.warning("data.shuffle_buffer ignored: a tfscale.data pipeline shuffles itself")
+    elif data.shuffle_buffer:
+        from tfscale.data.sharding import as_dataset
+
+        train = as_dataset(train, "data.train") if not is_tf_input(train) else train
+        train = train.shuffle(data.shuffle_buffer, seed=data.seed, reshuffle_each_iteration=True)
     return train, validation
 
 

@@ -1,6 +1,7 @@
-"""Named strategies (one module each), their registry, and the Keras 3 compatibility layer."""
+"""Named strategies per engine (one module each; JAX ones in strategy/jax/), the registry, auto's choice,
+the engines behind `Scale`, and the Keras 3 compatibility layer."""
 
 from tfscale.strategy.auto import choose
-from tfscale.strategy.registry import StrategySpec, available, get, register
+from tfscale.strategy.registry import StrategySpec, available, get, names, register
 
-__all__ = ["StrategySpec", "available", "choose", "get", "register"]
+__all__ = ["StrategySpec", "available", "choose", "get", "names", "register"]

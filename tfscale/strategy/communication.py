@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import tensorflow as tf
-
 from tfscale.config import StrategyConfig
 
-_IMPLEMENTATIONS = {
-    "auto": tf.distribute.experimental.CommunicationImplementation.AUTO,
-    "ring": tf.distribute.experimental.CommunicationImplementation.RING,
-    "nccl": tf.distribute.experimental.CommunicationImplementation.NCCL,
-}
 
+def options(config: StrategyConfig):
+    """`tf.distribute.experimental.CommunicationOptions` from the config: implementation, timeout, packing."""
+    import tensorflow as tf
 
-def options(config: StrategyConfig) -> tf.distribute.experimental.CommunicationOptions:
-    """CommunicationOptions from the config: implementation, timeout and gradient packing."""
+    implementation = tf.distribute.experimental.CommunicationImplementation
     return tf.distribute.experimental.CommunicationOptions(
         bytes_per_pack=config.bytes_per_pack,
         timeout_seconds=config.collective_timeout,
-        implementation=_IMPLEMENTATIONS[config.communication],
+        implementation=getattr(implementation, config.communication.upper()),
     )

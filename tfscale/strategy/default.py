@@ -1,10 +1,10 @@
 """`default`: no distribution; TensorFlow's default strategy on the default device."""
 
-import tensorflow as tf
-
 from tfscale.strategy.registry import register
 
 
 @register("default", "no distribution: one process, TensorFlow's default device placement")
 def build(topology, config):
+    import tensorflow as tf
+
     return tf.distribute.get_strategy()

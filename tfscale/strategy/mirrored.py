@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import tensorflow as tf
-
 from tfscale.cluster.devices import configure_cpu_replicas
 from tfscale.errors import ClusterError
 from tfscale.strategy.registry import register
@@ -25,6 +23,8 @@ def local_devices(topology, config) -> list[str]:
 
 
 def _cross_device_ops(config, devices):
+    import tensorflow as tf
+
     if config.communication == "nccl":
         return tf.distribute.NcclAllReduce()
     if config.communication == "ring":
@@ -36,5 +36,7 @@ def _cross_device_ops(config, devices):
 
 @register("mirrored", "synchronous replicas on one machine: its GPUs, or N logical CPU devices (`replicas=N`)")
 def build(topology, config):
+    import tensorflow as tf
+
     devices = local_devices(topology, config)
     return tf.distribute.MirroredStrategy(devices=devices, cross_device_ops=_cross_device_ops(config, devices))

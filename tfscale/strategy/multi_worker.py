@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import tensorflow as tf
-
 from tfscale.cluster.devices import configure_cpu_replicas
 from tfscale.strategy import communication
-from tfscale.strategy.keras_compat import MultiWorkerStrategy
 from tfscale.strategy.registry import register
 
 
-def cluster_resolver(topology) -> tf.distribute.cluster_resolver.ClusterResolver:
-    """A resolver for the topology's cluster (an empty one for a single process)."""
+def cluster_resolver(topology):
+    """A `tf.distribute` resolver for the topology's cluster (an empty one for a single process)."""
+    import tensorflow as tf
+
     spec = tf.train.ClusterSpec({k: list(v) for k, v in topology.cluster.items()})
     return tf.distribute.cluster_resolver.SimpleClusterResolver(
         spec, task_type=topology.task_type if topology.cluster else None,
@@ -22,6 +21,8 @@ def cluster_resolver(topology) -> tf.distribute.cluster_resolver.ClusterResolver
 @register("multi_worker", "synchronous replicas across worker processes/machines (collective all-reduce); "
                           "Keras 3 fit made to work")
 def build(topology, config):
+    from tfscale.strategy.keras_compat import MultiWorkerStrategy
+
     cpu_replicas = 1
     if topology.accelerator == "CPU":
         cpu_replicas = config.replicas or 1

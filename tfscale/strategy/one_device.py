@@ -1,12 +1,12 @@
 """`one_device`: everything on one named device (the first GPU, or the CPU)."""
 
-import tensorflow as tf
-
 from tfscale.strategy.registry import register
 
 
 @register("one_device", "one device: the first GPU if there is one, else the CPU (or `devices=[...]`)")
 def build(topology, config):
+    import tensorflow as tf
+
     if config.devices:
         device = config.devices[0]
     else:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 
-import tensorflow as tf
-
 from tfscale.errors import ClusterError
 from tfscale.strategy.multi_worker import cluster_resolver
 from tfscale.strategy.registry import register
@@ -19,8 +17,10 @@ from tfscale.strategy.registry import register
 log = logging.getLogger("tfscale")
 
 
-def serve(topology, *, join: bool = True) -> tf.distribute.Server:
-    """Runs this process's server for a worker or ps task of a parameter-server cluster."""
+def serve(topology, *, join: bool = True):
+    """Runs this process's `tf.distribute.Server` for a worker or ps task of a parameter-server cluster."""
+    import tensorflow as tf
+
     if topology.task_type not in ("worker", "ps"):
         raise ClusterError(f"only worker and ps tasks serve; this is a {topology.task_type}",
                            where="TF_CONFIG task.type", fix="build the strategy on the chief instead")
@@ -43,4 +43,6 @@ def build(topology, config):
         raise ClusterError(f"this process is a {topology.task_type} task of a parameter-server cluster",
                            where="TF_CONFIG task.type",
                            fix="call scale.serve() (or tfscale.strategy.parameter_server.serve) on worker and ps tasks")
+    import tensorflow as tf
+
     return tf.distribute.ParameterServerStrategy(cluster_resolver(topology))

@@ -1,8 +1,12 @@
-"""The registry of named strategies: name -> (description, builder).
+"""The registry of named strategies, per engine: (name, backend) -> (description, builder).
 
-A builder takes the detected `Topology` and the `StrategyConfig` and returns
-a `tf.distribute.Strategy`. Built-in strategies live one module each in this
-package and register themselves when it is first used.
+A TensorFlow builder takes the detected `Topology` and the `StrategyConfig` and
+returns a `tf.distribute.Strategy`; a JAX builder returns a
+`keras.distribution.Distribution` (or None: no distribution). Built-in
+strategies live one module each in this package (JAX ones in strategy/jax/)
+and register themselves when the registry is first used; their modules import
+their framework only inside the builder, so every strategy can be listed
+anywhere.
 """
 
 from __future__ import annotations
@@ -13,21 +17,25 @@ import importlib
 from collections.abc import Callable
 
 from tfscale.errors import ConfigError
+from tfscale.strategy.backend import BACKENDS, JAX, TENSORFLOW
 
-_BUILTINS = ("default", "one_device", "mirrored", "multi_worker", "tpu", "parameter_server")
-_REGISTRY: dict[str, "StrategySpec"] = {}
+_BUILTINS = ("default", "one_device", "mirrored", "multi_worker", "tpu", "parameter_server",
+             "jax.data_parallel", "jax.model_parallel", "jax.one_device", "jax.tpu")
+_REGISTRY: dict[tuple[str, str], "StrategySpec"] = {}
 _loaded = False
+_TITLES = {TENSORFLOW: "TensorFlow (tf.distribute)", JAX: "JAX (keras.distribution)"}
 
 
 @dataclasses.dataclass(frozen=True)
 class StrategySpec:
     name: str
     description: str
-    build: Callable
+    build: Callable | None
+    backend: str = TENSORFLOW
 
 
-def register(name: str, description: str):
-    """Decorator: registers `fn(topology, config) -> tf.distribute.Strategy` under `name`.
+def register(name: str, description: str, *, backend: str = TENSORFLOW):
+    """Decorator: registers `fn(topology, config)` as strategy `name` of `backend`.
 
     Example:
         @register("my_strategy", "one line on what it does")
@@ -36,7 +44,7 @@ def register(name: str, description: str):
     """
 
     def decorate(fn):
-        _REGISTRY[name] = StrategySpec(name, description, fn)
+        _REGISTRY[(backend, name)] = StrategySpec(name, description, fn, backend)
         return fn
 
     return decorate
@@ -50,27 +58,52 @@ def _load_builtins() -> None:
         _loaded = True
 
 
-def get(name: str) -> StrategySpec:
-    """Returns the strategy registered as `name`.
+def names(backend: str) -> list[str]:
+    """The strategies `backend` has, 'auto' first."""
+    _load_builtins()
+    return ["auto"] + sorted(name for b, name in _REGISTRY if b == backend)
+
+
+def only_backend(name: str) -> str | None:
+    """The one backend that has strategy `name` (None: both, neither, or "auto")."""
+    _load_builtins()
+    having = [b for b in BACKENDS if (b, name) in _REGISTRY]
+    return having[0] if len(having) == 1 else None
+
+
+def get(name: str, backend: str = TENSORFLOW) -> StrategySpec:
+    """Returns the strategy registered as `name` for `backend`.
 
     Raises:
-        ConfigError: the name is unknown; the message lists the known ones.
+        ConfigError: the name is unknown, or belongs to the other engine only; the message
+            lists the strategies this backend has.
     """
     _load_builtins()
     if name == "auto":
         raise ConfigError("'auto' is resolved by tfscale.strategy.choose, not looked up", where="registry.get",
-                          fix="call tfscale.strategy.choose(topology, config)")
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise ConfigError(f"unknown strategy {name!r}", where="strategy name",
-                          fix=f"{hint}known strategies: auto, {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+                          fix="call tfscale.strategy.choose(topology, config, backend)")
+    if (backend, name) in _REGISTRY:
+        return _REGISTRY[(backend, name)]
+    here = ", ".join(names(backend))
+    others = [b for b in BACKENDS if b != backend and (b, name) in _REGISTRY]
+    if others:
+        raise ConfigError(f"{name!r} is a {_TITLES[others[0]]} strategy, but this process trains on "
+                          f"{_TITLES[backend]}", where="strategy name",
+                          fix=f"use one of the {backend} strategies: {here}; or run on KERAS_BACKEND={others[0]} "
+                              f"(`tfscale launch --backend {others[0]}`)")
+    close = difflib.get_close_matches(name, [n for b, n in _REGISTRY if b == backend], n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ConfigError(f"unknown strategy {name!r}", where="strategy name",
+                      fix=f"{hint}known {backend} strategies: {here}")
 
 
-def available() -> list[StrategySpec]:
-    """Every registered strategy, with 'auto' first."""
+def available(backend: str | None = None) -> list[StrategySpec]:
+    """Every registered strategy of `backend` (all backends: None), with 'auto' first for each."""
     _load_builtins()
-    from tfscale.strategy.auto import AUTO_DESCRIPTION
+    from tfscale.strategy.auto import AUTO_DESCRIPTIONS
 
-    return [StrategySpec("auto", AUTO_DESCRIPTION, None)] + [_REGISTRY[k] for k in sorted(_REGISTRY)]
+    specs = []
+    for b in ([backend] if backend else BACKENDS):
+        specs.append(StrategySpec("auto", AUTO_DESCRIPTIONS[b], None, b))
+        specs += [_REGISTRY[(b, n)] for n in names(b)[1:]]
+    return specs

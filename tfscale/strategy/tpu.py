@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import tensorflow as tf
-
 from tfscale.errors import ClusterError
 from tfscale.strategy.registry import register
 
@@ -18,6 +16,8 @@ def resolve(address: str | None):
     Raises:
         ClusterError: no TPU could be found or initialized, with the remedy.
     """
+    import tensorflow as tf
+
     address = "local" if address in (None, "") else address
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=address)
@@ -36,5 +36,7 @@ def resolve(address: str | None):
 
 @register("tpu", "TPU cores (Colab, Kaggle, Cloud TPU VM via TPU_NAME); bfloat16 by default")
 def build(topology, config):
+    import tensorflow as tf
+
     address = config.tpu if config.tpu is not None else topology.tpu
     return tf.distribute.TPUStrategy(resolve(address))

@@ -13,6 +13,7 @@ fuse, when workers are on several machines).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -76,10 +77,14 @@ class Checkpoints(keras.callbacks.Callback):
         rank: this worker's rank (names a non-chief worker's temporary folder).
         keep: how many of the latest checkpoints to keep.
         resume: restore from the latest checkpoint found at the start of `fit`.
+        scope: the context the optimizer is built in before a restore (`scale.scope`; default: the
+            model's tf.distribute strategy, if it has one).
     """
 
-    def __init__(self, directory: str, *, is_chief: bool = True, rank: int = 0, keep: int = 2, resume: bool = True):
+    def __init__(self, directory: str, *, is_chief: bool = True, rank: int = 0, keep: int = 2, resume: bool = True,
+                 scope=None):
         super().__init__()
+        self.scope = scope
         self.directory = os.path.abspath(directory)
         self.is_chief = is_chief
         self.keep = max(1, keep)
@@ -112,7 +117,9 @@ class Checkpoints(keras.callbacks.Callback):
 
     def _load(self, path: str) -> None:
         model = self.model
-        with model.distribute_strategy.scope():
+        strategy = getattr(model, "distribute_strategy", None)
+        scope = self.scope or (strategy.scope if strategy is not None else contextlib.nullcontext)
+        with scope():
             if model.optimizer is not None and not model.optimizer.built:
                 model.optimizer.build(model.trainable_variables)
         with warnings.catch_warnings(record=True) as caught:

@@ -1,26 +1,25 @@
-"""`tfscale.fit(build_model, train_data, ...)`: a whole distributed training run in one call."""
+"""`tfscale.fit(build_model, train_data, ...)`: a whole distributed training run in one call, on either engine."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import keras
-import tensorflow as tf
 
 from tfscale.config import TrainConfig, with_options
-from tfscale.data import badrecords
-from tfscale.data.sharding import Shardable, distribute
-from tfscale.errors import ConfigError, DataError
+from tfscale.data.sharding import distribute
+from tfscale.errors import ConfigError
 from tfscale.train.batch import BatchPlan, plan_batch
 from tfscale.train.callbacks import build_callbacks
 from tfscale.train.checkpoint import Checkpoints
 from tfscale.train.loading import make_model
 from tfscale.train.optimizer import learning_rate_for, make_optimizer
-from tfscale.train.precision import check_outputs, precision_policy, resolve_precision
+from tfscale.train.precision import check_outputs, for_scale, precision_policy
 from tfscale.train.throughput import InputTimer, Throughput
 
 log = logging.getLogger("tfscale")
@@ -61,7 +60,8 @@ def fit(build_model: Callable[..., keras.Model] | str, train_data, *, scale=None
             the strategy's scope and the precision policy. If it compiles the model and no `loss`
             is given, its own compile is kept (no learning-rate scaling).
         train_data: unbatched training examples: a `tf.data.Dataset` of (x, y), a tfscale.data
-            pipeline, or a tuple of arrays (x, y). tfscale batches, shards and prefetches it.
+            pipeline, or a tuple of arrays (x, y); on JAX also a generator function. tfscale
+            batches, shards and prefetches it (`Scale.distribute`).
         scale: the `tfscale.Scale` to train under (default: `Scale.auto()`).
         validation_data: unbatched validation examples, evaluated after each epoch.
         callbacks: more Keras callbacks, run after tfscale's own.
@@ -89,15 +89,13 @@ def fit(build_model: Callable[..., keras.Model] | str, train_data, *, scale=None
         scale = Scale.auto()
     plan = plan_batch(scale.num_replicas, cfg.global_batch_size, cfg.per_replica_batch_size,
                       cfg.gradient_accumulation_steps)
-    policy = resolve_precision(cfg.precision, scale.topology.accelerator)
-    # The input-wait counter must be a local variable: none when called inside a strategy's scope.
-    timer = None if tf.distribute.has_strategy() else InputTimer()
-    strategy = scale.strategy if timer is None else _TimedStrategy(scale.strategy, timer)
-    train = distribute(strategy, as_dataset(train_data, "train_data"), global_batch_size=plan.global_batch_size,
-                       per_replica_batch_size=plan.per_replica_batch_size)
-    validation = None if validation_data is None else scale.distribute(
-        as_dataset(validation_data, "validation_data"), global_batch_size=plan.global_batch_size,
-        drop_remainder=False)
+    policy = for_scale(cfg.precision, scale)
+    timer = InputTimer()  # times tf.data input (the wait for each batch); other input has no figure
+    train = distribute(scale.engine, train_data, global_batch_size=plan.global_batch_size,
+                       per_replica_batch_size=plan.per_replica_batch_size, wrap=timer.wrap, where="train_data")
+    validation = None if validation_data is None else distribute(
+        scale.engine, validation_data, global_batch_size=plan.global_batch_size,
+        per_replica_batch_size=plan.per_replica_batch_size, drop_remainder=False, where="validation_data")
     if cfg.seed is not None:
         keras.utils.set_random_seed(cfg.seed)
     model, learning_rate = _build_and_compile(build_model, model_args, scale, cfg, plan, policy)
@@ -114,9 +112,9 @@ def fit(build_model: Callable[..., keras.Model] | str, train_data, *, scale=None
             history = model.fit(train, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch, shuffle=False,
                                 validation_data=validation, callbacks=all_callbacks,
                                 verbose=cfg.verbose if scale.is_chief else 0)
-        except tf.errors.OpError as e:  # a bad record found by a tfscale pipeline's raise-mode check
-            error = badrecords.as_data_error(e)
-            if error is e:
+        except Exception as e:  # a bad record found by a tfscale pipeline's raise-mode check
+            error = _as_data_error(e)
+            if error is None:
                 raise
             raise error from None
     speed = next((c.summary for c in all_callbacks if isinstance(c, Throughput)), {})
@@ -144,7 +142,8 @@ def _build_and_compile(build_model, model_args, scale, cfg: TrainConfig, plan: B
             log.warning("keeping the model's own compile(): learning rate, accumulation and jit settings not applied")
             return model, peak
         _check_names(cfg.loss, cfg.metrics)
-        optimizer = make_optimizer(cfg.optimizer, learning_rate, plan.accumulation_steps, **cfg.optimizer_args)
+        optimizer = scale.engine.prepare_optimizer(
+            make_optimizer(cfg.optimizer, learning_rate, plan.accumulation_steps, **cfg.optimizer_args))
         model.compile(optimizer=optimizer, loss=cfg.loss, metrics=list(cfg.metrics or ()),
                       jit_compile=cfg.jit_compile, steps_per_execution=cfg.steps_per_execution)
     return model, peak
@@ -164,26 +163,12 @@ def _check_names(loss, metrics) -> None:
                                       "'sparse_categorical_crossentropy', 'mse', 'accuracy'") from None
 
 
-def as_dataset(data, where: str):
-    """Unbatched examples as something `distribute` takes: a Dataset, a tfscale.data pipeline, or arrays."""
-    if isinstance(data, (tf.data.Dataset, Shardable)):
-        return data
-    if isinstance(data, tuple) and len(data) in (2, 3):
-        return tf.data.Dataset.from_tensor_slices(data)
-    raise DataError(f"{where} is a {type(data).__name__}", where=where,
-                    fix="give a tf.data.Dataset of unbatched (x, y) examples, a tfscale.data pipeline, "
-                        "or a tuple of arrays (x, y)")
+def _as_data_error(error: Exception):
+    """The DataError naming a bad record, for a TensorFlow error raised by a tfscale pipeline's check; else None."""
+    tf = sys.modules.get("tensorflow")
+    if tf is None or not isinstance(error, tf.errors.OpError):
+        return None
+    from tfscale.data import badrecords
 
-
-class _TimedStrategy:
-    """The strategy, with an `InputTimer` added at the end of every input pipeline it distributes."""
-
-    def __init__(self, strategy: tf.distribute.Strategy, timer: InputTimer):
-        self._strategy = strategy
-        self._timer = timer
-
-    def distribute_datasets_from_function(self, dataset_fn, options=None):
-        return self._strategy.distribute_datasets_from_function(lambda ctx: self._timer.wrap(dataset_fn(ctx)), options)
-
-    def __getattr__(self, name):
-        return getattr(self._strategy, name)
+    translated = badrecords.as_data_error(error)
+    return None if translated is error else translated

@@ -8,7 +8,6 @@ from typing import Any
 import keras
 
 from tfscale.errors import ConfigError
-from tfscale.train.accumulation import fix_accumulation
 from tfscale.train.schedule import WarmupSchedule, scaled_learning_rate
 
 log = logging.getLogger("tfscale")
@@ -57,7 +56,8 @@ def build_optimizer(scale, name: str | type = "adam", *, base_lr: float = 1e-3, 
                                       warmup_steps=warmup_steps, decay_steps=decay_steps,
                                       steps_per_update=gradient_accumulation_steps)
     with scale.scope():
-        return make_optimizer(name, learning_rate, gradient_accumulation_steps, **optimizer_kwargs)
+        return scale.engine.prepare_optimizer(
+            make_optimizer(name, learning_rate, gradient_accumulation_steps, **optimizer_kwargs))
 
 
 def known_batch_size(scale) -> int | None:
@@ -86,7 +86,11 @@ def learning_rate_for(base_lr: float, base_batch_size: int, effective_batch_size
 
 def make_optimizer(name: str | type, learning_rate, gradient_accumulation_steps: int = 1,
                    **kwargs: Any) -> keras.optimizers.Optimizer:
-    """Instantiates the Keras optimizer `name` with `learning_rate` and accumulation, as a ConfigError on mistakes."""
+    """Instantiates the Keras optimizer `name` with `learning_rate` and accumulation, as a ConfigError on mistakes.
+
+    The engine may still need to adapt it (`scale.engine.prepare_optimizer`: gradient accumulation under
+    tf.distribute, keras-team/keras#20582).
+    """
     if isinstance(name, keras.optimizers.Optimizer):
         raise ConfigError("an optimizer instance cannot be rescaled", where="optimizer",
                           fix='give its name or class, e.g. optimizer="sgd", momentum=0.9')
@@ -103,4 +107,4 @@ def make_optimizer(name: str | type, learning_rate, gradient_accumulation_steps:
         kind = getattr(name, "__name__", name)
         raise ConfigError(f"optimizer {name!r} rejected its arguments: {e}", where="optimizer arguments",
                           fix=f"give only arguments that keras.optimizers.{kind} accepts") from None
-    return fix_accumulation(optimizer)
+    return optimizer

@@ -1,7 +1,8 @@
 """Mixed precision: which Keras dtype policy to train with, chosen from the hardware or by name.
 
 "auto" picks bfloat16 on a TPU, float16 on GPUs of compute capability 7.0 or
-more (tensor cores), and float32 elsewhere (a CPU gains nothing from float16).
+more (tensor cores; the engine says, `Engine.float16_capable`), and float32
+elsewhere (a CPU gains nothing from float16). The same on both engines.
 With "mixed_float16", Keras wraps the optimizer in a `LossScaleOptimizer`
 (dynamic loss scaling) when the model is compiled.
 """
@@ -12,18 +13,16 @@ import contextlib
 import logging
 
 import keras
-import tensorflow as tf
 
 from tfscale.config import PRECISIONS
 from tfscale.errors import ConfigError
 
 log = logging.getLogger("tfscale")
 
-MIN_FLOAT16_CAPABILITY = (7, 0)
-
-
-def resolve_precision(precision: str = "auto", accelerator: str | None = None) -> str:
+def resolve_precision(precision: str = "auto", accelerator: str | None = None, *, float16: bool = False) -> str:
     """The Keras dtype policy name for `precision` on `accelerator` ("TPU", "GPU" or "CPU").
+
+    `float16`: the GPUs run float16 fast (`scale.engine.float16_capable()`).
 
     Example:
         resolve_precision("auto", scale.topology.accelerator)  # "float32" on a CPU
@@ -35,20 +34,17 @@ def resolve_precision(precision: str = "auto", accelerator: str | None = None) -
         return precision
     if accelerator == "TPU":
         return "mixed_bfloat16"
-    if accelerator == "GPU" and _gpus_support_float16():
+    if accelerator == "GPU" and float16:
         return "mixed_float16"
     return "float32"
 
 
-def _gpus_support_float16() -> bool:
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return False
-    for gpu in gpus:
-        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
-        if capability is None or tuple(capability) < MIN_FLOAT16_CAPABILITY:
-            return False
-    return True
+def for_scale(precision: str, scale) -> str:
+    """`resolve_precision` for the accelerators of `scale` (None: a CPU)."""
+    if scale is None:
+        return resolve_precision(precision)
+    return resolve_precision(precision, scale.engine.accelerator,
+                             float16=precision == "auto" and scale.engine.float16_capable())
 
 
 @contextlib.contextmanager
@@ -72,7 +68,7 @@ def use_precision(precision: str = "auto", scale=None) -> str:
 
     Call it before building the model: ``tfscale.train.precision.use_precision("auto", scale)``.
     """
-    policy = resolve_precision(precision, scale.topology.accelerator if scale is not None else None)
+    policy = for_scale(precision, scale)
     keras.config.set_dtype_policy(policy)
     log.info("precision %s -> Keras dtype policy %s", precision, policy)
     return policy

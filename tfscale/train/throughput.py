@@ -6,9 +6,6 @@ import logging
 import time
 
 import keras
-import tensorflow as tf
-
-from tfscale.errors import ConfigError
 
 log = logging.getLogger("tfscale")
 
@@ -21,17 +18,22 @@ class InputTimer:
     pipeline is behind), then adds the time blocked to a counter. When the pipeline
     keeps up, the prefetch buffer answers at once and the counter stays near zero.
 
-    Create it outside any strategy scope: its counter is a plain local variable.
+    It times tf.data input only (TensorFlow is imported on the first `wrap`); its
+    counter is a plain local variable, created outside any strategy's scope (a
+    wrap inside one leaves the dataset as it is).
     """
 
     def __init__(self):
-        if tf.distribute.has_strategy():
-            raise ConfigError("an InputTimer was created inside a strategy scope", where="InputTimer()",
-                              fix="create it before `with scale.scope():`")
-        self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="tfscale_input_wait")
+        self.seconds = None
 
-    def wrap(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
-        """`dataset` with the same elements, timing how long each one is waited for."""
+    def wrap(self, dataset):
+        """`dataset` (a tf.data.Dataset) with the same elements, timing how long each one is waited for."""
+        import tensorflow as tf
+
+        if self.seconds is None:
+            if tf.distribute.has_strategy():  # a variable made here would be a distributed one
+                return dataset
+            self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="tfscale_input_wait")
         stamps = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat().map(lambda _: tf.timestamp())
 
         def measure(requested, element):
@@ -43,8 +45,13 @@ class InputTimer:
         # Zip pulls its inputs in order: the timestamp first, then the (possibly blocking) element.
         return tf.data.Dataset.zip(stamps, dataset).map(measure).with_options(options)
 
+    @property
+    def active(self) -> bool:
+        """It wrapped an input, so `read` measures something."""
+        return self.seconds is not None
+
     def read(self) -> float:
-        return float(self.seconds.numpy())
+        return float(self.seconds.numpy()) if self.seconds is not None else 0.0
 
 
 class Throughput(keras.callbacks.Callback):
@@ -97,7 +104,7 @@ class Throughput(keras.callbacks.Callback):
         if self.global_batch_size:
             figures["examples_per_second"] = steps * self.global_batch_size / elapsed
             figures["examples_per_second_per_replica"] = figures["examples_per_second"] / self.num_replicas
-        if self.timer:
+        if self.timer and self.timer.active:
             figures["input_wait_fraction"] = min(1.0, max(0.0, (self.timer.read() - wait0) / elapsed))
         return figures
 

@@ -17,8 +17,6 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import tensorflow as tf
-
 from tfscale.config import TuneConfig, with_options
 from tfscale.errors import ConfigError, DataError, TfscaleError
 from tfscale.tuning.results import BEST_MODEL, TuneResult, rows_from_oracle
@@ -65,9 +63,8 @@ def tune(build_model: Callable, train, validation=None, *, scale=None, config: T
     tuners, chief = _tuning_modules()
     role = tuners.role()
     global_batch, per_replica = scale.batch_sizes(config.global_batch_size)
-    train_data = scale.distribute(_dataset(train, "train"), global_batch_size=global_batch)
-    val_data = None if validation is None else scale.distribute(_dataset(validation, "validation"),
-                                                                global_batch_size=global_batch)
+    train_data = _distribute(scale, train, global_batch, "train")
+    val_data = None if validation is None else _distribute(scale, validation, global_batch, "validation")
     tuner = tuners.build(config, build_model, scale, overwrite=config.overwrite and role in (None, "chief"))
     if role in (None, "chief"):
         stale = chief.requeue_stale(tuner.oracle)
@@ -107,8 +104,7 @@ def _default_scale(scale):
 
 def _check_single_worker(scale) -> None:
     """keras-tuner trains a trial under one worker's strategy only (keras-team/keras-tuner#531, #910)."""
-    multi = (tf.distribute.MultiWorkerMirroredStrategy, tf.distribute.experimental.ParameterServerStrategy)
-    if scale.num_workers > 1 or isinstance(scale.strategy, multi):
+    if scale.num_workers > 1 or scale.name in ("multi_worker", "parameter_server"):
         raise ConfigError(f"keras-tuner trains each trial in one process, but this Scale ({scale.name}) spans "
                           f"{scale.num_workers} workers (keras-team/keras-tuner#531, #910)",
                           where="tfscale.tune(scale=...)",
@@ -127,15 +123,12 @@ def _tuning_modules():
     return tuners, chief
 
 
-def _dataset(data, what: str):
-    from tfscale.data.sharding import Shardable
-
-    if isinstance(data, (tf.data.Dataset, Shardable)):
-        return data
-    if isinstance(data, (tuple, list)) and len(data) in (1, 2, 3):
-        return tf.data.Dataset.from_tensor_slices(tuple(data))
-    raise DataError(f"cannot tune on {what} data of type {type(data).__name__}", where=f"tfscale.tune({what}=...)",
-                    fix="pass a tf.data.Dataset of unbatched examples, a tfscale.data pipeline, or (x, y) arrays")
+def _distribute(scale, data, global_batch: int, what: str):
+    """`scale.distribute` of the search's data: every trial sees the same global batches."""
+    try:
+        return scale.distribute(tuple(data) if isinstance(data, list) else data, global_batch_size=global_batch)
+    except DataError as e:
+        raise DataError(f"cannot tune on {what} data: {e.what}", where=f"tfscale.tune({what}=...)", fix=e.fix) from None
 
 
 # --------------------------------------------------------------------------- after the search
@@ -188,11 +181,18 @@ def export_model(model, spec: dict[str, Any], train, validation):
     path = os.fspath(spec["path"])
     if path.endswith(".keras"):
         return os.fspath(export_lib.keras(model, path, overwrite=True))
-    train = _dataset(train, "train")
+    train = _examples(train, "train")
     if path.endswith(".tflite"):
         return os.fspath(export_lib.tflite(model, path, quantize=spec.get("quantize"), calibration=train,
                                            overwrite=True))
     options = {"modes": list(spec["modes"])} if spec.get("modes") else {}
-    evaluation = train if validation is None else _dataset(validation, "validation")
+    evaluation = train if validation is None else _examples(validation, "validation")
     return export_lib.quantize_all(model, path, eval_data=evaluation, train_data=train, overwrite=True,
                                    progress=False, **options)
+
+
+def _examples(data, what: str):
+    """Unbatched examples as a tf.data.Dataset for export (which runs on TensorFlow)."""
+    from tfscale.data.sharding import as_dataset
+
+    return as_dataset(tuple(data) if isinstance(data, list) else data, f"tfscale.tune({what}=...)")

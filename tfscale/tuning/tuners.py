@@ -130,7 +130,7 @@ def build(config, build_model, scale, *, overwrite: bool):
     try:
         oracle = oracles.build(config, objective)
         cls = Hyperband if config.tuner == "hyperband" else Tuner
-        return cls(oracle, hypermodel=hypermodel(build_model, scale), distribution_strategy=scale.strategy,
+        return cls(oracle, hypermodel=hypermodel(build_model, scale), distribution_strategy=scale.engine.tf_strategy,
                    directory=config.directory, project_name=config.project_name, overwrite=overwrite,
                    executions_per_trial=config.executions_per_trial)
     except ValueError as e:

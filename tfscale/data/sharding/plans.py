@@ -1,4 +1,4 @@
-"""Per-replica input: batch contract, sharding by worker, and `distribute_datasets_from_function`.
+"""Input plans shared by both engines: whole global batches sliced per worker, and equal steps for pipelines.
 
 MultiWorkerMirroredStrategy needs every worker to run the same number of
 steps: a worker whose data ends first leaves the others in a collective that
@@ -47,7 +47,7 @@ class Shardable(Protocol):
     def dataset_for(self, input_context: tf.distribute.InputContext) -> tf.data.Dataset: ...
 
 
-def _without_auto_shard(dataset: tf.data.Dataset) -> tf.data.Dataset:
+def without_auto_shard(dataset: tf.data.Dataset) -> tf.data.Dataset:
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return dataset.with_options(options)
@@ -160,48 +160,6 @@ def _unwrap(elements: tuple):
     return elements[0] if len(elements) == 1 else elements
 
 
-def distribute(strategy: tf.distribute.Strategy, data, *, global_batch_size: int, per_replica_batch_size: int,
-               drop_remainder: bool = True):
-    """Builds per-replica batches of `data` for `strategy`.
-
-    Args:
-        strategy: the strategy `fit` will run under.
-        data: a `tf.data.Dataset` of unbatched elements, or a `Shardable`.
-        global_batch_size: examples per step over all replicas.
-        per_replica_batch_size: examples per step on each replica.
-        drop_remainder: drop the last incomplete global batch (default), so every
-            step has the same shape on every replica.
-
-    Returns:
-        A `tf.distribute.DistributedDataset` that `model.fit` accepts.
-    """
-    if not isinstance(data, (tf.data.Dataset, Shardable)):
-        raise ConfigError(f"cannot distribute a {type(data).__name__}", where="Scale.distribute(data)",
-                          fix="pass a tf.data.Dataset of unbatched examples or a tfscale.data pipeline")
-
-    def dataset_fn(input_context):
-        if hasattr(data, "batched_dataset_for"):  # a tfscale pipeline batches itself: vectorized maps per batch
-            ds = data.batched_dataset_for(input_context, per_replica_batch_size, drop_remainder)
-        elif isinstance(data, Shardable):
-            ds = data.dataset_for(input_context).batch(per_replica_batch_size, drop_remainder=drop_remainder)
-        else:
-            ds = per_replica_batches(data, input_context, global_batch_size, per_replica_batch_size, drop_remainder)
-        return _without_auto_shard(ds.prefetch(tf.data.AUTOTUNE))
-
-    distributed = strategy.distribute_datasets_from_function(dataset_fn)
-    steps = None if isinstance(data, Shardable) else steps_per_epoch(data, global_batch_size, drop_remainder)
-    # TF reports the cardinality of one worker's dataset of per-replica batches (local replicas x steps),
-    # and Keras reads it as steps per epoch; give it the steps, so progress bars end where the data does.
-    if steps is not None and hasattr(distributed, "_cardinality"):
-        distributed._cardinality = steps
-    if (hasattr(distributed, "_enable_get_next_as_optional") and _several_workers(strategy)
-            and _replicas_end_together(strategy, data, drop_remainder)):
-        # On several workers TF's iterator runs a collective before every step to agree that all still have
-        # data (a gRPC round trip per step); here every replica gets a batch at every step, so it is not needed.
-        distributed._enable_get_next_as_optional = False
-    return distributed
-
-
 def equal_steps(data) -> bool:
     """Every input pipeline of `distribute(data)` yields the same number of batches, by construction.
 
@@ -212,19 +170,3 @@ def equal_steps(data) -> bool:
     if isinstance(data, tf.data.Dataset):
         return True
     return bool(getattr(data, "equal_steps", False))
-
-
-def _several_workers(strategy) -> bool:
-    in_multi_worker_mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
-    return bool(in_multi_worker_mode and in_multi_worker_mode())
-
-
-def _replicas_end_together(strategy, data, drop_remainder: bool) -> bool:
-    """Every replica gets a batch at every step and all run out at the same step.
-
-    Workers do when their pipelines yield equal steps; the replicas of one worker
-    do when every batch is whole (drop_remainder), or when there is only one: an
-    incomplete last batch would otherwise leave a replica without data.
-    """
-    one_replica_per_worker = len(getattr(strategy.extended, "worker_devices", ())) == 1
-    return equal_steps(data) and (drop_remainder or one_replica_per_worker)

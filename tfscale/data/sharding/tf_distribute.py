@@ -1,0 +1,92 @@
+"""The TensorFlow engine's input: per-replica batches through `distribute_datasets_from_function`.
+
+Workarounds for today's TF/Keras live here, named (see strategy/keras_compat.py, 3-5):
+the incomplete last batch is filtered rather than dropped (keras-team/keras#19891),
+the distributed dataset reports steps, and the per-step "does every worker still
+have data" collective is off where every worker runs the same steps by construction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from tfscale.data.sharding.plans import (Shardable, without_auto_shard, equal_steps, per_replica_batches,
+                                         steps_per_epoch)
+from tfscale.errors import DataError
+
+
+def as_dataset(data, where: str = "Scale.distribute(data)"):
+    """Unbatched examples as a tf.data input: a Dataset or a tfscale pipeline as they are; arrays sliced.
+
+    Raises:
+        DataError: anything else, naming what was given.
+    """
+    if isinstance(data, (tf.data.Dataset, Shardable)):
+        return data
+    if isinstance(data, np.ndarray) or (isinstance(data, (tuple, dict)) and data and all(
+            isinstance(v, np.ndarray) for v in (data.values() if isinstance(data, dict) else data))):
+        return tf.data.Dataset.from_tensor_slices(data)
+    raise DataError(f"{where} is a {type(data).__name__}, which tfscale cannot distribute", where=where,
+                    fix="pass a tf.data.Dataset of unbatched examples, a tfscale.data pipeline, or NumPy arrays (x, y)")
+
+
+def distribute(strategy: tf.distribute.Strategy, data, *, global_batch_size: int, per_replica_batch_size: int,
+               drop_remainder: bool = True, wrap=None, where: str = "Scale.distribute(data)"):
+    """Builds per-replica batches of `data` for `strategy`.
+
+    Args:
+        strategy: the strategy `fit` will run under.
+        data: a `tf.data.Dataset` of unbatched elements, or a `Shardable`.
+        global_batch_size: examples per step over all replicas.
+        per_replica_batch_size: examples per step on each replica.
+        drop_remainder: drop the last incomplete global batch (default), so every
+            step has the same shape on every replica.
+        wrap: applied to each input pipeline's final dataset (e.g. `InputTimer.wrap`).
+        where: how the caller names `data`, for errors.
+
+    Returns:
+        A `tf.distribute.DistributedDataset` that `model.fit` accepts.
+    """
+    data = as_dataset(data, where)
+
+    def dataset_fn(input_context):
+        if hasattr(data, "batched_dataset_for"):  # a tfscale pipeline batches itself: vectorized maps per batch
+            ds = data.batched_dataset_for(input_context, per_replica_batch_size, drop_remainder)
+        elif isinstance(data, Shardable):
+            ds = data.dataset_for(input_context).batch(per_replica_batch_size, drop_remainder=drop_remainder)
+        else:
+            ds = per_replica_batches(data, input_context, global_batch_size, per_replica_batch_size, drop_remainder)
+        ds = ds.prefetch(tf.data.AUTOTUNE)
+        return without_auto_shard(wrap(ds) if wrap else ds)
+
+    distributed = strategy.distribute_datasets_from_function(dataset_fn)
+    steps = None if isinstance(data, Shardable) else steps_per_epoch(data, global_batch_size, drop_remainder)
+    # TF reports the cardinality of one worker's dataset of per-replica batches (local replicas x steps),
+    # and Keras reads it as steps per epoch; give it the steps, so progress bars end where the data does.
+    if steps is not None and hasattr(distributed, "_cardinality"):
+        distributed._cardinality = steps
+    if (hasattr(distributed, "_enable_get_next_as_optional") and _several_workers(strategy)
+            and _replicas_end_together(strategy, data, drop_remainder)):
+        # On several workers TF's iterator runs a collective before every step to agree that all still have
+        # data (a gRPC round trip per step); here every replica gets a batch at every step, so it is not needed.
+        distributed._enable_get_next_as_optional = False
+    return distributed
+
+
+
+
+def _several_workers(strategy) -> bool:
+    in_multi_worker_mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
+    return bool(in_multi_worker_mode and in_multi_worker_mode())
+
+
+def _replicas_end_together(strategy, data, drop_remainder: bool) -> bool:
+    """Every replica gets a batch at every step and all run out at the same step.
+
+    Workers do when their pipelines yield equal steps; the replicas of one worker
+    do when every batch is whole (drop_remainder), or when there is only one: an
+    incomplete last batch would otherwise leave a replica without data.
+    """
+    one_replica_per_worker = len(getattr(strategy.extended, "worker_devices", ())) == 1
+    return equal_steps(data) and (drop_remainder or one_replica_per_worker)

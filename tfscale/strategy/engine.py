@@ -1,0 +1,154 @@
+"""The engine seam: what `Scale` and the layers it delegates to need from a distribution, on either backend.
+
+`Scale` holds an `Engine`. The TensorFlow engine (tf_engine.py) wraps a
+`tf.distribute.Strategy`; the JAX engine (jax/engine.py) a
+`keras.distribution.Distribution`. `train/`, `tuning/`, export and input read
+only this interface; `data.sharding.distribute` and the strategies themselves
+are the only places that look at which engine it is.
+
+Building one is three steps, so that the choice can be shown and tested without
+building anything:
+
+1. `engine_class(backend).start(config) -> Topology`: what must happen before
+   the framework initializes its devices (TensorFlow's thread pools; JAX's host
+   device count and `jax.distributed.initialize`), then the devices found;
+2. `decide(config, topology, backend) -> Decision`: pure, the strategy and why
+   (`tfscale info` stops here);
+3. `Decision.build(topology, config) -> Engine`: the strategy's own effects
+   (logical CPU devices, the global Keras distribution) and framework objects.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import importlib
+from typing import Any
+
+from tfscale.strategy import registry
+from tfscale.strategy.auto import choose
+from tfscale.strategy.backend import JAX, TENSORFLOW
+
+# Each engine's module loads with its framework, only when a Scale is built on it.
+_ENGINES = {TENSORFLOW: ("tfscale.strategy.tf_engine", "TensorFlowEngine"),
+            JAX: ("tfscale.strategy.jax.engine", "JaxEngine")}
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """The strategy chosen for this process, before anything is built.
+
+    Attributes:
+        backend: the engine: "tensorflow" or "jax".
+        name: the registered strategy name.
+        reason: why (auto's reason, or "asked for by name").
+    """
+
+    backend: str
+    name: str
+    reason: str
+
+    def build(self, topology, config) -> "Engine":
+        """The engine for this decision: applies its process-wide effects and builds the framework objects."""
+        return engine_class(self.backend).build(self.name, registry.get(self.name, self.backend), topology, config)
+
+
+def engine_class(backend: str) -> type["Engine"]:
+    """The `Engine` subclass of `backend` (its module loads its framework)."""
+    module, cls = _ENGINES[backend]
+    return getattr(importlib.import_module(module), cls)
+
+
+def decide(config, topology, backend: str) -> Decision:
+    """The strategy for `config` on `topology` and `backend`; pure (nothing is built or set).
+
+    Raises:
+        ConfigError: a strategy name this backend does not have (the message lists those it has).
+    """
+    if config.name == "auto":
+        name, reason = choose(topology, config, backend)
+    else:
+        name, reason = config.name, "asked for by name"
+    registry.get(name, backend)  # an unknown or other-engine name fails here, before any effect
+    return Decision(backend, name, reason)
+
+
+class Engine(abc.ABC):
+    """One distribution of one process: scope, replicas, rank, input placement, description.
+
+    Attributes:
+        backend: "tensorflow" or "jax".
+        name: the strategy's registered name.
+        topology: the cluster this process belongs to (with the devices the engine found).
+    """
+
+    backend: str
+
+    @classmethod
+    @abc.abstractmethod
+    def start(cls, config, topology=None):
+        """Step 1: the effects that precede any device query, then the Topology with the devices found.
+
+        Args:
+            config: the checked `StrategyConfig`.
+            topology: a Topology to use instead of detecting one (its devices are kept).
+        """
+
+    @classmethod
+    @abc.abstractmethod
+    def build(cls, name: str, spec, topology, config) -> "Engine":
+        """Step 3: the engine of strategy `name` (its registry `spec`) on `topology`."""
+
+    def __init__(self, name: str, topology):
+        self.name = name
+        self.topology = topology
+
+    @abc.abstractmethod
+    def scope(self):
+        """The context in which to build and compile the model."""
+
+    @property
+    @abc.abstractmethod
+    def num_replicas(self) -> int:
+        """Data-parallel replicas in sync over all processes: what the global batch is split into."""
+
+    @property
+    @abc.abstractmethod
+    def num_devices(self) -> int:
+        """Devices this process computes on."""
+
+    @property
+    def num_processes(self) -> int:
+        return self.topology.num_workers
+
+    @property
+    def rank(self) -> int:
+        return self.topology.rank
+
+    @property
+    def is_chief(self) -> bool:
+        """The one process that writes checkpoints, logs and exports."""
+        return self.topology.is_chief
+
+    @property
+    def accelerator(self) -> str:
+        """"TPU", "GPU" or "CPU"."""
+        return self.topology.accelerator
+
+    def float16_capable(self) -> bool:
+        """The accelerators run float16 fast (tensor cores), for precision "auto"."""
+        return False
+
+    @property
+    def tf_strategy(self):
+        """The `tf.distribute.Strategy` for APIs that take one (keras-tuner); None on JAX, whose Keras
+        distribution is process-wide."""
+        return None
+
+    def prepare_optimizer(self, optimizer):
+        """The optimizer, with what this engine needs to train it correctly (returned)."""
+        return optimizer
+
+    @abc.abstractmethod
+    def describe(self, model=None) -> dict[str, Any]:
+        """What the engine runs on, as plain data; with a model, each variable's placement and bytes per device."""

@@ -1,0 +1,125 @@
+"""The JAX engine: a `keras.distribution.Distribution` behind the `Engine` interface.
+
+Keras' JAX trainer reads the process-wide distribution in `fit` (the
+distribution's own `scope()` only lasts while the model is built), so the
+engine sets it for the process when it is built: ``with scale.scope():`` builds
+the model, and ``model.fit`` after it trains under the same distribution, as on
+TensorFlow. Closing the scope checks a model-parallel layout (layout.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import defaultdict
+from typing import Any
+
+import keras
+
+from tfscale.cluster import detect
+from tfscale.strategy.backend import JAX
+from tfscale.strategy.engine import Engine
+from tfscale.strategy.jax import runtime
+
+MIN_FLOAT16_CAPABILITY = (7, 0)
+
+
+class JaxEngine(Engine):
+    """A Keras distribution on JAX (None: one device, Keras' default placement).
+
+    Attributes:
+        distribution: the `keras.distribution.Distribution`, set for the whole process.
+    """
+
+    backend = JAX
+
+    def __init__(self, name: str, distribution, topology):
+        super().__init__(name, topology)
+        self.distribution = distribution
+
+    @classmethod
+    def start(cls, config, topology=None):
+        """Host devices and the distributed runtime (before JAX starts its devices), then JAX's devices."""
+        topology = topology or detect(config.cluster, tpu=config.tpu, gpus=0)
+        runtime.start(topology, config)
+        return runtime.probe(topology)
+
+    @classmethod
+    def build(cls, name: str, spec, topology, config) -> "JaxEngine":
+        distribution = spec.build(topology, config)
+        keras.distribution.set_distribution(distribution)
+        return cls(name, distribution, topology)
+
+    @contextlib.contextmanager
+    def scope(self):
+        keras.distribution.set_distribution(self.distribution)  # the same for the process; set again if replaced
+        yield
+        if hasattr(self.distribution, "check"):  # model_parallel: review the layout of the model just built
+            self.distribution.check()
+
+    @property
+    def num_replicas(self) -> int:
+        return 1 if self.distribution is None else int(self.distribution.num_model_replicas)
+
+    @property
+    def devices(self) -> list:
+        """This process's devices in the mesh."""
+        import jax
+
+        if self.distribution is None:
+            return jax.local_devices()[:1]
+        names = set(self.distribution.device_mesh.devices.flatten().tolist())
+        return [d for d in jax.local_devices() if f"{d.platform}:{d.id}" in names]
+
+    @property
+    def num_devices(self) -> int:
+        return len(self.devices)
+
+    @property
+    def input_shards(self) -> tuple[int, int]:
+        """(streams, this process's stream): each global batch is split over model replicas or processes."""
+        processes = self.num_processes
+        if self.distribution is None or processes == 1:
+            return 1, 0
+        if self.num_replicas >= processes:
+            return processes, self.rank
+        return self.num_replicas, int(self.distribution.data_shard_id)
+
+    def float16_capable(self) -> bool:
+        if self.accelerator != "GPU":
+            return False
+        capabilities = [getattr(d, "compute_capability", None) for d in self.devices]
+        return all(c is not None and tuple(int(p) for p in str(c).split(".")[:2]) >= MIN_FLOAT16_CAPABILITY
+                   for c in capabilities)
+
+    def describe(self, model=None) -> dict[str, Any]:
+        mesh = getattr(self.distribution, "device_mesh", None)
+        described: dict[str, Any] = {
+            "engine": JAX, "distribution": type(self.distribution).__name__ if self.distribution else None,
+            "mesh": None if mesh is None else dict(zip(mesh.axis_names, (int(n) for n in mesh.shape))),
+            "devices": [f"{d.platform}:{d.id}" for d in self.devices]}
+        if model is not None:
+            if hasattr(self.distribution, "check"):
+                self.distribution.check()
+            described.update(variable_placement(model))
+        return described
+
+
+def variable_placement(model) -> dict[str, Any]:
+    """Each weight's sharding and bytes per device, read from its array's shards; the largest device total."""
+    rows, per_device = [], defaultdict(int)
+    for v in model.weights:
+        value = v.value
+        shards = getattr(value, "addressable_shards", None)
+        here = defaultdict(int)
+        for shard in shards or ():
+            here[str(shard.device)] += int(shard.data.nbytes)
+        for device, size in here.items():
+            per_device[device] += size
+        spec = getattr(getattr(value, "sharding", None), "spec", None)
+        rows.append({"path": v.path, "shape": [int(d) for d in v.shape], "dtype": str(v.dtype),
+                     "sharding": "replicated" if spec is None or not any(spec) else str(tuple(spec)),
+                     "bytes": int(math.prod(v.shape) * value.dtype.itemsize),
+                     "bytes_per_device": max(here.values(), default=0)})
+    return {"variables": rows, "bytes_per_device": max(per_device.values(), default=0),
+            "bytes": sum(r["bytes"] for r in rows)}

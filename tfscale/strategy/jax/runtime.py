@@ -1,0 +1,134 @@
+"""What JAX needs before it starts its devices, and the devices it then has.
+
+Both effects must come before anything asks JAX for a device:
+
+- `replicas=N` on a CPU: N host devices (``jax_num_cpu_devices``, as
+  ``XLA_FLAGS=--xla_force_host_platform_device_count`` does), the JAX
+  counterpart of TensorFlow's logical CPU devices;
+- several processes (from `tfscale launch --backend jax`, TF_CONFIG, Slurm or
+  Kubernetes through `Topology`; a multi-host TPU slice from its own
+  environment): `jax.distributed.initialize` with the Topology's coordinator,
+  process count and rank. `collective_timeout` becomes the heartbeat timeout,
+  after which a dead peer is an error on the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+from tfscale.cluster import environment
+from tfscale.errors import ClusterError
+
+log = logging.getLogger("tfscale")
+
+_PLATFORMS = {"tpu": "TPU", "gpu": "GPU", "cuda": "GPU", "rocm": "GPU"}
+
+
+def backends_started() -> bool:
+    """JAX has initialized its devices (jax._src.xla_bridge: JAX offers no public test)."""
+    from jax._src import xla_bridge
+
+    return xla_bridge.backends_are_initialized()
+
+
+def set_cpu_devices(n: int) -> None:
+    """N host (CPU) devices, so that N replicas run on one CPU.
+
+    Raises:
+        ClusterError: JAX already started its devices with another count.
+    """
+    import jax
+
+    if backends_started():
+        have = len(jax.local_devices(backend="cpu"))
+        if have != n:
+            raise ClusterError(f"{n} CPU replicas were asked for, but JAX has already started its devices "
+                               f"({have} CPU device(s))", where="tfscale.Scale(..., replicas=...)",
+                               fix="create the Scale before any JAX operation runs or any model is built (first thing "
+                                   "in the script), or restart the Python process / notebook kernel")
+        return
+    jax.config.update("jax_num_cpu_devices", n)
+    if n > 1:
+        log.info("JAX: %d host (CPU) devices", n)
+
+
+def initialize(topology, timeout: float | None) -> None:
+    """`jax.distributed.initialize` for the Topology's processes, then one Keras seed on all of them.
+
+    Raises:
+        ClusterError: the coordinator could not be reached, or JAX was initialized for another cluster.
+    """
+    import jax
+
+    if jax.distributed.is_initialized():
+        if jax.process_count() != topology.num_workers:
+            raise ClusterError(f"JAX is already initialized for {jax.process_count()} process(es), but the cluster "
+                               f"has {topology.num_workers}", where=topology.manager,
+                               fix="let tfscale initialize JAX (do not call jax.distributed.initialize yourself)")
+        return
+    if backends_started():
+        raise ClusterError("JAX started its devices before its distributed runtime", where="tfscale.Scale(...)",
+                           fix="create the Scale first thing in the script, before any JAX operation")
+    kwargs = {}
+    if timeout:
+        kwargs = {"heartbeat_timeout_seconds": max(1, int(timeout)),
+                  "initialization_timeout": max(1, int(timeout))}
+    log.info("JAX: process %d of %d, coordinator %s", topology.rank, topology.num_workers, topology.coordinator)
+    try:
+        jax.distributed.initialize(coordinator_address=topology.coordinator, num_processes=topology.num_workers,
+                                   process_id=topology.rank, **kwargs)
+    except (RuntimeError, ValueError) as e:
+        raise ClusterError(f"JAX's distributed runtime did not start: {str(e).splitlines()[0]}",
+                           where=f"coordinator {topology.coordinator} ({topology.manager})",
+                           fix="check that every process was started with the same cluster, and that process 0 "
+                               "runs and its port is reachable") from None
+    _one_seed()
+
+
+def initialize_tpu_pod() -> None:
+    """A multi-host TPU slice: JAX reads the TPU VM's own environment."""
+    import jax
+
+    if not jax.distributed.is_initialized():
+        jax.distributed.initialize()
+        _one_seed()
+
+
+def _one_seed() -> None:
+    """The same Keras seed on every process, so replicated variables start equal (as keras.distribution.initialize
+    does; a seed the script sets later still wins)."""
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    import keras
+
+    seed = int(np.random.SeedSequence().generate_state(1)[0])
+    keras.utils.set_random_seed(int(multihost_utils.broadcast_one_to_all(np.uint32(seed))))
+
+
+def start(topology, config, environ=None) -> None:
+    """The effects that precede any device query (see the module docstring)."""
+    environ = os.environ if environ is None else environ
+    if config.replicas and topology.accelerator != "TPU":
+        set_cpu_devices(config.replicas)
+    if topology.num_workers > 1:
+        initialize(topology, config.collective_timeout)
+    elif topology.manager == "tpu" and environment.tpu_pod_hosts(environ) > 1:
+        initialize_tpu_pod()
+
+
+def probe(topology):
+    """The Topology with the devices JAX sees: TPU devices first, then GPUs, then the CPU."""
+    import jax
+
+    platform = jax.default_backend()
+    accelerator = _PLATFORMS.get(platform, "CPU")
+    local = jax.local_device_count() if accelerator != "CPU" else 0
+    # the first reason of `detect` is about GPUs, which it did not ask for: JAX's devices replace it
+    reasons = (f"JAX: {jax.device_count()} {platform} device(s), {jax.local_device_count()} in this process",
+               *topology.reasons[1:])
+    if topology.accelerator == "TPU" and accelerator != "TPU":
+        return dataclasses.replace(topology, reasons=reasons)  # a TPU was announced: `tpu` says none is here
+    return dataclasses.replace(topology, accelerator=accelerator, local_accelerators=local, reasons=reasons)

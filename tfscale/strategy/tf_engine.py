@@ -1,0 +1,106 @@
+"""The TensorFlow engine: a `tf.distribute.Strategy` behind the `Engine` interface."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tfscale.cluster import detect
+from tfscale.cluster.devices import configure_threads, local_gpus
+from tfscale.errors import ClusterError
+from tfscale.strategy.backend import TENSORFLOW
+from tfscale.strategy.engine import Engine
+
+MIN_FLOAT16_CAPABILITY = (7, 0)
+
+
+class TensorFlowEngine(Engine):
+    """A tf.distribute strategy (None on the worker and ps tasks of a parameter-server cluster, which serve).
+
+    Attributes:
+        strategy: the `tf.distribute.Strategy` that `scope()` enters and `fit` runs under.
+    """
+
+    backend = TENSORFLOW
+
+    def __init__(self, name: str, strategy, topology):
+        super().__init__(name, topology)
+        self._strategy = strategy
+
+    @classmethod
+    def start(cls, config, topology=None):
+        """Thread pools (before TensorFlow starts them), then the cluster and the GPUs TensorFlow sees."""
+        configure_threads(config.intra_op_threads, config.inter_op_threads)
+        return topology or detect(config.cluster, tpu=config.tpu, gpus=local_gpus())
+
+    @classmethod
+    def build(cls, name: str, spec, topology, config) -> "TensorFlowEngine":
+        serving = name == "parameter_server" and topology.task_type in ("worker", "ps")
+        return cls(name, None if serving else spec.build(topology, config), topology)
+
+    @property
+    def is_server(self) -> bool:
+        """A worker or ps task of a parameter-server cluster: it serves (`serve()`) and holds no strategy."""
+        return self._strategy is None
+
+    @property
+    def strategy(self):
+        if self._strategy is None:
+            raise ClusterError(f"this process is a {self.topology.task_type} task of a parameter-server cluster "
+                               "and holds no strategy", where="Scale.strategy",
+                               fix="call scale.serve() when scale.is_server, and train on the chief")
+        return self._strategy
+
+    @property
+    def tf_strategy(self):
+        return self.strategy
+
+    def scope(self):
+        return self.strategy.scope()
+
+    @property
+    def num_replicas(self) -> int:
+        return 0 if self.is_server else self._strategy.num_replicas_in_sync
+
+    @property
+    def devices(self) -> list[str]:
+        """This worker's devices (TensorFlow's default strategy: the default device)."""
+        if self.is_server:
+            return []
+        try:
+            return list(self._strategy.extended.worker_devices)
+        except RuntimeError:  # the default strategy has no device list: one default device
+            return ["(default device)"]
+
+    @property
+    def num_devices(self) -> int:
+        return len(self.devices)
+
+    def float16_capable(self) -> bool:
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if not gpus:
+            return False
+        for gpu in gpus:
+            capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+            if capability is None or tuple(capability) < MIN_FLOAT16_CAPABILITY:
+                return False
+        return True
+
+    def prepare_optimizer(self, optimizer):
+        from tfscale.strategy.accumulation import fix_accumulation
+
+        return fix_accumulation(optimizer)  # keras-team/keras#20582
+
+    def describe(self, model=None) -> dict[str, Any]:
+        described: dict[str, Any] = {"engine": TENSORFLOW, "devices": self.devices,
+                                     "strategy": None if self.is_server else type(self._strategy).__name__}
+        if model is not None:
+            rows = []
+            for v in model.weights:
+                size = int(v.numpy().nbytes) if hasattr(v, "numpy") else 0
+                rows.append({"path": v.path, "shape": list(v.shape), "dtype": str(v.dtype), "sharding": "replicated",
+                             "bytes": size, "bytes_per_device": size})
+            described["variables"] = rows
+            described["bytes_per_device"] = sum(r["bytes_per_device"] for r in rows)
+        return described
