@@ -1,10 +1,11 @@
 """The fault-tolerance worker: `tfscale.fit` with checkpoints under `Scale.auto()`, optionally killed once.
 
-Usage: python train_resume.py OUT.npz CHECKPOINT_DIR TENSORBOARD_DIR [KILL_MARKER]
+Usage: python train_resume.py OUT.npz CHECKPOINT_DIR TENSORBOARD_DIR(or -) [KILL_MARKER]
 With KILL_MARKER, worker rank 1 kills itself (SIGKILL) in the middle of the second
 epoch the first time it runs (the marker file records that it did), so
 `tfscale launch --max-restarts 1` has to restart the job, which resumes from the
-chief's last checkpoint. Every worker writes OUT.<rank>.npz (OUT.npz without TF_CONFIG).
+chief's last checkpoint. Every worker writes OUT.<rank>.npz (OUT.npz for one process). It runs on
+the engine of KERAS_BACKEND (`tfscale launch --backend jax` for JAX workers).
 """
 
 import os
@@ -13,7 +14,7 @@ import sys
 
 import numpy as np
 
-out, checkpoint_dir, tensorboard_dir = sys.argv[1:4]
+out, checkpoint_dir, tensorboard_dir = sys.argv[1], sys.argv[2], (None if sys.argv[3] == "-" else sys.argv[3])
 marker = sys.argv[4] if len(sys.argv) > 4 else None
 
 import tfscale as ts  # noqa: E402

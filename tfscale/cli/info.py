@@ -1,27 +1,61 @@
-"""`tfscale info [--json]`: versions, devices, the cluster found, the strategy auto picks and why."""
+"""`tfscale info [--json] [--backend B] [--model M]`: versions, devices, cluster, auto's choice and why.
+
+With ``--model module:function`` it also builds that model under the strategy
+asked for (``--strategy``, ``--mesh``, ``--layout``) and shows where each
+variable lives: its sharding and bytes per device.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from tfscale.cli.table import render
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("info", help="versions, devices, detected cluster, and the strategy auto picks")
+    p = subparsers.add_parser(
+        "info", help="versions, devices, detected cluster, and the strategy auto picks",
+        description="Show versions, devices, the cluster found, the strategy `auto` picks here and why, and every "
+                    "strategy of both engines (TensorFlow: tf.distribute; JAX: keras.distribution).",
+        epilog="examples:\n  tfscale info\n  tfscale info --backend jax --replicas 2\n"
+               "  tfscale info --backend jax --replicas 2 --strategy model_parallel --mesh 1,2 --layout auto "
+               "--model examples/model_parallel/model.py:build_model",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--replicas", type=int, default=None, help="CPU replicas to assume for auto's choice")
+    p.add_argument("--replicas", type=int, default=None, help="CPU replicas to assume (default: 1)")
+    p.add_argument("--backend", choices=("tensorflow", "jax"), default=None,
+                   help="the Keras backend to report on (default: KERAS_BACKEND, else tensorflow)")
+    model = p.add_argument_group("where a model's variables live")
+    model.add_argument("--model", default=None, metavar="MODULE:FUNCTION",
+                       help="build this model under --strategy and show each variable's sharding and bytes per device")
+    model.add_argument("--strategy", default="auto", help="the strategy to build it under (default: auto)")
+    model.add_argument("--mesh", default=None, metavar="D,M", help="(JAX) mesh sizes, e.g. 1,2")
+    model.add_argument("--layout", default=None, help='(JAX) "auto", or a JSON table {"regex": [axes]}')
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from tfscale.recipes.info import collect
+def _options(args) -> dict:
+    options = {}
+    if args.mesh:
+        options["mesh"] = tuple(int(n) for n in args.mesh.split(","))
+    if args.layout:
+        options["layout"] = args.layout if args.layout == "auto" else json.loads(args.layout)
+    return options
 
-    report = collect(replicas=args.replicas)
+
+def run(args) -> int:
+    from tfscale.recipes import info
+
+    info.set_backend(args.backend)
+    report = info.collect(replicas=args.replicas, backend=args.backend)
+    if args.model:
+        report["placement"] = info.placement(args.model, args.strategy, replicas=args.replicas,
+                                             options=_options(args))
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2, default=str))
         return 0
-    print("tfscale " + report["versions"]["tfscale"])
+    print(f"tfscale {report['versions']['tfscale']} on Keras' {report['backend']} backend")
     print(render(["package", "version"], sorted(report["versions"].items())))
     print()
     print(render(["device", "type"], [(d["name"], d["type"]) for d in report["devices"]]))
@@ -33,5 +67,24 @@ def run(args) -> int:
         print(f"  - {reason}")
     print(f"auto picks: {report['auto']['strategy']} ({report['auto']['reason']})")
     print()
-    print(render(["strategy", "description"], [(s["name"], s["description"]) for s in report["strategies"]]))
+    print(render(["strategy", "backend", "description"],
+                 [(s["name"], s["backend"] + (" (this one)" if s["backend"] == report["backend"] else ""),
+                   s["description"]) for s in report["strategies"]]))
+    if "placement" in report:
+        _print_placement(report["placement"])
     return 0
+
+
+def _print_placement(described: dict) -> None:
+    engine = described["engine"]
+    print()
+    print(f"{described['strategy']} ({described['backend']}): mesh {engine.get('mesh')}, devices "
+          f"{', '.join(engine.get('devices', []))}")
+    rows = [(v["path"], "x".join(map(str, v["shape"])) or "scalar", v["sharding"], _kb(v["bytes"]),
+             _kb(v["bytes_per_device"])) for v in engine["variables"]]
+    rows.append(("total (largest device)", "", "", _kb(engine["bytes"]), _kb(engine["bytes_per_device"])))
+    print(render(["variable", "shape", "sharding", "KB", "KB per device"], rows))
+
+
+def _kb(size: int) -> str:
+    return f"{size / 1024:.1f}"

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfscale.errors import ConfigError, DataError, ExportError
-from tfscale.export import files, samples
+from tfscale.export import files, handoff, samples
 from tfscale.export.source import Source, input_specs, is_chief, prepare
 
 log = logging.getLogger("tfscale")
@@ -185,6 +185,11 @@ def tflite(model, path: str | os.PathLike, *, quantize: str | None = None, calib
     Example:
         tfscale.export.tflite(model, "saved_models/m/int8.tflite", quantize="int8", calibration=train)
     """
+    if handoff.needed():  # Keras here runs on JAX: convert in a TensorFlow process
+        return handoff.run("tflite", model, path, limits={"calibration": num_calibration_samples}, quantize=quantize,
+                           calibration=calibration, num_calibration_samples=num_calibration_samples,
+                           allow_flex=allow_flex, int8_io=int8_io, overwrite=overwrite) \
+            if handoff.is_chief(chief) else Path(path)
     mode = check_mode(quantize, int8_io)
     path = Path(path)
     if mode in _NEEDS_CALIBRATION:  # every worker draws from a distributed dataset, in step

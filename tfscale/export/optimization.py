@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from tfscale.errors import ConfigError, DataError, ExportError
-from tfscale.export import files, samples
+from tfscale.export import files, handoff, samples
 from tfscale.export.source import Source, input_specs, is_chief, prepare
 
 log = logging.getLogger("tfscale")
@@ -126,6 +126,12 @@ def run_tasks(model, tasks: list[dict], train_data, *, loss=None, epochs: int = 
 
 
 def _one(model, path, task: dict, *, train_data, overwrite: bool, chief: bool, **options) -> Path:
+    if handoff.needed():  # Keras here runs on JAX: the tfmot worker is started from a TensorFlow process
+        if not handoff.is_chief(chief):
+            return Path(path)
+        extra = {k: (None if v == "float32" and k == "quantize" else v) for k, v in task.items() if k != "kind"}
+        return handoff.run(task["kind"], model, path, limits={"train_data": options.get("max_train_samples", 10_000)},
+                           train_data=train_data, overwrite=overwrite, **extra, **options)
     path = Path(path)
     train_data = samples.localize(train_data, input_specs(model, options.get("input_signature")), where="train_data",
                                   max_samples=options.get("max_train_samples", 10_000))

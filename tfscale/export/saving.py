@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 from tfscale.errors import ConfigError, ExportError
-from tfscale.export import files
+from tfscale.export import files, handoff
 from tfscale.export.source import copy_model, detach, is_chief, prepare
 
 log = logging.getLogger("tfscale")
@@ -30,6 +30,8 @@ def saved_model(model, path: str | os.PathLike, *, overwrite: bool = False, inpu
     Returns:
         The directory written.
     """
+    if handoff.needed():  # a SavedModel holds TensorFlow graphs: written by a TensorFlow process
+        return handoff.run("saved_model", model, path, overwrite=overwrite) if handoff.is_chief(chief) else Path(path)
     path = Path(path)
     if not is_chief(model, chief):
         log.info("not the chief: %s not written", path)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from tfscale.errors import ConfigError, TfscaleError
-from tfscale.export import converter, files, latency, optimization, report, samples, saving, validation
+from tfscale.export import converter, files, handoff, latency, optimization, report, samples, saving, validation
 from tfscale.export.source import input_specs, is_chief, prepare
 
 log = logging.getLogger("tfscale")
@@ -190,6 +190,16 @@ def quantize_all(model, out_dir: str | os.PathLike, *, eval_data, calibration=No
         report = tfscale.export.quantize_all(model, "saved_models/digits", eval_data=(x_test, y_test))
         print(report.table())
     """
+    if handoff.needed():  # Keras here runs on JAX: convert and validate in a TensorFlow process
+        if not handoff.is_chief(chief):
+            return report.ExportReport([], None, [], max_drop)
+        limits = {"calibration": num_calibration_samples, "eval_data": max_eval_samples,
+                  "train_data": (tfmot_options or {}).get("max_train_samples", 10_000)}
+        return handoff.run("quantize_all", model, out_dir, limits=limits, eval_data=eval_data,
+                           calibration=calibration, train_data=train_data, modes=list(modes), max_drop=max_drop,
+                           overwrite=overwrite, progress=progress, num_calibration_samples=num_calibration_samples,
+                           int8_io=int8_io, tfmot_options=tfmot_options, metric=metric,
+                           max_eval_samples=max_eval_samples, latency_runs=latency_runs)
     modes = check_modes(modes)
     out_dir = Path(out_dir)
     specs = input_specs(model, input_signature)

@@ -1,12 +1,18 @@
-"""What `tfscale info` reports: versions, devices, the topology, auto's choice, the registry."""
+"""What `tfscale info` reports: versions, devices, the topology, auto's choice and the registry, per backend.
+
+`collect` builds no strategy and starts no distributed runtime. `placement`
+builds the Scale asked for and a model in its scope, to show where each
+variable lives (on JAX: its sharding and bytes per device).
+"""
 
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 
 _OPTIONAL = ("ai-edge-litert", "tensorflow-model-optimization", "tf-keras", "tensorflow-datasets",
-             "keras-tuner", "tensorboard", "dask", "scikit-learn", "pandas")
+             "keras-tuner", "tensorboard", "dask", "scikit-learn", "pandas", "jax", "jaxlib", "libtpu")
 
 
 def _version(dist: str) -> str | None:
@@ -16,23 +22,67 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def collect(replicas: int | None = None) -> dict:
-    """Everything `tfscale info` shows, as plain data. Builds no strategy and initializes no device."""
-    import keras
-    import tensorflow as tf
-
-    import tfscale
+def _devices(backend: str, replicas: int | None):
+    """(devices as {name, type}, the Topology) the way each engine sees them, without a distributed start."""
     from tfscale.cluster import detect
     from tfscale.config import StrategyConfig
-    from tfscale.strategy import available, choose
 
-    versions = {"tfscale": tfscale.__version__, "python": platform.python_version(),
-                "tensorflow": tf.__version__, "keras": keras.__version__}
-    versions.update({name: v for name in _OPTIONAL if (v := _version(name))})
-    devices = [{"name": d.name, "type": d.device_type} for d in tf.config.list_physical_devices()]
     config = StrategyConfig(replicas=replicas)
-    topology = detect(config.cluster)
-    name, reason = choose(topology, config)
-    return {"versions": versions, "devices": devices, "topology": topology.to_dict(),
-            "auto": {"strategy": name, "reason": reason},
-            "strategies": [{"name": s.name, "description": s.description} for s in available()]}
+    if backend == "jax":
+        import jax
+
+        from tfscale.strategy.jax import runtime
+
+        if replicas:
+            runtime.set_cpu_devices(replicas)
+        topology = runtime.probe(detect(config.cluster, gpus=0))
+        return [{"name": f"{d.platform}:{d.id}", "type": d.platform.upper()} for d in jax.devices()], topology, config
+    import tensorflow as tf
+
+    from tfscale.cluster.devices import local_gpus
+
+    devices = [{"name": d.name, "type": d.device_type} for d in tf.config.list_physical_devices()]
+    return devices, detect(config.cluster, gpus=local_gpus()), config
+
+
+def collect(replicas: int | None = None, backend: str | None = None) -> dict:
+    """Everything `tfscale info` shows, as plain data.
+
+    Args:
+        replicas: CPU replicas to assume for auto's choice.
+        backend: "tensorflow" or "jax" (default: the backend Keras would load here).
+    """
+    import tfscale
+    from tfscale.strategy import available, backend as backend_lib, choose
+
+    backend = backend_lib.resolve(backend)
+    import keras
+
+    versions = {"tfscale": tfscale.__version__, "python": platform.python_version(), "keras": keras.__version__,
+                "tensorflow": _version("tensorflow")}
+    versions.update({name: v for name in _OPTIONAL if (v := _version(name))})
+    devices, topology, config = _devices(backend, replicas)
+    name, reason = choose(topology, config, backend)
+    return {"backend": backend, "versions": {k: v for k, v in versions.items() if v}, "devices": devices,
+            "topology": topology.to_dict(), "auto": {"strategy": name, "reason": reason},
+            "strategies": [{"name": s.name, "backend": s.backend, "description": s.description}
+                           for s in available()]}
+
+
+def placement(model_fn: str, strategy: str = "auto", *, replicas: int | None = None,
+              options: dict | None = None) -> dict:
+    """The Scale `strategy` asks for, with a model from `model_fn` ("module:function") built in its scope:
+    `scale.describe(model)` (each variable's sharding and bytes per device)."""
+    from tfscale.scale import Scale
+    from tfscale.train.loading import make_model
+
+    scale = Scale(strategy, replicas=replicas, **(options or {}))
+    with scale.scope():
+        model = make_model(model_fn, None)
+    return scale.describe(model)
+
+
+def set_backend(backend: str | None) -> None:
+    """Makes Keras load on `backend` in this (CLI) process, before anything imports it."""
+    if backend:
+        os.environ["KERAS_BACKEND"] = backend
