@@ -126,6 +126,20 @@ def test_killed_jax_worker_job_resumes_and_ends_like_an_uninterrupted_run(tmp_pa
         np.testing.assert_array_equal(chief[key], other[key])
 
 
+def test_weights_sharded_across_processes_checkpoint_and_resume(tmp_path):
+    worker = str(WORKERS / "jax_sharded_resume.py")
+    run_one(["-m", "tfscale", "launch", "-n", "2", "--backend", "jax", "--", sys.executable, worker,
+             str(tmp_path / "resumed.npz"), str(tmp_path / "ckpt"), "2", "3"], timeout=300)
+    run_one([worker, str(tmp_path / "whole.npz"), str(tmp_path / "ckpt_whole"), "0", "3"],
+            env={**JAX, "TFSCALE_REPLICAS_PER_WORKER": "2"}, timeout=300)
+    resumed, whole = np.load(tmp_path / "resumed.npz"), np.load(tmp_path / "whole.npz")
+    assert list(resumed["shardings"]) == ["P(None, 'model')", "P(None,)"] * 2  # kernels split over the 2 processes
+    assert (int(resumed["resumed_from_epoch"]), int(resumed["epochs_run"])) == (2, 1)
+    assert len(_weights(resumed)) == len(_weights(whole)) == 4
+    for a, b in zip(_weights(resumed), _weights(whole)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_bad_input_on_jax_gives_tfscale_errors_not_jax_traces():
     out = run_one([str(WORKERS / "jax_errors.py")], env=JAX, timeout=300).stdout
     found = json.loads(out.strip().splitlines()[-1])

@@ -126,12 +126,8 @@ class Scale:
         if self.is_server:
             return (f"Scale(parameter_server: {self.topology.task_type} {self.topology.task_index}, serving; "
                     f"cluster from {self.topology.manager})")
-        per_worker = self.num_replicas // max(1, self.num_workers) if self.name != "parameter_server" else "?"
         role = "chief" if self.is_chief else f"{self.topology.task_type} {self.topology.task_index}"
-        devices = "" if self.backend == backend_lib.TENSORFLOW else f" on {self.engine.num_devices} device(s)"
-        return (f"Scale({self.name}: {self.num_replicas} replica(s) = {self.num_workers} worker(s) x "
-                f"{per_worker} {self.topology.accelerator}{devices}; {role}; cluster from {self.topology.manager}; "
-                f"{self.backend})")
+        return f"Scale({self.name}: {self.engine.summary}; {role}; cluster from {self.topology.manager}; {self.backend})"
 
     def describe(self, model=None) -> dict[str, Any]:
         """What was chosen and why, as plain data (for `tfscale info --json`).

@@ -21,6 +21,7 @@ building anything:
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import importlib
 from typing import Any
@@ -135,6 +136,12 @@ class Engine(abc.ABC):
         """"TPU", "GPU" or "CPU"."""
         return self.topology.accelerator
 
+    @property
+    def summary(self) -> str:
+        """How the replicas are laid out, for `repr(scale)`, e.g. "2 replica(s) = 2 worker(s) x 1 CPU"."""
+        per_worker = self.num_replicas // max(1, self.num_processes)
+        return f"{self.num_replicas} replica(s) = {self.num_processes} worker(s) x {per_worker} {self.accelerator}"
+
     def float16_capable(self) -> bool:
         """The accelerators run float16 fast (tensor cores), for precision "auto"."""
         return False
@@ -144,6 +151,11 @@ class Engine(abc.ABC):
         """The `tf.distribute.Strategy` for APIs that take one (keras-tuner); None on JAX, whose Keras
         distribution is process-wide."""
         return None
+
+    def host_weights(self, model):
+        """A context in which every weight of `model` (and its optimizer) can be read on this host, as
+        saving needs; entered by every process together (it may gather across them)."""
+        return contextlib.nullcontext()
 
     def prepare_optimizer(self, optimizer):
         """The optimizer, with what this engine needs to train it correctly (returned)."""

@@ -51,6 +51,12 @@ class TensorFlowEngine(Engine):
         return self._strategy
 
     @property
+    def summary(self) -> str:
+        if self.name == "parameter_server":  # replicas are the cluster's workers, not this process's
+            return f"{self.num_replicas} replica(s) = {self.num_processes} worker(s) x ? {self.accelerator}"
+        return super().summary
+
+    @property
     def tf_strategy(self):
         return self.strategy
 

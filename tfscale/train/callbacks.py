@@ -81,7 +81,8 @@ def build_callbacks(scale, *, checkpoint_dir: str | os.PathLike | None = None,
         callbacks.append(Throughput(batch, scale.num_replicas, timer=input_timer, verbose=chief))
     if checkpoint_dir is not None:
         callbacks.append(Checkpoints(os.fspath(checkpoint_dir), is_chief=chief, rank=rank,
-                                     keep=keep_checkpoints, resume=resume, scope=scale.scope))
+                                     keep=keep_checkpoints, resume=resume, scope=scale.scope,
+                                     host_weights=scale.engine.host_weights))
     if tensorboard_dir is not None:
         logdir = os.fspath(tensorboard_dir) if chief else worker_dir(os.fspath(tensorboard_dir), "tb", rank)
         if not chief:

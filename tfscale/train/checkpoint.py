@@ -79,12 +79,15 @@ class Checkpoints(keras.callbacks.Callback):
         resume: restore from the latest checkpoint found at the start of `fit`.
         scope: the context the optimizer is built in before a restore (`scale.scope`; default: the
             model's tf.distribute strategy, if it has one).
+        host_weights: a context in which every weight can be read on this host (`scale.engine.host_weights`:
+            on JAX it gathers weights sharded across processes; every worker saves, so every one enters it).
     """
 
     def __init__(self, directory: str, *, is_chief: bool = True, rank: int = 0, keep: int = 2, resume: bool = True,
-                 scope=None):
+                 scope=None, host_weights=None):
         super().__init__()
         self.scope = scope
+        self.host_weights = host_weights or (lambda model: contextlib.nullcontext())
         self.directory = os.path.abspath(directory)
         self.is_chief = is_chief
         self.keep = max(1, keep)
@@ -148,7 +151,8 @@ class Checkpoints(keras.callbacks.Callback):
         partial = os.path.join(self.write_dir, f"{_TMP_PREFIX}{os.getpid()}-{checkpoint_name(epoch)}")
         try:
             os.makedirs(self.write_dir, exist_ok=True)  # a non-chief's folder goes at the end of each fit
-            self.model.save_weights(partial, overwrite=True)
+            with self.host_weights(self.model):
+                self.model.save_weights(partial, overwrite=True)
             with open(partial, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(partial, final)

@@ -76,6 +76,11 @@ class JaxEngine(Engine):
         return len(self.devices)
 
     @property
+    def summary(self) -> str:
+        return (f"{self.num_replicas} replica(s) over {self.num_processes} worker(s) x {self.num_devices} "
+                f"{self.accelerator} device(s)")
+
+    @property
     def input_shards(self) -> tuple[int, int]:
         """(streams, this process's stream): each global batch is split over model replicas or processes."""
         processes = self.num_processes
@@ -84,6 +89,25 @@ class JaxEngine(Engine):
         if self.num_replicas >= processes:
             return processes, self.rank
         return self.num_replicas, int(self.distribution.data_shard_id)
+
+    @contextlib.contextmanager
+    def host_weights(self, model):
+        """Weights sharded over devices of other processes (a model-parallel mesh across hosts) are
+        gathered to every process while the context lasts (a collective: every process enters it),
+        then put back, so Keras can save them."""
+        import jax
+        from jax.experimental import multihost_utils
+
+        variables = list(model.weights) + list(getattr(model.optimizer, "variables", None) or [])
+        spread = [v for v in variables if isinstance(v.value, jax.Array) and not v.value.is_fully_addressable]
+        originals = [v._value for v in spread]
+        try:
+            for v, value in zip(spread, originals):
+                v._value = multihost_utils.process_allgather(value, tiled=True)
+            yield
+        finally:
+            for v, value in zip(spread, originals):
+                v._value = value
 
     def float16_capable(self) -> bool:
         if self.accelerator != "GPU":
