@@ -148,6 +148,24 @@ def plan_for(source, workers: int, index: int, *, countable: bool, batch: int, d
     return plan
 
 
+def pipeline_batches(data, input_context: tf.distribute.InputContext, global_batch_size: int, batch_size: int,
+                     drop_remainder: bool, wrap=None) -> tf.data.Dataset:
+    """One input pipeline's batches of `batch_size`, prefetched, tf.data auto-sharding off.
+
+    A tfscale pipeline batches (and plans) itself, with vectorized maps per batch; a `Shardable`
+    gives its unbatched elements; a plain dataset is sliced from whole global batches. `wrap` is
+    applied last (e.g. `InputTimer.wrap`).
+    """
+    if hasattr(data, "batched_dataset_for"):
+        ds = data.batched_dataset_for(input_context, batch_size, drop_remainder)
+    elif isinstance(data, Shardable):
+        ds = data.dataset_for(input_context).batch(batch_size, drop_remainder=drop_remainder)
+    else:
+        ds = per_replica_batches(data, input_context, global_batch_size, batch_size, drop_remainder)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    return without_auto_shard(wrap(ds) if wrap else ds)
+
+
 def steps_per_epoch(dataset: tf.data.Dataset, global_batch_size: int, drop_remainder: bool) -> int | None:
     """Global steps in one pass over `dataset`, or None where its size is unknown or infinite."""
     n = int(dataset.cardinality())

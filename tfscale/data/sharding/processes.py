@@ -15,7 +15,7 @@ import logging
 
 import tensorflow as tf
 
-from tfscale.data.sharding.plans import Shardable, per_replica_batches, steps_per_epoch, without_auto_shard
+from tfscale.data.sharding.plans import Shardable, pipeline_batches, steps_per_epoch
 from tfscale.data.sharding.tf_distribute import as_dataset
 
 log = logging.getLogger("tfscale")
@@ -40,14 +40,7 @@ def process_batches(data, *, shards: int, index: int, global_batch_size: int, dr
     per_process = global_batch_size // shards
     context = tf.distribute.InputContext(num_input_pipelines=shards, input_pipeline_id=index,
                                          num_replicas_in_sync=shards)
-    if hasattr(data, "batched_dataset_for"):  # a tfscale pipeline plans its own equal steps
-        ds = data.batched_dataset_for(context, per_process, drop_remainder)
-    elif isinstance(data, Shardable):
-        ds = data.dataset_for(context).batch(per_process, drop_remainder=drop_remainder)
-    else:
-        ds = per_replica_batches(data, context, global_batch_size, per_process, drop_remainder)
-    ds = ds.prefetch(tf.data.AUTOTUNE)
-    ds = without_auto_shard(wrap(ds) if wrap else ds)
+    ds = pipeline_batches(data, context, global_batch_size, per_process, drop_remainder, wrap)
     steps = None if isinstance(data, Shardable) else steps_per_epoch(data, global_batch_size, drop_remainder)
     if steps is not None:  # Keras then knows the steps per epoch from the first one (progress bar, no warning)
         ds = ds.apply(tf.data.experimental.assert_cardinality(steps))

@@ -11,8 +11,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tfscale.data.sharding.plans import (Shardable, without_auto_shard, equal_steps, per_replica_batches,
-                                         steps_per_epoch)
+from tfscale.data.sharding.plans import Shardable, equal_steps, pipeline_batches, steps_per_epoch
 from tfscale.errors import DataError
 
 
@@ -50,17 +49,9 @@ def distribute(strategy: tf.distribute.Strategy, data, *, global_batch_size: int
     """
     data = as_dataset(data, where)
 
-    def dataset_fn(input_context):
-        if hasattr(data, "batched_dataset_for"):  # a tfscale pipeline batches itself: vectorized maps per batch
-            ds = data.batched_dataset_for(input_context, per_replica_batch_size, drop_remainder)
-        elif isinstance(data, Shardable):
-            ds = data.dataset_for(input_context).batch(per_replica_batch_size, drop_remainder=drop_remainder)
-        else:
-            ds = per_replica_batches(data, input_context, global_batch_size, per_replica_batch_size, drop_remainder)
-        ds = ds.prefetch(tf.data.AUTOTUNE)
-        return without_auto_shard(wrap(ds) if wrap else ds)
-
-    distributed = strategy.distribute_datasets_from_function(dataset_fn)
+    distributed = strategy.distribute_datasets_from_function(
+        lambda context: pipeline_batches(data, context, global_batch_size, per_replica_batch_size, drop_remainder,
+                                         wrap))
     steps = None if isinstance(data, Shardable) else steps_per_epoch(data, global_batch_size, drop_remainder)
     # TF reports the cardinality of one worker's dataset of per-replica batches (local replicas x steps),
     # and Keras reads it as steps per epoch; give it the steps, so progress bars end where the data does.
