@@ -32,7 +32,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def data() -> Path:
-    return fetch_data.fetch()
+    """The tweets, fetched once per machine into ~/.cache/tfscale/sentiment (or $TFSCALE_CACHE)."""
+    try:
+        return fetch_data.fetch()
+    except fetch_data.FetchError as e:
+        pytest.fail(str(e), pytrace=False)
 
 
 @pytest.fixture(scope="module")

@@ -183,6 +183,16 @@ class Scale:
 
         return build_callbacks(self, **options)
 
+    def barrier(self, name: str = "tfscale_barrier", timeout: float = 3600.0) -> None:
+        """Every worker waits here until all have arrived; e.g. before exiting, after the chief's export.
+
+        Example:
+            if scale.is_chief:
+                ts.export.tflite(model, "m.tflite")
+            scale.barrier("exported")      # the others do not exit while the chief still works
+        """
+        self.engine.barrier(name, timeout)
+
     def serve(self, *, join: bool = True):
         """On a worker or ps task of a parameter-server cluster: run this task's server."""
         from tfscale.strategy.parameter_server import serve

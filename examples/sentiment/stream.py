@@ -76,7 +76,8 @@ def table(report: dict) -> str:
     lat = report["latency_ms"]
     rows = [("messages", report["messages"]), ("accuracy", f"{report['accuracy']:.2%}"),
             ("messages/s", report["messages_per_s"]), ("latency p50", f"{lat['p50']} ms"),
-            ("latency p99", f"{lat['p99']} ms"), ("latency max", f"{lat['max']} ms"),
+            ("latency p90", f"{lat['p90']} ms"), ("latency p99", f"{lat['p99']} ms"),
+            ("latency max", f"{lat['max']} ms"),
             ("mean batch", report["mean_batch"]), ("redelivered", report["redelivered"]), ("resent", report["resent"]),
             ("workers", f"{report['workers']} x {report['concurrency']} threads"),
             ("offered rate", report["offered_rate"] or "as fast as possible")]
@@ -86,7 +87,7 @@ def table(report: dict) -> str:
 
 def run(args: argparse.Namespace, log_dir: Path) -> dict:
     """Starts Redis (unless given) and the workers, streams the held-out tweets, stops what it started."""
-    _, held_out = tweets.split(tweets.load(args.data or fetch_data.fetch()))
+    _, held_out = tweets.split(tweets.load(args.data or fetch_data.fetch_or_exit()))
     held_out = held_out[: args.limit] if args.limit else held_out
     started = []
     try:

@@ -20,9 +20,11 @@ import json
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import tfscale as ts
+from tfscale import quiet
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -37,13 +39,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", help="tweets_GroundTruth.txt (default: fetched into the cache by fetch_data.py)")
     p.add_argument("--out", default="saved_models/sentiment", help="output folder (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--global-batch-size", type=int, default=64, help="examples per step over all replicas")
-    p.add_argument("--learning-rate", type=float, default=2e-3, help="Adam's rate at --global-batch-size 64")
-    p.add_argument("--max-tokens", type=int, default=10000, help="vocabulary size, padding and OOV included")
-    p.add_argument("--sequence-length", type=int, default=40, help="token ids per message")
+    p.add_argument("--epochs", type=int, default=4, help="passes over the training tweets (default: %(default)s)")
+    p.add_argument("--global-batch-size", type=int, default=64,
+                   help="examples per step over all replicas (default: %(default)s)")
+    p.add_argument("--learning-rate", type=float, default=2e-3,
+                   help="Adam's rate at --global-batch-size 64 (default: %(default)s)")
+    p.add_argument("--max-tokens", type=int, default=10000,
+                   help="vocabulary size, padding and OOV included (default: %(default)s)")
+    p.add_argument("--sequence-length", type=int, default=40, help="token ids per message (default: %(default)s)")
     p.add_argument("--train-limit", type=int, default=0, help="train on the first N training tweets (0: all)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="split, shuffle and initialization seed (default: %(default)s)")
     return p.parse_args(argv)
 
 
@@ -78,7 +83,12 @@ def train_model(scale: ts.Scale, examples, vocab_size: int, args: argparse.Names
         model = textcnn.build_model(vocab_size, args.sequence_length)
         model.compile(optimizer=scale.optimizer("adam", base_lr=args.learning_rate, base_batch_size=64),
                       loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
-    model.fit(train, epochs=args.epochs, verbose=2 if scale.is_chief else 0, callbacks=scale.callbacks())
+    with warnings.catch_warnings():
+        # A tfscale pipeline's length is known to Keras only after the first epoch, which it reports as
+        # "ran out of data"; every epoch here reads the whole training split. The pipeline shuffles itself.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        model.fit(train, epochs=args.epochs, verbose=2 if scale.is_chief else 0, callbacks=scale.callbacks(),
+                  shuffle=False)
     return model
 
 
@@ -103,17 +113,20 @@ def export(model, examples, vocabulary: tweets.Vocabulary, held_out: list[tweets
     scorer = scoring.Scorer(out)
     probs = scorer.score([t.text for t in held_out])
     labels = [t.label for t in held_out]
-    return {"keras_accuracy": keras_accuracy(model, vocabulary, held_out),
-            "tflite_int8_accuracy": float(sum(int(p >= 0.5) == y for p, y in zip(probs, labels)) / len(labels)),
+    return {"keras_accuracy": round(keras_accuracy(model, vocabulary, held_out), 4),
+            "tflite_int8_accuracy": round(float(sum(int(p >= 0.5) == y for p, y in zip(probs, labels)) / len(labels)),
+                                          4),
             "tflite_int8_bytes": tflite_path.stat().st_size, "vocabulary_size": vocabulary.size,
             "sequence_length": vocabulary.sequence_length, "held_out": len(held_out)}
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    quiet.enable()  # before TensorFlow loads: its start-up and info lines stay hidden (TFSCALE_VERBOSE=1 shows them)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    log.setLevel(logging.INFO)
     scale = ts.Scale.auto()  # first: before TensorFlow initializes its devices
-    train, held_out = tweets.split(tweets.load(args.data or fetch_data.fetch()), seed=args.seed)
+    train, held_out = tweets.split(tweets.load(args.data or fetch_data.fetch_or_exit()), seed=args.seed)
     if args.train_limit:
         train = train[: args.train_limit]
     vectorizer, examples = text_pipeline(train, args.max_tokens, args.sequence_length, args.seed)

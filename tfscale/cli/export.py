@@ -8,19 +8,59 @@ FORMATS = ("saved_model", "keras", "tflite")
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("export", help="write a SavedModel, .keras or TFLite file from a .keras model")
+    from tfscale.cli import command
+
+    p = command(subparsers, "export", help="write a SavedModel, .keras or TFLite file from a .keras model",
+                description="Write one file (or SavedModel folder) from a .keras model: a SavedModel, a .keras file "
+                            "(optionally Keras' own int8/int4/float8), or a TFLite file with builtin ops only, in "
+                            "any post-training mode. With --eval the TFLite file is run with LiteRT and compared "
+                            "with the Keras model. An existing file is left untouched unless --overwrite.",
+                examples=["tfscale export model.keras --format tflite --quantize int8 --calibration train.npz "
+                          "--out m_int8.tflite --eval test.npz",
+                          "tfscale export model.keras --format saved_model --out saved_models/m"])
     p.add_argument("model", help="a .keras model file")
     p.add_argument("--format", required=True, choices=FORMATS, help="what to write")
-    p.add_argument("--out", required=True, help="the file (or SavedModel folder) to write")
-    p.add_argument("--quantize", default=None,
-                   help="tflite: dynamic, float16, int8 or int16x8; keras: int8, int4 or float8 (Keras' own)")
-    p.add_argument("--calibration", default=None, help="int8/int16x8 calibration data: .npz with x (and y)")
-    p.add_argument("--num-calibration-samples", type=int, default=200, help="calibration examples to draw")
-    p.add_argument("--int8-io", default="int8", choices=("int8", "uint8", "float32"), help="int8 input/output type")
+    p.add_argument("--out", required=True, metavar="PATH", help="the file (or SavedModel folder) to write")
+    p.add_argument("--quantize", default=None, metavar="MODE",
+                   help="tflite: dynamic, float16, int8 or int16x8; keras: int8, int4 or float8 (Keras' own); "
+                        "default: none (float32)")
+    p.add_argument("--calibration", default=None, metavar="DATA",
+                   help="int8/int16x8 calibration data: .npz with x (and y); required for those modes")
+    p.add_argument("--num-calibration-samples", type=int, default=200, metavar="N", help="calibration examples")
+    p.add_argument("--int8-io", default="int8", choices=("int8", "uint8", "float32"),
+                   help="input and output type of an int8 file")
     p.add_argument("--allow-flex", action="store_true", help="allow SELECT_TF_OPS (flex), which mobile runtimes lack")
-    p.add_argument("--eval", default=None, help="tflite: validate on this .npz (x, y) and print the figures")
+    p.add_argument("--eval", default=None, metavar="DATA",
+                   help="tflite: run the file on this .npz (x, y) and print its figures against the Keras model")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     p.set_defaults(func=run)
+
+
+def figures(row: dict) -> list[tuple[str, str]]:
+    """`validate`'s row as (figure with its unit, rounded value) pairs for the table `--eval` prints."""
+    from tfscale.export.report import drop_unit
+
+    def num(value, spec):
+        return "-" if value is None else format(value, spec)
+
+    metric, threads = row.get("metric"), row.get("threads_all")
+    accuracy = metric in ("accuracy", "binary_accuracy")
+    scale = 100 if accuracy else 1
+    pairs = [("size KB", num(row["size_bytes"] / 1024, ".1f"))]
+    if metric:
+        unit = " %" if accuracy else ""
+        pairs += [(f"{metric}{unit} (TFLite)", num(None if row["value"] is None else scale * row["value"], ".4g")),
+                  (f"{metric}{unit} (Keras)", num(None if row["keras_value"] is None else scale * row["keras_value"],
+                                                  ".4g")),
+                  (f"drop {drop_unit(metric)} (negative: TFLite scored higher)", num(row["drop"], "+.2f"))]
+    pairs += [("agreement with Keras %", num(None if row.get("agreement") is None else 100 * row["agreement"], ".2f")),
+              ("max abs output difference", num(row.get("max_abs_diff"), ".3g")),
+              ("p50 µs (batch 1, 1 thread)", num(row.get("p50_us_1t"), ".1f")),
+              ("p90 µs (batch 1, 1 thread)", num(row.get("p90_us_1t"), ".1f")),
+              (f"p50 µs ({threads} threads: this process's cores)", num(row.get("p50_us_all"), ".1f")),
+              ("p50 µs (1 thread, no XNNPACK)", num(row.get("p50_us_1t_no_xnnpack"), ".1f")),
+              ("XNNPACK ran it", "yes" if row.get("xnnpack") else "no")]
+    return pairs
 
 
 def load_model(path: str):
@@ -62,7 +102,5 @@ def run(args) -> int:
             print("--eval applies to --format tflite only; skipped", file=sys.stderr)
             return 0
         row = export.validate(path, model, load_arrays(args.eval))
-        keys = ("size_bytes", "metric", "value", "keras_value", "drop", "agreement", "max_abs_diff",
-                "p50_us_1t", "p90_us_1t", "p50_us_all", "p50_us_1t_no_xnnpack", "xnnpack")
-        print(render(["figure", "value"], [(k, row[k]) for k in keys]))
+        print(render(["figure", "value"], figures(row)))
     return 0

@@ -9,16 +9,23 @@ from tfscale.cli.table import render
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("tune", help="keras-tuner search under a strategy, optionally across tuner processes",
-                              description="Search hyperparameters as the run file says. Running the same command "
-                                          "again continues the search; finished trials are never run twice.")
-    p.add_argument("run_file", help="TOML file: model, data, [strategy], [tune]")
+    from tfscale.cli import command
+
+    p = command(subparsers, "tune", help="keras-tuner search under a strategy, optionally across tuner processes",
+                description="Search hyperparameters as the run file says (keras-tuner: random, bayesian or "
+                            "hyperband), each trial trained under the run file's strategy with the same global "
+                            "batch. Prints every trial's score and the best one; results go to the project folder "
+                            "(tfscale_results.json, tfscale_scores.png). Running the same command again continues "
+                            "the search: a trial a killed run left unfinished runs again, a finished one never does.",
+                examples=["tfscale tune examples/tune/digits.toml",
+                          "tfscale tune examples/tune/digits.toml --workers 2 --set tune.max_trials=4"])
+    p.add_argument("run_file", metavar="RUN.toml", help="TOML file: model, data, [strategy], [tune]")
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="run a chief oracle and N tuner processes on this machine (default: one process)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value of the run file, e.g. --set tune.max_trials=4 (repeatable)")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
-                   help="with --workers: stop every process after S seconds")
+                   help="with --workers: stop every process after S seconds (default: no limit)")
     p.set_defaults(func=run)
 
 

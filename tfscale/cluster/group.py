@@ -36,6 +36,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import IO
 
+from tfscale import quiet
 from tfscale.errors import ClusterError
 
 log = logging.getLogger("tfscale")
@@ -145,7 +146,11 @@ def _child_setup(cpus: tuple[int, ...] | None = None):
 
 
 class _Pump(threading.Thread):
-    """Copies one process's output, line by line, to a stream (prefixed) or a file; keeps the tail."""
+    """Copies one process's output, line by line, to a stream (prefixed) or a file; keeps the tail.
+
+    Lines TensorFlow prints on every healthy start (`tfscale.quiet.is_noise`) are dropped, from the
+    output and from the tail a failure shows.
+    """
 
     def __init__(self, source: IO[bytes], name: str, sink: IO[str], lock: threading.Lock, tail: int,
                  prefix: bool):
@@ -153,10 +158,13 @@ class _Pump(threading.Thread):
         self.source, self.sink, self.lock = source, sink, lock
         self.prefix = f"[{name}] " if prefix else ""
         self.tail: collections.deque[str] = collections.deque(maxlen=tail)
+        self.quiet = not quiet.verbose()  # TFSCALE_VERBOSE=1 (tfscale -v) shows every line
 
     def run(self):
         for raw in iter(self.source.readline, b""):
             line = raw.decode("utf-8", errors="replace").rstrip("\n")
+            if self.quiet and quiet.is_noise(line):  # TensorFlow's start-up lines: not the run's output
+                continue
             self.tail.append(line.rstrip("\r"))
             with self.lock:
                 try:

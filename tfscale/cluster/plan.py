@@ -20,6 +20,8 @@ CUDA_VISIBLE_DEVICES           this worker's share of the host's GPUs
 TF_NUM_INTRAOP_THREADS, ...    this worker's share of the host's cores
 TFSCALE_CPUS                   the cores the worker is bound to (its share; not under Slurm)
 GRPC_EXPERIMENTS               gRPC's older I/O stack instead of its event engine
+TF_CPP_MIN_LOG_LEVEL           2: TensorFlow's C++ info lines off (`tfscale.quiet`; TFSCALE_VERBOSE=1 instead
+                               when the launcher is verbose)
 =============================  =====================================================
 
 Binding each worker to its own cores and gRPC's older I/O stack are both
@@ -42,6 +44,7 @@ import shutil
 import subprocess
 from collections.abc import Mapping
 
+from tfscale import quiet
 from tfscale.cluster import hosts as hosts_lib
 from tfscale.cluster import tf_config
 from tfscale.cluster.ports import WORKER_ENV
@@ -256,6 +259,8 @@ def _finish(manager, cluster, ranks, node, ports, options: LaunchOptions, enviro
         if bind:
             env["TFSCALE_CPUS"] = ",".join(str(c) for c in cores[local * threads:(local + 1) * threads])
         env["GRPC_EXPERIMENTS"] = environ.get("GRPC_EXPERIMENTS", GRPC_EXPERIMENTS)
+        for key, value in quiet.worker_env().items():  # TensorFlow's info lines off, unless verbose
+            env[key] = environ.get(key, value)
         env.update(options.env)
         envs.append(env)
     return Plan(manager, {k: list(v) for k, v in cluster.items()}, list(ranks), world, node, list(ports), envs)

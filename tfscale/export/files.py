@@ -2,7 +2,10 @@
 
 Every writer builds its output under a temporary name in the destination's own
 directory and moves it into place with `os.replace`, so a reader sees either the
-old file or the complete new one, and a failure leaves nothing behind.
+old file or the complete new one, and a failure leaves nothing behind. The
+temporary file or folder gets the mode a plain `open()` or `mkdir` would give
+(0644 / 0755 under umask 022), not mkstemp's private 0600 / 0700, so other users
+and serving containers can read what was exported, as they can `model.keras`.
 """
 
 from __future__ import annotations
@@ -34,9 +37,24 @@ def check_target(path: str | os.PathLike, *, overwrite: bool) -> Path:
     return path
 
 
+def umask() -> int:
+    """This process's umask, read without changing it where Linux tells it (else set and restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _temp_name(path: Path, suffix: str) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + suffix, dir=path.parent)
     os.close(fd)
+    os.chmod(name, 0o666 & ~umask())
     return Path(name)
 
 
@@ -79,6 +97,7 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
         raise ExportError(f"{path} is a file, not a directory", where=str(path), fix="give a directory name")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~umask())
     old = None
     try:
         yield tmp

@@ -1,10 +1,14 @@
 """TFLite latency at batch 1, measured fairly: every arm in turn, in rounds, medians over rounds.
 
 An arm is one file under one runtime setting: 1 thread with LiteRT's default
-XNNPACK delegate, all threads with it, and 1 thread without any delegate. On a
-shared or throttling machine, timing variants one after another would blame
-the machine's load on whichever ran during a busy spell; running all arms in
-each round (order rotated) and taking the median of the per-round p50s does not.
+XNNPACK delegate, all threads with it ("all" is the cores this process may run
+on, its CPU affinity: one core for a worker `tfscale launch` bound to one), and
+1 thread without any delegate. On a shared or throttling machine, timing
+variants one after another would blame the machine's load on whichever ran
+during a busy spell; running all arms in each round (order rotated) and taking
+the median of the per-round p50s does not. The per-round p50s at 1 thread are
+kept (``p50_rounds_us_1t``): paired by round, they say whether two files differ
+by more than the machine's noise (`tfscale.export.report`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,21 @@ from tfscale.export import runtime
 from tfscale.export.source import Source
 
 MIN_ROUNDS = 5
+DIGITS = 4  # significant digits kept: timings vary by more than that between runs
 SETTINGS = {"1t": (1, True), "all": (None, True), "1t_no_xnnpack": (1, False)}
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), or the machine's count where that is unknown."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def rounded(value: float) -> float:
+    """`value` to `DIGITS` significant digits."""
+    return float(f"{value:.{DIGITS}g}")
 
 
 def _arm(path: Path, source: Source, example: list[np.ndarray], threads: int, delegate: bool):
@@ -56,10 +74,11 @@ def measure(paths: dict[str, str | os.PathLike], source: Source, example: list[n
 
     Returns:
         {name: {"p50_us_1t", "p90_us_1t", "p50_us_all", "p90_us_all", "p50_us_1t_no_xnnpack",
-        "p90_us_1t_no_xnnpack", "threads_all", "xnnpack"}}; xnnpack says whether the delegate
+        "p90_us_1t_no_xnnpack", "p50_rounds_us_1t", "threads_all", "xnnpack"}}, in µs to 4
+        significant digits; threads_all is `usable_cores()`; xnnpack says whether the delegate
         took the graph (with 1 thread).
     """
-    all_threads = os.cpu_count() or 1
+    all_threads = usable_cores()
     rounds = rounds or max(MIN_ROUNDS, min(20, runs // 20))
     arms = {}
     for name, path in paths.items():
@@ -77,8 +96,9 @@ def measure(paths: dict[str, str | os.PathLike], source: Source, example: list[n
     result: dict[str, dict] = {}
     for (name, setting), interpreter in arms.items():
         row = result.setdefault(name, {"threads_all": all_threads})
-        row[f"p50_us_{setting}"] = float(np.median(medians[(name, setting)]))
-        row[f"p90_us_{setting}"] = float(np.percentile(np.concatenate(pooled[(name, setting)]), 90))
+        row[f"p50_us_{setting}"] = rounded(np.median(medians[(name, setting)]))
+        row[f"p90_us_{setting}"] = rounded(np.percentile(np.concatenate(pooled[(name, setting)]), 90))
         if setting == "1t":
+            row["p50_rounds_us_1t"] = [rounded(m) for m in medians[(name, setting)]]
             row["xnnpack"] = any(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())
     return result

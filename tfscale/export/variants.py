@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from tfscale import quiet
 from tfscale.errors import ConfigError, TfscaleError
 from tfscale.export import converter, files, handoff, latency, optimization, report, samples, saving, validation
 from tfscale.export.source import input_specs, is_chief, prepare
@@ -23,25 +23,20 @@ REPORT_FILE = "report.json"
 
 
 class Progress:
-    """A one-line progress bar on stderr (a line per step when stderr is not a terminal)."""
+    """quantize_all's progress: a tqdm bar on a terminal (`tfscale.quiet.progress`); nothing in logs or notebooks."""
 
-    def __init__(self, total: int, enabled: bool = True, width: int = 24):
-        self.total, self.enabled, self.width, self.done = total, enabled, width, 0
-        self.tty = enabled and sys.stderr.isatty()
+    def __init__(self, total: int, enabled: bool = True):
+        self.total = total
+        self.bar = quiet.progress(total, enabled=enabled, desc="export", unit="step")
 
     def show(self, what: str) -> None:
-        if not self.enabled:
-            return
-        filled = self.width * self.done // max(1, self.total)
-        line = f"[{'=' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} {what}"
-        sys.stderr.write(("\r" + line.ljust(80)) if self.tty else line + "\n")
-        sys.stderr.flush()
+        self.bar.set_description_str(what)
 
     def step(self, what: str) -> None:
-        self.done += 1
-        self.show(what)
-        if self.tty and self.done == self.total:
-            sys.stderr.write("\n")
+        self.bar.set_description_str(what)
+        self.bar.update(1)
+        if self.bar.n >= self.total:
+            self.bar.close()
 
 
 def check_modes(modes) -> list[str]:
@@ -142,9 +137,10 @@ def _calibration(modes: list[str], source, ref: validation.Reference, calibratio
 
 def _report(rows: list[dict], ref: validation.Reference, max_drop: float) -> report.ExportReport:
     _add_ratios(rows)
+    rows = report.rounded(rows)  # the JSON holds exactly the figures the recommendation was made from
     reference = {"metric": ref.metric, "keras_value": ref.keras_value, "samples": len(ref.inputs[0]),
                  "predict_on_batch_p50_us": _keras_latency(ref.source.model, [x[:1] for x in ref.inputs]),
-                 "cpu_count": os.cpu_count()}
+                 "threads_all": latency.usable_cores()}
     return report.ExportReport(rows, report.recommend(rows, max_drop), report.review(rows, max_drop), max_drop,
                                reference)
 

@@ -81,6 +81,7 @@ def run_demo(*, replicas: int | None = None, epochs: int = EPOCHS, out_dir: str 
     if export and scale.is_chief:
         report, files = _export(trained.model, Path(out_dir), (x_train, y_train), (x_test, y_test), progress)
     end = time.perf_counter()
+    scale.barrier("tfscale_demo_done")  # the other workers exit with the chief, not while it exports
     seconds = {"train": trained_at - start, "export": end - trained_at, "total": end - start}
     return DemoResult(scale, trained, float(accuracy), len(x_test), report, files, seconds)
 

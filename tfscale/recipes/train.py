@@ -29,6 +29,8 @@ class TrainRun:
         metrics: the last epoch's metrics (training and validation).
         report: the export report (None without export or on non-chief workers).
         files: what the export wrote (mode or "report_json"/"report_png"/"saved_model" -> path).
+        trained_epochs: epochs this run trained; 0 when a checkpoint had already reached
+            ``train.epochs`` (the run resumed after the last epoch and trained nothing).
     """
 
     config: RunConfig
@@ -36,6 +38,23 @@ class TrainRun:
     metrics: dict[str, float]
     report: object | None
     files: dict[str, str]
+    trained_epochs: int = 0
+
+    @property
+    def finished_before(self) -> bool:
+        """True when a checkpoint had already reached the last epoch, so nothing was trained."""
+        return self.trained_epochs == 0 and self.fit.resumed_from_epoch >= self.config.train.epochs
+
+    def nothing_trained(self) -> str | None:
+        """What to tell a person when the run resumed after its last epoch; None when it trained."""
+        if not self.finished_before:
+            return None
+        train = self.config.train
+        resumed = self.fit.resumed_from_epoch
+        return (f"resumed after epoch {resumed} of {train.epochs} from the checkpoints in {train.checkpoint_dir}: "
+                f"the run had finished, so nothing was trained (the metrics are those of that checkpoint's model). "
+                f"To train further: --set train.epochs={resumed + train.epochs}. To start fresh: "
+                f"--set train.resume=false, or delete {train.checkpoint_dir}.")
 
 
 def run_training(path: str | os.PathLike, overrides: tuple[str, ...] | list[str] = ()) -> TrainRun:
@@ -56,10 +75,24 @@ def run_training(path: str | os.PathLike, overrides: tuple[str, ...] | list[str]
     result = fit(run.model, train, scale=scale, validation_data=validation, config=run.train,
                  model_args=run.model_args)
     metrics = {k: float(v[-1]) for k, v in result.history.history.items() if v}
+    trained = len(result.history.epoch)
+    if not trained and result.resumed_from_epoch >= run.train.epochs:
+        log.info("resumed after epoch %d of %d from %s: nothing left to train", result.resumed_from_epoch,
+                 run.train.epochs, run.train.checkpoint_dir)
+        if validation is not None:  # the restored model's figures instead of an empty table
+            metrics = {f"val_{k}": float(v) for k, v in evaluate(result, validation).items()}
     report, files = None, {}
     if run.export.dir and scale.is_chief:
         report, files = export(result.model, run, validation if validation is not None else train, train)
-    return TrainRun(run, result, metrics, report, files)
+    scale.barrier("tfscale_train_done")  # the other workers exit with the chief, not while it exports
+    return TrainRun(run, result, metrics, report, files, trained)
+
+
+def evaluate(result, validation) -> dict[str, float]:
+    """The restored model's metrics on the validation data (every worker runs it: it is a collective)."""
+    data = result.scale.distribute(validation, global_batch_size=result.batch.global_batch_size,
+                                   drop_remainder=False)
+    return result.model.evaluate(data, verbose=0, return_dict=True)
 
 
 def make_scale(strategy: StrategyConfig | str, base: Path):

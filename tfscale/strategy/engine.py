@@ -152,6 +152,9 @@ class Engine(abc.ABC):
         distribution is process-wide."""
         return None
 
+    def barrier(self, name: str, timeout: float = 3600.0) -> None:
+        """Every process of the cluster waits here until all have arrived (nothing to wait for in one process)."""
+
     def host_weights(self, model):
         """A context in which every weight of `model` (and its optimizer) can be read on this host, as
         saving needs; entered by every process together (it may gather across them)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from tfscale.cluster import detect
@@ -11,6 +12,8 @@ from tfscale.strategy.backend import TENSORFLOW
 from tfscale.strategy.engine import Engine
 
 MIN_FLOAT16_CAPABILITY = (7, 0)
+
+log = logging.getLogger("tfscale")
 
 
 class TensorFlowEngine(Engine):
@@ -80,6 +83,22 @@ class TensorFlowEngine(Engine):
     @property
     def num_devices(self) -> int:
         return len(self.devices)
+
+    def barrier(self, name: str, timeout: float = 3600.0) -> None:
+        """A barrier of TensorFlow's coordination service, where the cluster has one (several workers).
+
+        A worker that leaves while another still works (the chief exporting) stops its heartbeats,
+        and the coordination service then logs an ERROR ("StartAbort UNAVAILABLE") on a healthy run:
+        workers meet here before they exit. TensorFlow 2.21 has no public API for it.
+        """
+        if self.num_processes < 2 or self.is_server:
+            return
+        from tensorflow.python.eager import context
+
+        try:
+            context.context().wait_at_barrier(name, int(timeout * 1000))
+        except Exception as e:  # noqa: BLE001 - a worker failed meanwhile: the launcher names it
+            log.warning("the workers did not all reach %r: %s", name, str(e).splitlines()[0] if str(e) else e)
 
     def float16_capable(self) -> bool:
         import tensorflow as tf

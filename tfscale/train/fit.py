@@ -111,7 +111,7 @@ def fit(build_model: Callable[..., keras.Model] | str, train_data, *, scale=None
         try:
             history = model.fit(train, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch, shuffle=False,
                                 validation_data=validation, callbacks=all_callbacks,
-                                verbose=cfg.verbose if scale.is_chief else 0)
+                                verbose=_verbosity(cfg.verbose) if scale.is_chief else 0)
         except Exception as e:  # a bad record found by a tfscale pipeline's raise-mode check
             error = _as_data_error(e)
             if error is None:
@@ -161,6 +161,13 @@ def _check_names(loss, metrics) -> None:
                 raise ConfigError(f"{value!r} is not a Keras {kind} name", where=key,
                                   fix="use a name keras.losses.get / keras.metrics.get knows, e.g. "
                                       "'sparse_categorical_crossentropy', 'mse', 'accuracy'") from None
+
+
+def _verbosity(verbose):
+    """Keras' "auto" is a progress bar redrawn with "\r": one line per epoch (2) where stdout is not a terminal."""
+    if verbose == "auto" and not (hasattr(sys.stdout, "isatty") and sys.stdout.isatty()):
+        return 2
+    return verbose
 
 
 def _as_data_error(error: Exception):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -149,7 +150,9 @@ def _finish(result: TuneResult, tuner, scale, config: TuneConfig, train, validat
         trained.fit(train[1], validation_data=validation[1], epochs=config.epochs, verbose=0,
                     callbacks=list(callbacks))
     else:
-        trained = tuner.load_model(trial)  # the weights of its best epoch
+        with warnings.catch_warnings():  # only the weights are used: the optimizer's state does not matter
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            trained = tuner.load_model(trial)  # the weights of its best epoch
     # Rebuilt outside any strategy, so it saves and converts like any single-device model.
     model = tuner.hypermodel.build(trial.hyperparameters)
     model.set_weights(trained.get_weights())

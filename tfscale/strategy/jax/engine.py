@@ -90,6 +90,13 @@ class JaxEngine(Engine):
             return processes, self.rank
         return self.num_replicas, int(self.distribution.data_shard_id)
 
+    def barrier(self, name: str, timeout: float = 3600.0) -> None:
+        """JAX's barrier across processes (a small collective on every device)."""
+        if self.num_processes > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(name)
+
     @contextlib.contextmanager
     def host_weights(self, model):
         """Weights sharded over devices of other processes (a model-parallel mesh across hosts) are
