@@ -120,6 +120,24 @@ def test_launch_with_backend_jax_gives_workers_the_keras_distribution_variables(
         plan_lib.LaunchOptions(backend="torch")
 
 
+def test_jax_workers_under_slurm_and_kubernetes_find_the_same_coordinator():
+    slurm = {"SLURM_PROCID": "1", "SLURM_STEP_NODELIST": "node[1-2]", "SLURM_STEP_NUM_TASKS": "2",
+             "SLURM_STEP_TASKS_PER_NODE": "1(x2)", "SLURM_NODEID": "1", "SLURM_LOCALID": "0"}
+    env = plan_lib.build(plan_lib.LaunchOptions(backend="jax"), slurm).env[0]
+    assert env["KERAS_DISTRIBUTION_JOB_ADDRESSES"] == "node1:8888,node2:8888"
+    assert env["KERAS_DISTRIBUTION_PROCESS_ID"] == "1" and "TF_CONFIG" not in env
+    assert detect(environ=slurm, gpus=0).coordinator == "node1:8888"  # srun without the launcher: the same
+    from tfscale.cluster import manifest
+
+    pod = manifest.documents(["python", "train.py"], workers=2, backend="jax")[1]
+    variables = {e["name"]: e["value"] for e in pod["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert variables["KERAS_BACKEND"] == "jax"
+    k8s = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "JOB_COMPLETION_INDEX": "1", **{k: v for k, v in variables.items()
+                                                                                if k.startswith("TFSCALE_")}}
+    topology = detect(environ=k8s, gpus=0)
+    assert (topology.rank, topology.coordinator) == (1, "tfscale-0.tfscale-workers:12345")
+
+
 def _placer(rules=(), *, auto=False, model=2, has_layout=True):
     return Placer({"data": 1, "model": model}, list(rules), auto=auto, min_shard_params=1000, model_axis="model",
                   has_layout=has_layout)
