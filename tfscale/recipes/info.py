@@ -12,7 +12,8 @@ import os
 import platform
 
 _OPTIONAL = ("ai-edge-litert", "tensorflow-model-optimization", "tf-keras", "tensorflow-datasets",
-             "keras-tuner", "tensorboard", "dask", "scikit-learn", "pandas", "jax", "jaxlib", "libtpu")
+             "keras-tuner", "tensorboard", "dask", "scikit-learn", "pandas", "jax", "jaxlib", "libtpu",
+             "tensorflow-tpu")
 
 
 def _version(dist: str) -> str | None:

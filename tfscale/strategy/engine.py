@@ -160,6 +160,10 @@ class Engine(abc.ABC):
         saving needs; entered by every process together (it may gather across them)."""
         return contextlib.nullcontext()
 
+    def jit_compile(self, wanted):
+        """The `jit_compile` to compile with on this engine, for the one asked for ("auto", True, False)."""
+        return wanted
+
     def prepare_optimizer(self, optimizer):
         """The optimizer, with what this engine needs to train it correctly (returned)."""
         return optimizer

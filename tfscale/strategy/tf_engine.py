@@ -112,6 +112,19 @@ class TensorFlowEngine(Engine):
                 return False
         return True
 
+    def jit_compile(self, wanted):
+        """`wanted`, except "auto" outside TPUStrategy on TensorFlow's TPU build (tensorflow-tpu 2.20 with libtpu):
+        it shows a TPU_SYSTEM device, so Keras turns XLA on, and that build has no XLA for the CPU ("could not
+        find registered transfer manager for platform Host")."""
+        if wanted != "auto" or self.name == "tpu":
+            return wanted
+        import tensorflow as tf
+
+        if tf.config.list_logical_devices("TPU_SYSTEM"):
+            log.info("jit_compile off: TensorFlow's TPU build has no XLA for the CPU (strategy %s)", self.name)
+            return False
+        return wanted
+
     def prepare_optimizer(self, optimizer):
         from tfscale.strategy.accumulation import fix_accumulation
 

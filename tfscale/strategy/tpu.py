@@ -28,8 +28,9 @@ def resolve(address: str | None):
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ClusterError(f"a TPU was asked for but none could be reached ({reason})", where=f"tpu={address!r}",
                            fix="on Colab choose Runtime > Change runtime type > TPU; on Kaggle enable the TPU "
-                               "accelerator; on a Cloud TPU VM set TPU_NAME; or use Scale.auto() to fall back "
-                               "to GPU/CPU") from None
+                               "accelerator; on a Cloud TPU VM set TPU_NAME and install TensorFlow's TPU build "
+                               "(tensorflow-tpu 2.20 with libtpu 0.0.20: README, 'TPU VMs and TensorFlow 2.20'), or "
+                               "use KERAS_BACKEND=jax; or Scale.auto() to fall back to GPU/CPU") from None
     log.info("TPU initialized: %s", address)
     return resolver
 

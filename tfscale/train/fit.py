@@ -145,7 +145,8 @@ def _build_and_compile(build_model, model_args, scale, cfg: TrainConfig, plan: B
         optimizer = scale.engine.prepare_optimizer(
             make_optimizer(cfg.optimizer, learning_rate, plan.accumulation_steps, **cfg.optimizer_args))
         model.compile(optimizer=optimizer, loss=cfg.loss, metrics=list(cfg.metrics or ()),
-                      jit_compile=cfg.jit_compile, steps_per_execution=cfg.steps_per_execution)
+                      jit_compile=scale.engine.jit_compile(cfg.jit_compile),
+                      steps_per_execution=cfg.steps_per_execution)
     return model, peak
 
 
