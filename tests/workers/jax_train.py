@@ -13,8 +13,15 @@ import sys
 import numpy as np
 
 out, options = sys.argv[1], json.loads(sys.argv[2])
-if options.pop("no_tensorflow", False):
-    sys.modules["tensorflow"] = None  # as on a machine without TensorFlow: the JAX path must not need it
+if options.pop("no_tensorflow", False):  # as on a machine without TensorFlow: the JAX path must not need it
+    class NoTensorFlow:
+        @staticmethod
+        def find_spec(name, path=None, target=None):
+            if name == "tensorflow" or name.startswith("tensorflow."):
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
+
+    sys.meta_path.insert(0, NoTensorFlow)
 
 import tfscale as ts  # noqa: E402
 
@@ -57,7 +64,7 @@ described = scale.describe(model)["engine"]
 path = out if scale.num_workers == 1 else out.replace(".npz", f".{scale.rank}.npz")
 np.savez(path, losses=np.array(record.losses), num_replicas=scale.num_replicas, steps=len(record.losses),
          backend=scale.backend, bytes_per_device=described.get("bytes_per_device", 0),
-         bytes=described.get("bytes", 0), tensorflow_loaded=sys.modules.get("tensorflow") is not None,
+         bytes=described.get("bytes", 0), tensorflow_loaded="tensorflow" in sys.modules,
          shardings=json.dumps({v["path"]: v["sharding"] for v in described.get("variables", [])}),
          **{f"w{i}": w for i, w in enumerate(model.get_weights())})
 print(f"{scale!r} steps={len(record.losses)} loss={record.losses[-1]:.6f}")

@@ -26,6 +26,8 @@ def resolve(address: str | None):
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except Exception as e:  # noqa: BLE001 - resolver failures come as many types (OSError, OpError, ValueError)
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "ConfigureDistributedTPU" in str(e) or "OpKernel" in str(e):  # TensorFlow built without TPU support
+            reason = "this TensorFlow is not the TPU build (tensorflow-tpu), and no TPU is attached"
         raise ClusterError(f"a TPU was asked for but none could be reached ({reason})", where=f"tpu={address!r}",
                            fix="on Colab choose Runtime > Change runtime type > TPU; on Kaggle enable the TPU "
                                "accelerator; on a Cloud TPU VM set TPU_NAME and install TensorFlow's TPU build "

@@ -79,9 +79,10 @@ def distribute(engine, data, *, global_batch_size: int, per_replica_batch_size: 
                              per_replica_batch_size=per_replica_batch_size, drop_remainder=drop_remainder, wrap=wrap,
                              where=where)
     shards, index = engine.input_shards
-    if not drop_remainder and engine.num_devices > 1:
-        log.info("the last incomplete global batch is left out: on the JAX engine every device and process "
-                 "takes a batch of the same shape")
+    if not drop_remainder and engine.num_replicas > 1:  # the batch is split: every part needs one shape
+        log.warning("%s: the last incomplete global batch (if any) is left out: on the JAX engine every replica and "
+                    "process takes a batch of the same shape; evaluate the rest on one device to count every example",
+                    where)
         drop_remainder = True
     if is_tf_input(data):
         from tfscale.data.sharding.processes import process_batches

@@ -57,14 +57,14 @@ def distribute(strategy: tf.distribute.Strategy, data, *, global_batch_size: int
     # and Keras reads it as steps per epoch; give it the steps, so progress bars end where the data does.
     if steps is not None and hasattr(distributed, "_cardinality"):
         distributed._cardinality = steps
+    elif steps is not None and isinstance(distributed, tf.data.Dataset):  # the default strategy: a plain dataset
+        distributed = distributed.apply(tf.data.experimental.assert_cardinality(steps))
     if (hasattr(distributed, "_enable_get_next_as_optional") and _several_workers(strategy)
             and _replicas_end_together(strategy, data, drop_remainder)):
         # On several workers TF's iterator runs a collective before every step to agree that all still have
         # data (a gRPC round trip per step); here every replica gets a batch at every step, so it is not needed.
         distributed._enable_get_next_as_optional = False
     return distributed
-
-
 
 
 def _several_workers(strategy) -> bool:

@@ -136,15 +136,20 @@ class JaxEngine(Engine):
         return described
 
 
+def _bytes_by_device(value) -> dict[str, int]:
+    here: dict[str, int] = defaultdict(int)
+    for shard in getattr(value, "addressable_shards", None) or ():
+        here[str(shard.device)] += int(shard.data.nbytes)
+    return here
+
+
 def variable_placement(model) -> dict[str, Any]:
-    """Each weight's sharding and bytes per device, read from its array's shards; the largest device total."""
+    """Each weight's sharding and bytes per device, read from its array's shards; the largest device totals
+    of the weights and of the optimizer's state (slots follow their variable's sharding)."""
     rows, per_device = [], defaultdict(int)
     for v in model.weights:
         value = v.value
-        shards = getattr(value, "addressable_shards", None)
-        here = defaultdict(int)
-        for shard in shards or ():
-            here[str(shard.device)] += int(shard.data.nbytes)
+        here = _bytes_by_device(value)
         for device, size in here.items():
             per_device[device] += size
         spec = getattr(getattr(value, "sharding", None), "spec", None)
@@ -152,5 +157,9 @@ def variable_placement(model) -> dict[str, Any]:
                      "sharding": "replicated" if spec is None or not any(spec) else str(tuple(spec)),
                      "bytes": int(math.prod(v.shape) * value.dtype.itemsize),
                      "bytes_per_device": max(here.values(), default=0)})
+    optimizer = defaultdict(int)
+    for v in getattr(getattr(model, "optimizer", None), "variables", None) or ():
+        for device, size in _bytes_by_device(v.value).items():
+            optimizer[device] += size
     return {"variables": rows, "bytes_per_device": max(per_device.values(), default=0),
-            "bytes": sum(r["bytes"] for r in rows)}
+            "bytes": sum(r["bytes"] for r in rows), "optimizer_bytes_per_device": max(optimizer.values(), default=0)}

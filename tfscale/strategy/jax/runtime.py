@@ -4,7 +4,8 @@ Both effects must come before anything asks JAX for a device:
 
 - `replicas=N` on a CPU: N host devices (``jax_num_cpu_devices``, as
   ``XLA_FLAGS=--xla_force_host_platform_device_count`` does), the JAX
-  counterpart of TensorFlow's logical CPU devices;
+  counterpart of TensorFlow's logical CPU devices; without `replicas`, a
+  `mesh` asks for as many as it has positions per process;
 - several processes (from `tfscale launch --backend jax`, TF_CONFIG, Slurm or
   Kubernetes through `Topology`; a multi-host TPU slice from its own
   environment): `jax.distributed.initialize` with the Topology's coordinator,
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 
 from tfscale.cluster import environment
@@ -111,8 +113,9 @@ def _one_seed() -> None:
 def start(topology, config, environ=None) -> None:
     """The effects that precede any device query (see the module docstring)."""
     environ = os.environ if environ is None else environ
-    if config.replicas and topology.accelerator != "TPU":
-        set_cpu_devices(config.replicas)
+    host_devices = config.replicas or (math.prod(config.mesh) // topology.num_workers if config.mesh else None)
+    if host_devices and topology.accelerator != "TPU":  # only the CPU platform: GPUs and TPUs are what they are
+        set_cpu_devices(max(1, host_devices))
     if topology.num_workers > 1:
         initialize(topology, config.collective_timeout)
     elif topology.manager == "tpu" and environment.tpu_pod_hosts(environ) > 1:
