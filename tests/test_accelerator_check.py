@@ -6,7 +6,6 @@ here asserts on time: examples/s and step time only have to be there.
 """
 
 import json
-from pathlib import Path
 
 import pytest
 

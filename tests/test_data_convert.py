@@ -44,7 +44,7 @@ def test_interrupted_run_leaves_no_half_shard_and_rerun_finishes_missing_ones(tm
 
     with pytest.raises(KeyboardInterrupt):
         convert(src, out, 3, key="id", progress=stop)
-    assert os.listdir(out) == []  # no shard, index or temporary file left behind
+    assert os.listdir(out) == ["manifest.json"]  # no shard, index or temporary file left behind; what to resume
     assert convert(src, out, 3, key="id")["shards_written"] == 3
     done = {f: os.path.getmtime(os.path.join(out, f)) for f in os.listdir(out) if f.endswith(".tfrecord")}
     os.remove(os.path.join(out, "part-00001-of-00003.tfrecord"))

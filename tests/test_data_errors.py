@@ -97,3 +97,32 @@ def test_on_error_must_be_raise_or_skip():
 
     with pytest.raises(ConfigError, match="on_error"):
         ts.data.from_numpy(np.arange(3), on_error="ignore")
+
+
+def test_an_image_that_looks_whole_but_will_not_decode(tmp_path):
+    from tfscale.data.convert import convert
+
+    paths = write_images(tmp_path / "photos", per_class=(4, 4), kinds=("png",))
+    data = open(paths[0], "rb").read()
+    odd = tmp_path / "photos" / "class_1" / "zeroed.png"
+    odd.write_bytes(data[:40] + bytes(len(data) - 52) + data[-12:])  # signature and end kept, the middle zeroed
+    with pytest.raises(DataError, match="undecodable image") as raised:  # the files: named after the failure
+        list(ts.data.image_folder(str(tmp_path / "photos"), image_size=(8, 8)))
+    assert "zeroed.png" in str(raised.value)
+    with pytest.raises(DataError, match="zeroed.png"):  # convert decodes every image once
+        convert(str(tmp_path / "photos"), str(tmp_path / "out"), 2)
+    summary = convert(str(tmp_path / "photos"), str(tmp_path / "out"), 2, on_error="skip", overwrite=True)
+    assert (summary["records"], summary["skipped"]) == (8, 1)
+
+
+def test_skip_mode_on_several_workers_drops_before_batching_so_steps_stay_equal(tmp_path):
+    from test_data_helpers import contexts
+
+    write_images(tmp_path, per_class=(9, 9), size=(8, 8))
+    (tmp_path / "class_0" / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    pipe = ts.data.image_folder(str(tmp_path), image_size=(4, 4), on_error="skip")
+    batches = [[y.numpy().tolist() for _, y in pipe.batched_dataset_for(c, 4, True)] for c in contexts(2)]
+    assert len(batches[0]) == len(batches[1]) == 2 and all(len(b) == 4 for w in batches for b in w)
+    assert pipe.skipped == {"corrupt or truncated image": 2}  # each worker reads (and drops) everything
+    single = [int(x.shape[0]) for x, _ in pipe.dataset(batch_size=5)]
+    assert single == [5, 5, 5, 3]  # one worker: whole batches after the drop

@@ -48,9 +48,28 @@ def test_pipeline_through_a_dispatcher_and_two_workers(tmp_path):
         images = ts.data.image_folder(str(tmp_path), image_size=(8, 8)).service(f"grpc://127.0.0.1:{port}")
         batches = list(images.dataset(batch_size=4))
         assert sum(int(x.shape[0]) for x, _ in batches) == 10 and batches[0][0].shape[1:] == (8, 8, 3)
+        _bad_records_reach_the_trainer(tmp_path, f"127.0.0.1:{port}")
         assert all(p.poll() is None for p in procs)  # the servers are still up
     finally:
         kill_all(procs)
+    logs = "".join(p.stdout.read() for p in procs[1:])  # the workers' logs name what they skipped
+    assert "skipped corrupt or truncated image" in logs and "broken.png" in logs and "empty.jpg" in logs
+
+
+def _bad_records_reach_the_trainer(tmp_path, address):
+    """Skip mode through the service: the epoch log counts what the service workers dropped."""
+    import keras
+
+    (tmp_path / "class_0" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    (tmp_path / "class_1" / "empty.jpg").write_bytes(b"")
+    pipe = ts.data.image_folder(str(tmp_path), image_size=(8, 8), on_error="skip").service(address)
+    sizes = [int(x.shape[0]) for x, _ in pipe.dataset(batch_size=4)]
+    assert sorted(sizes, reverse=True) == [4, 4, 2]  # the 10 good images, in whole batches
+    assert pipe.skipped == {"bad record on a tf.data service worker (its log names it)": 2}
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(2)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(pipe.dataset(batch_size=4), epochs=2, verbose=0, callbacks=[pipe.callback()])
+    assert history.history["skipped_records"] == [2, 2]
 
 
 def test_service_options_are_checked():

@@ -112,13 +112,15 @@ def test_image_folder_decodes_resizes_normalizes_and_labels(tmp_path):
     assert first.shape == (40, 30, 3) and first.dtype == tf.uint8
 
 
-def test_resized_images_are_decoded_per_batch_in_raise_mode_and_per_image_in_skip_mode(tmp_path):
+def test_resized_images_are_decoded_per_batch_in_both_modes_and_checked_before_batching_when_sliced(tmp_path):
     write_images(tmp_path, per_class=(4, 3), size=(20, 24), kinds=("png", "jpg"))
     raising = ts.data.image_folder(str(tmp_path), image_size=(10, 12)).deterministic()
     skipping = raising.errors("skip")
     batch = Op("batch", None, payload="batch")
-    assert [o.name for o in batches_last(raising.ops + (batch,), Build(on_error="raise"))][0] == "batch"
-    assert [o.name for o in batches_last(skipping.ops + (batch,), Build(on_error="skip"))][-1] == "batch"
+    for build in (Build(on_error="raise"), Build(on_error="skip"), Build(on_error="raise", sliced=True)):
+        assert [o.name for o in batches_last(raising.ops + (batch,), build)][0] == "batch"
+    order = [o.name for o in batches_last(skipping.ops + (batch,), Build(on_error="skip", sliced=True))]
+    assert order[:2] == ["check_images", "batch"] and order[2].startswith("decode_images")  # equal steps
     per_batch = [(x.numpy(), y.numpy()) for x, y in raising.dataset(batch_size=4)]
     per_image = [(x.numpy(), y.numpy()) for x, y in skipping.dataset(batch_size=4)]
     assert [x.shape for x, _ in per_batch] == [(4, 10, 12, 3), (3, 10, 12, 3)]

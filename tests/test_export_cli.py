@@ -33,7 +33,7 @@ def test_quantize_writes_variants_report_and_plot_then_refuses_to_overwrite(file
             "--calibration", str(files / "train.npz"), "--out", str(out), "--latency-runs", "5", "--no-progress"]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "recommended:" in printed and "int8" in printed and "p50 µs 1t" in printed
+    assert "recommended (*):" in printed and "int8" in printed and "p50 µs" in printed and "size KB" in printed
     assert sorted(p.name for p in out.iterdir()) == ["dynamic.tflite", "float32.tflite", "int8.tflite",
                                                      "report.json", "report.png"]
     report = json.loads((out / "report.json").read_text())
@@ -51,6 +51,8 @@ def test_export_every_format(files, tmp_path, capsys):
                  str(files / "train.npz"), "--out", str(tmp_path / "m.tflite"), "--eval", str(files / "test.npz")]) == 0
     printed = capsys.readouterr().out
     assert "wrote" in printed and "agreement" in printed and (tmp_path / "m.tflite").read_bytes()[4:8] == b"TFL3"
+    assert "drop pp" in printed and "p50 µs (batch 1, 1 thread)" in printed
+    assert "0000000" not in printed and "9999999" not in printed  # figures are rounded
     assert main(["export", model, "--format", "keras", "--quantize", "int8", "--out", str(tmp_path / "q.keras")]) == 0
     assert keras.models.load_model(tmp_path / "q.keras").layers[-1].kernel.dtype == "int8"
     assert main(["export", model, "--format", "saved_model", "--out", str(tmp_path / "sm")]) == 0

@@ -5,6 +5,8 @@ The data comes from Debian's package dataset-fashion-mnist
 `keras.datasets.fashion_mnist.load_data()` looks for it, so nothing is
 downloaded. Class folders are numbered (0_t-shirt_top ... 9_ankle_boot) so
 that their sorted order, which gives the labels, is Fashion-MNIST's own.
+A rerun makes the folder hold exactly the images asked for: it writes the
+missing ones and removes the ones an earlier run wrote that are not asked for.
 
     python examples/images/make_folder.py --out data/fashion --per-class 0     # all 70,000 images
 """
@@ -51,19 +53,26 @@ def png_bytes(image: np.ndarray) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
 
 
-def write_split(images: np.ndarray, labels: np.ndarray, folder: Path, per_class: int) -> int:
-    """Writes the first `per_class` images of each class (0: all); returns how many were written."""
-    written = 0
+def write_split(images: np.ndarray, labels: np.ndarray, folder: Path, per_class: int) -> tuple[int, int]:
+    """Makes `folder` hold the first `per_class` images of each class (0: all); returns (images, removed)."""
+    held, removed = 0, 0
     for label, name in enumerate(CLASSES):
         class_dir = folder / f"{label}_{name}"
         class_dir.mkdir(parents=True, exist_ok=True)
         indices = np.flatnonzero(labels == label)
-        for i in indices[:per_class] if per_class else indices:
-            path = class_dir / f"{i:05d}.png"
+        wanted = {f"{i:05d}.png": i for i in (indices[:per_class] if per_class else indices)}
+        for path in class_dir.glob("[0-9][0-9][0-9][0-9][0-9].png"):  # an earlier run's images not asked for now
+            if path.name not in wanted:
+                path.unlink()
+                removed += 1
+        for file_name, i in wanted.items():
+            path = class_dir / file_name
             if not path.exists():
-                path.write_bytes(png_bytes(images[i]))
-            written += 1
-    return written
+                partial = path.with_suffix(".partial")
+                partial.write_bytes(png_bytes(images[i]))
+                os.replace(partial, path)
+            held += 1
+    return held, removed
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,9 +86,10 @@ def main(argv: list[str] | None = None) -> None:
 
     (x_train, y_train), (x_test, y_test) = keras.datasets.fashion_mnist.load_data()
     out = Path(args.out)
-    n_train = write_split(x_train, y_train, out / "train", args.per_class)
-    n_test = write_split(x_test, y_test, out / "test", args.test_per_class)
-    print(f"wrote {n_train} training and {n_test} test images under {out}/")
+    n_train, gone_train = write_split(x_train, y_train, out / "train", args.per_class)
+    n_test, gone_test = write_split(x_test, y_test, out / "test", args.test_per_class)
+    removed = f" (removed {gone_train + gone_test} from an earlier run)" if gone_train + gone_test else ""
+    print(f"{out}/ holds {n_train} training and {n_test} test images{removed}")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ Run it alone or as N workers (run.sh does the whole job):
     python examples/images/train.py --data data/fashion/tfrecords --out saved_models/fashion
     tfscale launch -n 2 -- python examples/images/train.py --data data/fashion/tfrecords --out saved_models/fashion
 
---data holds train/ and test/, each written by `tfscale data convert <image folder> --out ... --shards N`.
-With at least as many shards as workers, each worker reads its own files (FILE sharding).
+--data holds train/ and test/, each written by `tfscale data convert <image folder> --out ... --shards N`
+(run.sh stores raw 28x28 pixels: `--store raw --image-size 28 28 --channels 1`). Shards hold their records in
+a seeded order mixed by class, and are read interleaved, so every batch mixes the classes. With at least as
+many shards as workers, each worker reads its own files (FILE sharding).
 The chief writes into --out: model.keras, float32.tflite, int8.tflite, report.json (tfscale's
 export report: accuracy, agreement with Keras, size and latency per variant) and train_report.json.
 """
@@ -39,11 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def images(folder: Path, *, shuffle_seed: int | None = None):
     """(image in [0, 1] of shape (28, 28, 1), label) examples from `tfscale data convert` shards."""
-    pipeline = (ts.data.tfrecord(str(folder))
-                .map(lambda features, label: (features["image"], label))
-                .decode_images((28, 28), channels=1)
-                .normalize(1 / 255)
-                .cache())
+    pipeline = ts.data.image_folder(str(folder), (28, 28), channels=1).cache()  # decoded once, read every epoch
     return pipeline if shuffle_seed is None else pipeline.shuffle(10000, seed=shuffle_seed)
 
 

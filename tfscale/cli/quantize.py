@@ -6,23 +6,40 @@ import json
 import sys
 from pathlib import Path
 
+ALL_MODES = "float32,dynamic,float16,int8,int16x8,qat,prune,keras_int8"
+
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("quantize", help="write and compare every TFLite variant of a .keras model")
+    from tfscale.cli import command
+
+    p = command(subparsers, "quantize", help="write and compare every TFLite variant of a .keras model",
+                description="Convert a .keras model to every TFLite variant asked for, run each with LiteRT on the "
+                            "evaluation data, and print size, accuracy drop, agreement with the Keras model and "
+                            "latency per file, with the recommended one and the rule that picked it. Writes "
+                            "<mode>.tflite, report.json and report.png into the output folder; existing files are "
+                            "left untouched unless --overwrite.",
+                examples=["tfscale quantize model.keras --eval test.npz",
+                          "tfscale quantize model.keras --eval test.npz --calibration train.npz "
+                          "--modes int8,dynamic --max-drop 1 --out saved_models/m"])
     p.add_argument("model", help="a .keras model file")
-    p.add_argument("--eval", required=True,
-                   help="evaluation data: an .npz with arrays x and y (or a folder with x.npy, y.npy)")
+    p.add_argument("--eval", required=True, metavar="DATA",
+                   help="evaluation data: an .npz with arrays x and y (or a folder with x.npy, y.npy), a folder "
+                        "written by `tfscale data convert`, or an image folder (images resized to the model's "
+                        "input and scaled to [0, 1])")
     p.add_argument("--modes", default="float32,dynamic,float16,int8,int16x8",
-                   help="comma-separated: float32,dynamic,float16,int8,int16x8,qat,prune,keras_int8")
-    p.add_argument("--max-drop", type=float, default=0.5, help="accuracy budget in percentage points")
-    p.add_argument("--out", default=None, help="output folder (default: saved_models/<model name>)")
-    p.add_argument("--calibration", default=None, help="calibration data (.npz); default: the --eval inputs")
-    p.add_argument("--train", default=None, help="labelled training data (.npz) for qat and prune")
-    p.add_argument("--num-calibration-samples", type=int, default=200, help="calibration examples to draw")
-    p.add_argument("--int8-io", default="int8", choices=("int8", "uint8", "float32"), help="int8 input/output type")
-    p.add_argument("--latency-runs", type=int, default=200, help="timed runs per latency figure")
+                   help=f"comma-separated, any of {ALL_MODES} (qat and prune need --train)")
+    p.add_argument("--max-drop", type=float, default=0.5, metavar="PP",
+                   help="accuracy budget: the largest drop in percentage points (percent for error metrics)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: saved_models/<model name>)")
+    p.add_argument("--calibration", default=None, metavar="DATA",
+                   help="int8/int16x8 calibration data (as --eval); default: the --eval inputs")
+    p.add_argument("--train", default=None, metavar="DATA", help="labelled training data (.npz) for qat and prune")
+    p.add_argument("--num-calibration-samples", type=int, default=200, metavar="N", help="calibration examples")
+    p.add_argument("--int8-io", default="int8", choices=("int8", "uint8", "float32"),
+                   help="input and output type of the int8 file")
+    p.add_argument("--latency-runs", type=int, default=200, metavar="N", help="timed runs per latency figure")
     p.add_argument("--overwrite", action="store_true", help="replace existing files in the output folder")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (there is none outside a terminal)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     p.set_defaults(func=run)
 
@@ -37,9 +54,9 @@ def run(args) -> int:
     out = Path(args.out) if args.out else Path("saved_models") / Path(args.model).stem
     check_target(out / "report.png", overwrite=args.overwrite)
     model = load_model(args.model)
-    calibration = load_arrays(args.calibration)[0] if args.calibration else None
     train = load_arrays(args.train) if args.train else None
-    report = export.quantize_all(model, out, eval_data=load_arrays(args.eval), calibration=calibration,
+    # --eval and --calibration: paths, read by tfscale.export.samples.from_path as the model takes them
+    report = export.quantize_all(model, out, eval_data=args.eval, calibration=args.calibration,
                                  modes=args.modes, max_drop=args.max_drop, overwrite=args.overwrite,
                                  progress=not args.no_progress, num_calibration_samples=args.num_calibration_samples,
                                  int8_io=args.int8_io, train_data=train, latency_runs=args.latency_runs)
@@ -48,7 +65,7 @@ def run(args) -> int:
     except ExportError as e:
         print(f"tfscale quantize: no plot: {e}", file=sys.stderr)
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
         print(report.table())
         print(f"files in {out}/ (report.json, report.png)")

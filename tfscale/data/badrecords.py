@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import sys
 import threading
 
 import tensorflow as tf
@@ -34,35 +35,62 @@ def check_on_error(value: str) -> str:
 class BadRecords:
     """Counts of records dropped in skip mode, by reason, with the last few keys seen.
 
-    Counting happens in Python, only for bad records (the good ones never call
-    into Python), so it costs nothing on clean data.
+    The pipeline adds each dropped record's key to a table of its reason in-graph
+    (adding no keys costs a few microseconds, where a Python call, a queue or a
+    `tf.cond` in a tf.data function costs up to a millisecond here); the tables are
+    emptied into the counts whenever they are read (and at the end of every pass),
+    so clean data never calls into Python.
     """
 
     def __init__(self, keep_recent: int = 20):
         self._lock = threading.Lock()
         self._counts: collections.Counter[str] = collections.Counter()
         self._seen: dict[str, collections.Counter[str]] = {}
+        self._tables: dict[str, tf.lookup.experimental.MutableHashTable] = {}
         self.recent: collections.deque[str] = collections.deque(maxlen=keep_recent)
 
-    def note(self, reason: str, key: str) -> None:
-        """Counts one dropped record (called from the input pipeline)."""
+    def add(self, reason: str, keys: tf.Tensor, counts: tf.Tensor):
+        """In-graph: counts `counts` records under each of `keys` (vectors, often empty) for `reason`.
+
+        Keys name records, so one pass adds each at most once (the tables are emptied at each pass's end).
+        """
         with self._lock:
-            self._counts[reason] += 1
+            if reason not in self._tables:
+                with tf.init_scope():  # made eagerly, also while a dataset function is traced
+                    self._tables[reason] = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, 0)
+            table = self._tables[reason]
+        return table.insert(keys, counts)
+
+    def _drain(self) -> None:
+        for reason, table in list(self._tables.items()):
+            keys, counts = table.export()
+            if int(tf.size(keys)):
+                table.remove(keys)
+                for key, count in zip(keys.numpy(), counts.numpy()):
+                    self.note(reason, key.decode("utf-8", "replace"), int(count))
+
+    def note(self, reason: str, key: str, count: int = 1) -> None:
+        """Counts `count` dropped records (called from the input pipeline)."""
+        with self._lock:
+            self._counts[reason] += count
             self.recent.append(f"{reason}: {key}")
-        log.debug("skipped %s: %s", reason, key)
+        log.debug("skipped %d %s: %s", count, reason, key)
 
     def counts(self) -> dict[str, int]:
         """Records dropped since the pipeline was made, by reason."""
+        self._drain()
         with self._lock:
             return dict(self._counts)
 
     @property
     def total(self) -> int:
+        self._drain()
         with self._lock:
             return sum(self._counts.values())
 
     def since_last(self, reader: str = "log") -> dict[str, int]:
         """Records dropped since `reader` last asked, by reason (what one epoch dropped)."""
+        self._drain()
         with self._lock:
             seen = self._seen.get(reader, collections.Counter())
             delta = {k: v - seen[k] for k, v in self._counts.items() if v - seen[k]}
@@ -91,6 +119,7 @@ class BadRecords:
             def __init__(self):
                 super().__init__()
                 self.history: list[dict[str, int]] = []
+                records.since_last(f"callback-{id(self)}")  # counts from here on
 
             def on_epoch_end(self, epoch, logs=None):
                 delta = records.since_last(f"callback-{id(self)}")  # the pipeline itself logs them
@@ -102,13 +131,14 @@ class BadRecords:
 
 
 def guard(ok: tf.Tensor, reason: str, key: tf.Tensor, *, on_error: str, records: BadRecords | None,
-          fix: str, in_service: bool = False) -> tf.Tensor:
+          fix: str, in_service: bool = False, count=None) -> tf.Tensor:
     """In-graph handling of one record's check; returns `ok` (a filter predicate in skip mode).
 
     raise: a failing op whose message names the reason, the key (file and line or
     record) and the fix; the caller must use the result (or `gate` its input with it).
     skip: counts the record in `records` when `ok` is False. `ok` and `key` may be
-    vectors (a batch of records checked at once).
+    vectors (a batch of records checked at once); `count`: records a bad key stands
+    for (default 1; a damaged TFRecord file loses all the records after the damage).
     """
     ok = tf.convert_to_tensor(ok)
     if on_error == "raise":
@@ -117,16 +147,46 @@ def guard(ok: tf.Tensor, reason: str, key: tf.Tensor, *, on_error: str, records:
         message = tf.strings.join([f"{MARK}: {reason}; where: ", key, f"; fix: {fix}"])
         return tf.equal(tf.strings.to_number(tf.where(ok, "1", message), tf.int32), 1)
 
-    def drop():
-        bad_keys = tf.boolean_mask(tf.reshape(key, [-1]), tf.logical_not(tf.reshape(ok, [-1])))
-        if in_service or records is None:
-            tf.print("tfscale: skipped", reason, bad_keys, output_stream="file://stderr", summarize=-1)
-        else:
-            tf.py_function(lambda ks: [records.note(reason, k.decode("utf-8", "replace")) for k in ks.numpy()],
-                           [bad_keys], [])
-        return tf.identity(ok)
+    # no tf.cond (it costs milliseconds in a tf.data function here): the bad keys are picked out (an
+    # empty vector when all are good) and handed on in one op that does nothing for an empty vector
+    bad = tf.logical_not(tf.reshape(ok, [-1]))
+    bad_keys = tf.boolean_mask(tf.reshape(key, [-1]), bad)
+    if in_service or records is None:  # the worker's log names them (see note_counts for the counts)
+        lines = tf.strings.reduce_join(tf.strings.join([f"tfscale: skipped {reason}: ", bad_keys, "\n"]))
+        done = tf.print(lines, output_stream=sys.stderr, end="")  # the process's stderr (never a file)
+    else:
+        counts = tf.ones_like(bad_keys, tf.int64) if count is None else \
+            tf.boolean_mask(tf.broadcast_to(tf.cast(count, tf.int64), tf.shape(bad)), bad)
+        done = records.add(reason, bad_keys, counts)
+    return after(ok, done)
 
-    return tf.cond(tf.reduce_all(ok), lambda: tf.identity(ok), drop)
+
+SERVICE_REASON = "bad record on a tf.data service worker (its log names it)"
+
+
+def note_counts(dataset: tf.data.Dataset, records: BadRecords, where: str) -> tf.data.Dataset:
+    """Consumer side of `Build.carry`: (element, dropped) -> element, adding `dropped` to `records`.
+
+    One Python call per element (a batch), so counts from a tf.data service worker reach this process.
+    """
+
+    def note(dropped):
+        count = int(dropped.numpy())
+        if count:
+            records.note(SERVICE_REASON, where, count)
+        return dropped
+
+    def strip(element, dropped):
+        dropped = tf.py_function(note, [dropped], tf.int64)
+        return tf.nest.map_structure(lambda t: after(t, dropped), element)
+
+    return dataset.map(strip)
+
+
+def after(tensor: tf.Tensor, token: tf.Tensor) -> tf.Tensor:
+    """`tensor`, computed only once `token` is: the note is not pruned away."""
+    with tf.control_dependencies([token]):
+        return tf.identity(tensor)
 
 
 def gate(text: tf.Tensor, keep: tf.Tensor) -> tf.Tensor:

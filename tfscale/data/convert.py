@@ -1,146 +1,46 @@
-"""`tfscale data convert`: a CSV file or an image folder -> sharded TFRecords + index + dataset.json.
+"""`tfscale data convert`: a CSV file or an image folder -> sharded TFRecords + index + manifest + dataset.json.
 
-Streaming: one pass over the input, records go to shard `shard_of(key, N)`.
-Shards and indexes are written under temporary names and renamed when whole,
-so an interrupted run leaves no half shard; a rerun writes only the shards
-that are missing (it reads the input again but skips the finished shards).
+A record with key k goes to shard `shard_of(k, N)` (so `lookup(k)` knows its
+shard); inside a shard records are written in a seeded shuffled order,
+stratified by label so every window of records holds the classes in their
+proportions (`shuffle=False` keeps the source order).
+
+Atomic and resumable: `manifest.json` (the source files and the options) is
+written first; each shard and its index are written under temporary names and
+renamed when whole; `dataset.json` last. A rerun with the same source and
+options writes only the missing shards (images: reading only their files);
+with anything changed it refuses and names the change (`overwrite=True`
+rebuilds).
 """
 
 from __future__ import annotations
 
 import collections
-import csv as csv_lib
 import glob
 import json
 import logging
 import os
-from typing import Callable, Iterator
+import random
+from typing import Callable
 
 import tensorflow as tf
 
-from tfscale.data.index import index_file, shard_file, shard_of, write_index
-from tfscale.data.tfrecord import META
+from tfscale.data import manifest
+from tfscale.data.encoders import IMAGE_SCHEMA, ImageEncoder, Skips, csv_records
+from tfscale.data.image_decoding import image_size_of
+from tfscale.data.index import write_index
+from tfscale.data.records import FORMAT, MANIFEST, META, index_file, shard_file, shard_of
 from tfscale.errors import ConfigError, DataError
 
 log = logging.getLogger("tfscale")
 
 Progress = Callable[[int, float], None]  # (records so far, share of the input read, 0..1)
-
-
-def _feature(kind: str, value):
-    if kind == "int64":
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
-    if kind == "float32":
-        return tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value if isinstance(value, bytes) else
-                                                                   str(value).encode("utf-8")]))
-
-
-def _example(kinds: dict, row: dict) -> bytes:
-    return tf.train.Example(features=tf.train.Features(
-        feature={k: _feature(kinds[k], v) for k, v in row.items()})).SerializeToString()
-
-
-class Skips:
-    """Bad input records met by convert: raise at once, or count them (on_error="skip")."""
-
-    def __init__(self, on_error: str):
-        self.on_error, self.counts = on_error, collections.Counter()
-
-    def bad(self, what: str, where: str, fix: str) -> None:
-        if self.on_error == "raise":
-            raise DataError(what, where=where, fix=fix + ", or pass --on-error skip")
-        self.counts[what] += 1
-        log.warning("skipped %s: %s", what, where)
-
-
-def csv_records(path: str, key: str | None, label: str | None, skips: Skips,
-                column_types: dict | None = None):
-    """(schema, records): records yield (key, serialized Example, label, share read) from a CSV file."""
-    from tfscale.data.tables import _infer, _read_head
-
-    head = _read_head(path, ",")
-    if not head:
-        raise DataError("CSV file is empty", where=path, fix="check the file")
-    names = head[0]
-    for given in (key, label):
-        if given is not None and given not in names:
-            raise DataError(f"column {given!r} not found", where=path, fix=f"use one of {names}")
-    types = {"int": "int64", "float": "float32", "string": "string"}
-    kinds = {n: types[(column_types or {}).get(n) or _infer([r[i] for r in head[1:] if i < len(r)])]
-             for i, n in enumerate(names)}
-    casts = {"int64": int, "float32": float, "string": str}
-    defaults = {"int64": 0, "float32": 0.0, "string": ""}
-    size = max(1, os.path.getsize(path))
-
-    consumed = [0]
-
-    def lines(f):
-        for raw in f:
-            consumed[0] += len(raw)
-            yield raw.decode("utf-8", errors="replace")
-
-    def records() -> Iterator:
-        with open(path, "rb") as f:
-            reader = csv_lib.reader(lines(f))
-            next(reader)
-            for row_number, fields in enumerate(reader):
-                line = reader.line_num
-                if not fields:
-                    continue
-                try:
-                    if len(fields) != len(names):
-                        raise ValueError(f"{len(fields)} fields, expected {len(names)}")
-                    row = {n: casts[kinds[n]](v) if v.strip() else defaults[kinds[n]] for n, v in zip(names, fields)}
-                except ValueError as e:
-                    skips.bad(f"malformed CSV row ({e})", f"{path}:{line}", "correct or remove the line")
-                    continue
-                record_key = str(row[key]) if key else str(row_number)
-                yield record_key, _example(kinds, row), row.get(label) if label else None, consumed[0] / size
-
-    schema = {n: {"dtype": k, "shape": []} for n, k in kinds.items()}
-    return schema, records()
-
-
-def image_records(folder: str, skips: Skips):
-    """(schema, records, class names): Examples of {image bytes, label, path} keyed by relative path."""
-    from tfscale.data.images import EXTENSIONS, ImageFolder
-
-    source = ImageFolder(folder, extensions=EXTENSIONS)
-    paths = source.units
-    names = source.class_names
-
-    def records() -> Iterator:
-        for i, path in enumerate(paths):
-            with open(path, "rb") as f:
-                data = f.read()
-            relative = os.path.relpath(path, folder).replace(os.sep, "/")
-            if not _looks_whole(data):
-                skips.bad("corrupt or truncated image", path, "remove or replace the file")
-                continue
-            label = source._label[path]
-            row = {"image": data, "label": label, "path": relative}
-            yield relative, _example({"image": "string", "label": "int64", "path": "string"}, row), label, \
-                (i + 1) / len(paths)
-
-    schema = {"image": {"dtype": "string", "shape": []}, "label": {"dtype": "int64", "shape": []},
-              "path": {"dtype": "string", "shape": []}}
-    return schema, records(), names
-
-
-def _looks_whole(data: bytes) -> bool:
-    """The Python twin of image_codecs.image_ok: signature and end marker of JPEG, PNG, GIF or BMP."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return b"\xff\xd9" in data[-1024:]
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return data.endswith(b"IEND\xaeB`\x82")
-    if data.startswith(b"GIF8"):
-        return data.endswith(b";")
-    return data.startswith(b"BM") and len(data) >= 6 and int.from_bytes(data[2:6], "little") <= len(data)
+_IMAGE_CHUNK = 256  # images read and encoded at a time
 
 
 def convert(src: str, out: str, num_shards: int, *, key: str | None = None, label: str | None = None,
-            on_error: str = "raise", progress: Progress | None = None) -> dict:
+            on_error: str = "raise", progress: Progress | None = None, shuffle: bool = True, seed: int = 0,
+            store: str = "encoded", image_size=None, channels: int = 3, overwrite: bool = False) -> dict:
     """Converts a CSV file or an image folder into `num_shards` TFRecord shards with an index.
 
     Args:
@@ -152,75 +52,218 @@ def convert(src: str, out: str, num_shards: int, *, key: str | None = None, labe
         label: CSV column to record as the label (counted per class by `inspect`).
         on_error: "raise" at the first bad record, or "skip" it and count it.
         progress: called as progress(records, share_of_input) while converting.
+        shuffle: write each shard's records in a seeded shuffled order (stratified by label).
+        seed: the shuffle's seed.
+        store: images only: "encoded" (the file bytes) or "raw" (uint8 pixels at `image_size`:
+            no decoding when training reads them, at the cost of size).
+        image_size: (height, width) for store="raw".
+        channels: channels for store="raw" (1, 3 or 4).
+        overwrite: rebuild shards made from another source or with other options.
 
     Returns:
-        A summary: shards written and skipped, records, skipped bad records, output folder.
+        A summary: shards written and kept, records, skipped bad records, bytes of the shards and of
+        the source, output folder.
+
+    Raises:
+        DataError: the input is missing or bad (raise mode), or `out` holds shards of another
+            source or options (without `overwrite`).
     """
-    if num_shards < 1:
-        raise ConfigError(f"--shards must be >= 1, got {num_shards}", where="--shards", fix="give a positive number")
-    skips = Skips(on_error)
-    class_names = None
-    if os.path.isdir(src):
-        if key:
-            raise ConfigError("--key is for CSV input; images are keyed by their relative path", where="--key",
-                              fix="leave --key out for an image folder")
-        schema, records, class_names = image_records(src, skips)
-        label = "label"
-    elif os.path.isfile(src):
-        schema, records = csv_records(src, key, label, skips)
-    else:
+    images = os.path.isdir(src)
+    options = _options(src, images, num_shards, key, label, shuffle, seed, store, image_size, channels)
+    if not images and not os.path.isfile(src):
         raise DataError("input does not exist", where=src, fix="give a CSV file or an image folder")
+    wanted = manifest.make(src, options)
     os.makedirs(out, exist_ok=True)
-    for stale in glob.glob(os.path.join(out, "*.tmp-*")):
+    for stale in glob.glob(os.path.join(out, "part-*.tmp-*")):  # an interrupted run's half shards
         os.remove(stale)
+    if overwrite:
+        for path in manifest.existing(out):
+            os.remove(path)
+    manifest.check_resumable(out, wanted)
+    if not os.path.exists(os.path.join(out, MANIFEST)):
+        atomic_write(os.path.join(out, MANIFEST), json.dumps(wanted).encode())
     names = [shard_file(i, num_shards) for i in range(num_shards)]
     todo = [i for i, n in enumerate(names) if not (os.path.exists(os.path.join(out, n)) and
                                                    os.path.exists(os.path.join(out, index_file(n))))]
-    counts, classes = _write_shards(records, out, names, todo, progress)
-    meta = {"format": "tfscale-tfrecord/1", "source": os.path.abspath(src), "kind": "images" if class_names else "csv",
-            "num_shards": num_shards, "key": key, "label": label, "features": schema,
-            "shards": [{"file": n, "index": index_file(n), "records": counts[i],
-                        "bytes": os.path.getsize(os.path.join(out, n))} for i, n in enumerate(names)],
-            "class_names": class_names, "class_counts": {str(k): v for k, v in sorted(classes.items())},
-            "skipped": dict(skips.counts)}
-    _atomic_write(os.path.join(out, META), json.dumps(meta, indent=1).encode())
-    return {"out": out, "shards_written": len(todo), "shards_kept": num_shards - len(todo),
-            "records": sum(counts), "skipped": sum(skips.counts.values())}
+    skips = Skips(on_error)
+    if images:
+        encoder = ImageEncoder(src, store, options["image_size"], channels)
+        counts, classes = _image_shards(encoder, out, names, todo, skips, shuffle, seed, progress)
+        meta = {"kind": "images", "features": IMAGE_SCHEMA, "label": "label", "class_names": encoder.source.class_names,
+                **encoder.layout()}
+    else:
+        schema, records = csv_records(src, key, label, skips)
+        counts, classes = _csv_shards(records, out, names, todo, shuffle, seed, progress)
+        meta = {"kind": "csv", "features": schema, "label": label, "class_names": None}
+    shards = [{"file": n, "index": index_file(n), "records": counts[i], "bytes": os.path.getsize(os.path.join(out, n))}
+              for i, n in enumerate(names)]
+    source_bytes = sum(row[1] for row in wanted["files"])
+    meta.update({"format": FORMAT, "source": os.path.abspath(src), "num_shards": num_shards, "key": key,
+                 "shards": shards, "class_counts": {str(k): v for k, v in sorted(classes.items())},
+                 "skipped": dict(skips.counts), "shuffle": seed if shuffle else None, "source_bytes": source_bytes})
+    atomic_write(os.path.join(out, META), json.dumps(meta, indent=1).encode())
+    total = sum(s["bytes"] for s in shards)
+    return {"out": out, "shards_written": len(todo), "shards_kept": num_shards - len(todo), "records": sum(counts),
+            "skipped": sum(skips.counts.values()), "bytes": total, "source_bytes": source_bytes,
+            "store": meta.get("store")}
 
 
-def _write_shards(records, out: str, names: list[str], todo: list[int], progress: Progress | None):
-    """Streams records into the shards in `todo` (temporary names, renamed when all are whole)."""
-    tmp = f".tmp-{os.getpid()}"
-    writers = {i: tf.io.TFRecordWriter(os.path.join(out, names[i] + tmp)) for i in todo}
-    entries: dict[int, list] = {i: [] for i in todo}
+def _options(src, images, num_shards, key, label, shuffle, seed, store, image_size, channels) -> dict:
+    if num_shards < 1:
+        raise ConfigError(f"--shards must be >= 1, got {num_shards}", where="--shards", fix="give a positive number")
+    if store not in ("encoded", "raw"):
+        raise ConfigError(f"--store must be encoded or raw, got {store!r}", where="--store",
+                          fix="encoded keeps the file bytes; raw stores pixels at --image-size")
+    if images and key:
+        raise ConfigError("--key is for CSV input; images are keyed by their relative path", where="--key",
+                          fix="leave --key out for an image folder")
+    if store == "raw" and not (images and image_size):
+        raise ConfigError("--store raw needs an image folder and --image-size H W", where="--store raw",
+                          fix="give the size training reads, e.g. --image-size 96 96 (and --channels)")
+    if image_size and store != "raw":
+        raise ConfigError("--image-size is for --store raw (encoded shards keep each file as it is)",
+                          where="--image-size", fix="add --store raw, or leave --image-size out")
+    if channels not in (1, 3, 4):
+        raise ConfigError(f"--channels must be 1, 3 or 4, got {channels}", where="--channels", fix="use 1, 3 or 4")
+    size = list(image_size_of(image_size)) if image_size else None
+    return {"num_shards": num_shards, "key": key, "label": "label" if images else label, "shuffle": shuffle,
+            "seed": seed if shuffle else None, "store": store if images else None,
+            "image_size": size if store == "raw" else None, "channels": channels if store == "raw" else None}
+
+
+def shuffled(items: list, labels: list, seed, salt: int) -> list:
+    """`items` in a seeded order, stratified by label: every prefix holds each class in its proportion (±1)."""
+    rng = random.Random(f"{seed}/{salt}")
+    by_class: dict = collections.defaultdict(list)
+    for item, label in zip(items, labels):
+        by_class[label].append(item)
+    keyed = []
+    for members in by_class.values():
+        rng.shuffle(members)
+        n = len(members)
+        keyed.extend(((i + rng.random()) / n, rng.random(), item) for i, item in enumerate(members))
+    keyed.sort(key=lambda t: (t[0], t[1]))
+    return [item for _, _, item in keyed]
+
+
+class ShardWriter:
+    """Writes one shard and its index under temporary names; `close()` renames them into place."""
+
+    def __init__(self, out: str, name: str):
+        self.final = os.path.join(out, name)
+        self.tmp = f".tmp-{os.getpid()}"
+        self.writer = tf.io.TFRecordWriter(self.final + self.tmp)
+        self.entries: list[tuple[str, int]] = []
+        self.offset = 0
+
+    def write(self, key: str, payload: bytes) -> None:
+        self.writer.write(payload)
+        self.entries.append((key, self.offset))
+        self.offset += len(payload) + 16
+
+    def close(self) -> int:
+        self.writer.close()
+        index = index_file(self.final)
+        write_index(index + self.tmp, self.entries)
+        os.replace(index + self.tmp, index)  # the shard last: a shard without its index is rewritten
+        os.replace(self.final + self.tmp, self.final)
+        return len(self.entries)
+
+    def abort(self) -> None:
+        self.writer.close()
+        for path in (self.final + self.tmp, index_file(self.final) + self.tmp):
+            if os.path.exists(path):
+                os.remove(path)
+
+
+def _image_shards(encoder: ImageEncoder, out: str, names: list[str], todo: list[int], skips: Skips, shuffle: bool,
+                  seed: int, progress: Progress | None):
+    """Writes the shards in `todo`, one at a time, reading only their files; (records per shard, class counts)."""
+    source, n = encoder.source, len(names)
+    members: dict[int, list[str]] = collections.defaultdict(list)
+    for path in source.units:
+        members[shard_of(encoder.relative(path), n)].append(path)
+    counts, classes, done = [0] * n, collections.Counter(), 0
+    for i in range(n):
+        paths = members[i]
+        if shuffle:
+            paths = shuffled(paths, [source.labels[p] for p in paths], seed, i)
+        if i not in todo:  # whole from an earlier run of the same source and options: count what it holds
+            kept = _indexed_keys(os.path.join(out, names[i]))
+            counts[i] = len(kept)
+            classes.update(source.labels[p] for p in paths if encoder.relative(p) in kept)
+            skips.counts["corrupt or truncated image"] += len(paths) - len(kept)
+            done += len(paths)
+            continue
+        writer = ShardWriter(out, names[i])
+        try:
+            for start in range(0, len(paths), _IMAGE_CHUNK):
+                for record_key, payload, label in encoder.encode(paths[start:start + _IMAGE_CHUNK], skips):
+                    writer.write(record_key, payload)
+                    classes[label] += 1
+                done += len(paths[start:start + _IMAGE_CHUNK])
+                if progress:
+                    progress(done, done / len(source.units))
+            counts[i] = writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+    skips.counts = +skips.counts
+    return counts, classes
+
+
+def _indexed_keys(shard: str) -> set[str]:
+    with open(index_file(shard), "rb") as f:
+        return {line.split(b"\t", 1)[0].decode("utf-8").replace("\\t", "\t").replace("\\n", "\n")
+                .replace("\\\\", "\\") for line in f if line.strip()}
+
+
+def _csv_shards(records, out: str, names: list[str], todo: list[int], shuffle: bool, seed: int,
+                progress: Progress | None):
+    """Streams the CSV once: records of the shards in `todo` go to spill files (source order), then each
+    shard is written from its spill file in shuffled order; (records per shard, class counts)."""
+    n, tmp = len(names), f".tmp-{os.getpid()}"
+    spills = {i: tf.io.TFRecordWriter(os.path.join(out, names[i] + ".spill" + tmp)) for i in todo}
+    places: dict[int, list] = {i: [] for i in todo}
     offsets = dict.fromkeys(todo, 0)
-    counts, classes = [0] * len(names), collections.Counter()
+    counts, classes = [0] * n, collections.Counter()
     try:
-        for n, (record_key, payload, label, share) in enumerate(records, 1):
-            s = shard_of(record_key, len(names))
+        for count, (record_key, payload, label, share) in enumerate(records, 1):
+            s = shard_of(record_key, n)
             counts[s] += 1
             if label is not None:
                 classes[label] += 1
-            if s in writers:
-                writers[s].write(payload)
-                entries[s].append((record_key, offsets[s]))
+            if s in spills:
+                spills[s].write(payload)
+                places[s].append((record_key, label, offsets[s], len(payload)))
                 offsets[s] += len(payload) + 16
-            if progress and (n % 500 == 0 or share >= 1.0):
-                progress(n, share)
+            if progress and (count % 500 == 0 or share >= 1.0):
+                progress(count, share)
         for i in todo:
-            writers[i].close()
-            write_index(os.path.join(out, index_file(names[i]) + tmp), entries[i])
-            os.replace(os.path.join(out, names[i] + tmp), os.path.join(out, names[i]))
-            os.replace(os.path.join(out, index_file(names[i]) + tmp), os.path.join(out, index_file(names[i])))
+            spills[i].close()
+            rows = places[i]
+            if shuffle:
+                rows = shuffled(rows, [r[1] for r in rows], seed, i)
+            writer = ShardWriter(out, names[i])
+            try:
+                with open(os.path.join(out, names[i] + ".spill" + tmp), "rb") as spill:
+                    for record_key, _, offset, length in rows:
+                        spill.seek(offset + 12)
+                        writer.write(record_key, spill.read(length))
+                writer.close()
+            except BaseException:
+                writer.abort()
+                raise
     finally:
-        for i in todo:
-            writers[i].close()
+        for writer in spills.values():
+            writer.close()
         for stale in glob.glob(os.path.join(out, f"*{tmp}")):
             os.remove(stale)
     return counts, classes
 
 
-def _atomic_write(path: str, data: bytes) -> None:
+def atomic_write(path: str, data: bytes) -> None:
+    """Writes `path` whole or not at all (a temporary file renamed into place)."""
     with open(path + ".tmp", "wb") as f:
         f.write(data)
     os.replace(path + ".tmp", path)

@@ -27,11 +27,14 @@ class Build:
     in_service: bool = False
     shuffle_units: int | None = None  # a seed (or -1 for none) when units are shuffled each epoch
     shared_seed: int | None = None  # every worker reads everything (sliced batches): unseeded shuffles use it
+    chunked: bool = False  # elements are chunks of records (a source's read_chunks): batch ops re-batch them
+    carry: bool = False  # tf.data service, skip mode: batches carry their dropped count, (batch, dropped)
+    sliced: bool = False  # every worker reads everything and takes its slice of each global batch
 
-    def guard(self, ok, reason: str, key, fix: str):
+    def guard(self, ok, reason: str, key, fix: str, count=None):
         """`badrecords.guard` with this build's mode (returns the keep predicate)."""
         return badrecords.guard(ok, reason, key, on_error=self.on_error, records=self.records, fix=fix,
-                                in_service=self.in_service)
+                                in_service=self.in_service, count=count)
 
     def shuffled(self, units: tf.data.Dataset, count: int) -> tf.data.Dataset:
         if self.shuffle_units is None or count < 2:
@@ -57,9 +60,17 @@ class Source:
         """The elements `read` would give, without their (path, index) keys (sources that can override it)."""
         raise NotImplementedError
 
+    def read_chunks(self, units: tuple[str, ...] | None, build: Build) -> tf.data.Dataset | None:
+        """Bare elements in chunks (vectors of them), for a pipeline batched right after reading; None if not."""
+        return None
+
     def parse(self, records: tf.data.Dataset, build: Build) -> tf.data.Dataset:
         """Turns raw records into elements, keeping (path, index, element); checks bad records."""
         return records
+
+    def needs_parse(self) -> bool:
+        """`parse` does something (so elements must be read with their keys)."""
+        return type(self).parse is not Source.parse
 
     def label_of(self, element):
         """The class label of an element, for `balance` (default: the second item of a pair)."""
@@ -90,6 +101,32 @@ class Op:
     vectorized: bool | Callable[[Build], bool] = False  # or a test of the build (decoding: not in skip mode)
     keeps_records: bool = True  # False for take/skip/filter/repeat/batch: sample() may not move before it
     payload: Any = None
+    fn: Callable | None = None  # a map's element function, a filter's predicate (run on (element, dropped))
+    agnostic: bool = False  # never looks inside elements (take, skip, repeat, shuffle, cache, batch)
+    splits: bool = False  # per image: the same result on a batch and on its parts (decode, resize, normalize)
+    carry: Callable[[tf.data.Dataset, Build], tf.data.Dataset] | None = None  # its apply on (batch, dropped)
 
     def vectorized_in(self, build: Build) -> bool:
         return self.vectorized(build) if callable(self.vectorized) else self.vectorized
+
+    def carried(self, ds: tf.data.Dataset, build: Build) -> tf.data.Dataset:
+        """This op on elements (element, dropped) of a `Build.carry` build: dropped counts pass it.
+
+        A filter loses the counts of the batches it removes.
+        """
+        if self.carry is not None:
+            return self.carry(ds, build)
+        if self.agnostic:
+            return self.apply(ds, build)
+        if self.fn is None:
+            raise ConfigError(f"{self.name} cannot run on a tf.data service in skip mode after batching",
+                              where=self.name, fix="give it as .map(fn) or .filter(fn), or use on_error='raise'")
+        fn = self.fn
+        if self.payload == "filter":
+            return ds.filter(lambda element, dropped: _call(fn, element))
+        return ds.map(lambda element, dropped: (_call(fn, element), dropped), num_parallel_calls=AUTOTUNE,
+                      deterministic=build.deterministic)
+
+
+def _call(fn, element):
+    return fn(*element) if isinstance(element, tuple) else fn(element)

@@ -9,26 +9,15 @@ lines sorted by key; a lookup bisects it with a few seeks (O(log n) reads).
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import numpy as np
 import tensorflow as tf
 
+from tfscale.data.records import feature_spec, index_file, read_meta, read_record_at, shard_file, shard_of
 from tfscale.errors import DataError
 
-
-def shard_of(key: str, num_shards: int) -> int:
-    """The shard a key goes to: a stable 64-bit hash of the key, modulo the number of shards."""
-    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "little") % num_shards
-
-
-def shard_file(i: int, n: int) -> str:
-    return f"part-{i:05d}-of-{n:05d}.tfrecord"
-
-
-def index_file(shard: str) -> str:
-    return shard[: -len(".tfrecord")] + ".index"
+__all__ = ["Index", "find_offset", "index_file", "lookup", "shard_file", "shard_of", "write_index"]
 
 
 def _escape(key: str) -> bytes:
@@ -36,7 +25,7 @@ def _escape(key: str) -> bytes:
 
 
 def write_index(path: str, entries: list[tuple[str, int]]) -> None:
-    """Writes sorted "key<TAB>offset" lines to `path`; a key given twice is an error."""
+    """Writes sorted "key<TAB>offset" lines to `path` (a temporary name: the caller renames it); a key twice: error."""
     rows = sorted((_escape(k), o) for k, o in entries)
     for (a, _), (b, _) in zip(rows, rows[1:]):
         if a == b:
@@ -81,8 +70,6 @@ class Index:
     """
 
     def __init__(self, folder: str):
-        from tfscale.data.tfrecord import feature_spec, read_meta
-
         self.folder = folder
         meta = read_meta(folder)
         if meta is None:
@@ -99,8 +86,6 @@ class Index:
 
     def raw(self, key: str) -> bytes:
         """The serialized tf.train.Example stored under `key`."""
-        from tfscale.data.tfrecord import read_record_at
-
         place = self.locate(key)
         if place is None:
             raise DataError(f"key {key!r} is not in the index", where=self.folder,

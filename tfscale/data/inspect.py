@@ -10,6 +10,10 @@ from __future__ import annotations
 import os
 import time
 
+from tfscale.data.images import image_folder
+from tfscale.data.records import count_records, read_meta
+from tfscale.data.tables import csv
+from tfscale.data.tfrecord import tfrecord
 from tfscale.errors import DataError
 
 
@@ -25,18 +29,16 @@ def inspect(path: str, *, step_time: float | None = None, batch_size: int = 32, 
         image_size: decode size for images in the probe.
 
     Returns:
-        A dict: kind, files, records, bytes, classes ({name: count}), probe figures and verdict.
+        A dict: kind, files, records, bytes, classes ({name: count}), probe figures and verdict; for a
+        converted folder also whether the records counted in its shards match `dataset.json`
+        (counts_match, and problems naming each shard that differs).
     """
-    from tfscale.data.tfrecord import read_meta
-
     meta = read_meta(path) if os.path.isdir(path) else None
     if meta is not None:
         report, pipeline = _converted(path, meta, image_size)
     elif os.path.isdir(path):
         report, pipeline = _image_folder(path, image_size)
     elif os.path.isfile(path):
-        from tfscale.data.tables import csv
-
         pipeline = csv(path)
         report = {"kind": "csv", "files": 1, "bytes": os.path.getsize(path), "records": None, "classes": None}
     else:
@@ -47,26 +49,32 @@ def inspect(path: str, *, step_time: float | None = None, batch_size: int = 32, 
 
 
 def _converted(path: str, meta: dict, image_size):
-    from tfscale.data.tfrecord import tfrecord
-
     names = meta.get("class_names") or []
     classes = {(names[int(k)] if names and k.lstrip("-").isdigit() and int(k) < len(names) else k): v
                for k, v in meta.get("class_counts", {}).items()} or None
-    pipeline = tfrecord(path)
     if meta.get("kind") == "images":
-        pipeline = pipeline.map(lambda features, label: (features["image"], label)).decode_images(image_size)
+        if meta.get("store") == "raw":
+            image_size = tuple(meta["image"][:2])
+        pipeline = image_folder(path, image_size, channels=meta["image"][2] if meta.get("store") == "raw" else 3)
+    else:
+        pipeline = tfrecord(path)
     shards = meta["shards"]
+    problems = []
+    for shard in shards:
+        found, whole = count_records(os.path.join(path, shard["file"]))
+        if found != shard["records"] or not whole:
+            problems.append(f"{shard['file']}: dataset.json says {shard['records']} records, the file holds "
+                            f"{found}{'' if whole else ' and ends inside a record'}")
     report = {"kind": f"tfrecord ({meta.get('kind')})", "files": len(shards),
               "records": sum(s["records"] for s in shards),
               "bytes": sum(os.path.getsize(os.path.join(path, s["file"])) for s in shards),
               "records_per_shard": [s["records"] for s in shards], "classes": classes,
-              "skipped_at_convert": sum(meta.get("skipped", {}).values())}
+              "skipped_at_convert": sum(meta.get("skipped", {}).values()), "store": meta.get("store", "encoded"),
+              "counts_match": not problems, "problems": problems}
     return report, pipeline
 
 
 def _image_folder(path: str, image_size):
-    from tfscale.data.images import image_folder
-
     pipeline = image_folder(path, image_size=image_size)
     source = pipeline.source
     counts = source.class_counts()

@@ -14,7 +14,10 @@ pipelines each worker reads its own units (FILE); otherwise records are dealt
 round robin right after reading, before any parsing or decoding (DATA).
 `batched_dataset_for` (what `scale.distribute` uses) also makes every worker
 run the same number of steps: see `tfscale.data.sharding` ("files", "records"
-or "slices" plan).
+or "slices" plan). When nothing comes between reading and batching, a source
+that reads chunks of records (TFRecord shards) hands them to the batch as they
+are (`Dataset.rebatch`): no per-record stage; ops after the batch run per batch
+(see `transforms.apply_ops` for decoding in parts).
 """
 
 from __future__ import annotations
@@ -25,9 +28,9 @@ from typing import Any, Callable
 
 import tensorflow as tf
 
-from tfscale.data import badrecords, sharding, transforms
+from tfscale.data import badrecords, service, sharding, transforms
 from tfscale.data.core import AUTOTUNE, Build, Op, Source
-from tfscale.data.images import ImageMethods
+from tfscale.data.image_ops import ImageMethods
 from tfscale.data.text import TextMethods
 from tfscale.errors import ConfigError
 
@@ -65,7 +68,7 @@ class Pipeline(ImageMethods, TextMethods):
 
     # ------------------------------------------------------------------ transforms (see transforms.py)
 
-    def map(self, fn: Callable, *, vectorized: bool = False, name: str = "map") -> "Pipeline":
+    def map(self, fn: Callable, *, vectorized: bool = False, name: str = "map") -> Pipeline:
         """Applies `fn` (TF ops) to each element in parallel (AUTOTUNE).
 
         Args:
@@ -78,7 +81,8 @@ class Pipeline(ImageMethods, TextMethods):
 
     def filter(self, predicate: Callable) -> "Pipeline":
         """Keeps the elements for which `predicate` is True."""
-        return self.then(Op("filter", lambda ds, b: ds.filter(predicate), keeps_records=False))
+        return self.then(Op("filter", lambda ds, b: ds.filter(predicate), keeps_records=False, fn=predicate,
+                            payload="filter"))
 
     def sample(self, fraction: float, seed: int = 0) -> "Pipeline":
         """Keeps a fixed pseudo-random `fraction` of the records, the same ones on every run and sharding.
@@ -104,30 +108,30 @@ class Pipeline(ImageMethods, TextMethods):
 
     def take(self, count: int) -> "Pipeline":
         """The first `count` elements (per input pipeline when distributed)."""
-        return self.then(Op(f"take({count})", lambda ds, b: ds.take(count), keeps_records=False))
+        return self.then(Op(f"take({count})", lambda ds, b: ds.take(count), keeps_records=False, agnostic=True))
 
     def skip(self, count: int) -> "Pipeline":
         """All but the first `count` elements (per input pipeline when distributed)."""
-        return self.then(Op(f"skip({count})", lambda ds, b: ds.skip(count), keeps_records=False))
+        return self.then(Op(f"skip({count})", lambda ds, b: ds.skip(count), keeps_records=False, agnostic=True))
 
     def cache(self, path: str | None = None) -> "Pipeline":
         """Keeps elements after the first pass: in memory, or in files at `path` (one set per worker)."""
-        return self.then(Op("cache", transforms.cache_op(path)))
+        return self.then(Op("cache", transforms.cache_op(path), agnostic=True))
 
     def shuffle(self, buffer_size: int = 1024, seed: int | None = None, *, files: bool = True) -> "Pipeline":
         """Shuffles elements through a buffer, and (files=True) the order of files each epoch."""
         pipe = self._with(shuffle_units=-1 if seed is None else seed) if files else self
         return pipe.then(Op(f"shuffle({buffer_size})", lambda ds, b: ds.shuffle(
-            buffer_size, seed=seed if seed is not None else b.shared_seed)))
+            buffer_size, seed=seed if seed is not None else b.shared_seed), agnostic=True))
 
     def repeat(self, count: int | None = None) -> "Pipeline":
         """Repeats the data `count` times (forever when None)."""
-        return self.then(Op(f"repeat({count})", lambda ds, b: ds.repeat(count), keeps_records=False))
+        return self.then(Op(f"repeat({count})", lambda ds, b: ds.repeat(count), keeps_records=False, agnostic=True))
 
     def batch(self, batch_size: int, drop_remainder: bool = False) -> "Pipeline":
         """Batches elements; trailing vectorized maps run on the batches. Not for `scale.distribute`."""
         return self.then(Op(f"batch({batch_size})", transforms.batch_op(batch_size, drop_remainder),
-                            keeps_records=False, payload="batch"))
+                            keeps_records=False, payload="batch", agnostic=True))
 
     def deterministic(self, enabled: bool = True) -> "Pipeline":
         """Same order on every run (default off: parallel stages may reorder elements for speed)."""
@@ -144,9 +148,7 @@ class Pipeline(ImageMethods, TextMethods):
         Example:
             train = ts.data.image_folder("photos", image_size=(96, 96)).service("grpc://10.0.0.5:5050")
         """
-        from tfscale.data.service import check_options
-
-        return self._with(service_options=check_options(address, processing_mode, job_name))
+        return self._with(service_options=service.check_options(address, processing_mode, job_name))
 
     # image and text transforms: ImageMethods (images.py) and TextMethods (text.py).
 
@@ -183,9 +185,7 @@ class Pipeline(ImageMethods, TextMethods):
     def dataset_for(self, input_context: tf.distribute.InputContext) -> tf.data.Dataset:
         """Unbatched elements for one input pipeline (the `Shardable` protocol)."""
         if self.service_options:
-            from tfscale.data.service import through_service
-
-            return through_service(self, input_context, None)
+            return service.through_service(self, input_context, None)
         build = self._build_for(input_context)
         ds = transforms.apply_ops(self._records(build), self.ops, build, self.records)
         return transforms.with_options(ds, build)
@@ -200,9 +200,7 @@ class Pipeline(ImageMethods, TextMethods):
             raise ConfigError("this pipeline is already batched", where=repr(self),
                               fix="remove .batch(...): dataset(batch_size=...) and scale.distribute batch it")
         if self.service_options:
-            from tfscale.data.service import through_service
-
-            return through_service(self, input_context, (batch_size, drop_remainder, static))
+            return service.through_service(self, input_context, (batch_size, drop_remainder, static))
         build, plan = self._build_for(input_context), None
         batch = transforms.batch_op(batch_size, drop_remainder, static=static)
         if build.num_pipelines > 1 and not getattr(self.source, "shards_itself", False):
@@ -211,14 +209,40 @@ class Pipeline(ImageMethods, TextMethods):
                                      countable=self._keeps_count(), batch=batch_size * local,
                                      drop_remainder=drop_remainder)
             if plan.mode == "slices":  # every worker reads everything in one order and slices each global batch
-                build = dataclasses.replace(build, deterministic=True, shared_seed=_SHARED_SEED)
+                build = dataclasses.replace(build, deterministic=True, shared_seed=_SHARED_SEED, sliced=True)
                 global_batch = batch_size * input_context.num_replicas_in_sync
 
                 def batch(ds, b):
                     return sharding.per_replica_batches(ds, input_context, global_batch, batch_size, drop_remainder)
-        ops = self.ops + (Op("batch", batch, keeps_records=False, payload="batch"),)
-        ds = transforms.apply_ops(self._records(build, plan), ops, build, self.records)
+        ops = self.ops + (Op("batch", batch, keeps_records=False, payload="batch", agnostic=True),)
+        ds = self.batched_records(build, ops, plan, chunks=plan is None or plan.mode != "slices")
+        records = self._records_per_pass(plan)
+        if records is not None:  # re-batched parts and chunks lose the count: Keras reads steps per epoch from it
+            steps = records // batch_size if drop_remainder else -(-records // batch_size)
+            ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
         return transforms.with_options(ds, build)
+
+    def _records_per_pass(self, plan: sharding.Plan | None) -> int | None:
+        """Records this input pipeline yields per pass when known for sure (raise mode, nothing changing the
+        count, no repeat), else None."""
+        if not self._keeps_count() or any(op.name.startswith("repeat(") for op in self.ops):
+            return None
+        if plan is not None:
+            return plan.take
+        counts = self.source.unit_counts()
+        return sum(counts) if counts is not None else None
+
+    def batched_records(self, build: Build, ops: tuple[Op, ...], plan: sharding.Plan | None = None, *,
+                        chunks: bool = True) -> tf.data.Dataset:
+        """The records through `ops`, which end in a batch op: in chunks when nothing comes before the batch.
+
+        A source that reads chunks of records (TFRecord shards) then hands them to the batch op
+        as they are, re-batched without a per-record stage (chunks=False: the batch op is not
+        a plain one, e.g. slices of global batches).
+        """
+        chunked = chunks and transforms.batches_last(ops, build)[0].payload == "batch"
+        records, chunked = self._read(build, plan, chunks=chunked)
+        return transforms.apply_ops(records, ops, dataclasses.replace(build, chunked=chunked), self.records)
 
     @property
     def equal_steps(self) -> bool:
@@ -246,13 +270,22 @@ class Pipeline(ImageMethods, TextMethods):
         plan: for `batched_dataset_for` on several workers (see `sharding.plan_for`); None: FILE or DATA as
         in the module docstring (unbatched elements; workers may get different counts).
         """
+        return self._read(build, plan, chunks=False)[0]
+
+    def _read(self, build: Build, plan: sharding.Plan | None, *, chunks: bool) -> tuple[tf.data.Dataset, bool]:
+        """(`_records`, whether they come in chunks): chunks when asked, bare and dealt by whole units."""
         units, workers, index = self.source.units, build.num_pipelines, build.pipeline_id
         # without filters or parsing nothing needs the (path, index) keys: a source that can read bare
         # elements saves a map per element that would only drop them (image folders: ~10% of a pass)
-        plain = type(self.source)
-        bare = plain.read_bare is not Source.read_bare and plain.parse is Source.parse and not self.filters
+        bare = type(self.source).read_bare is not Source.read_bare and not self.source.needs_parse() \
+            and not self.filters
+        whole_units = plan.mode == "files" if plan is not None else (workers == 1 or getattr(
+            self.source, "shards_itself", False) or (units is not None and len(units) >= workers))
+        chunked = chunks and bare and whole_units and type(self.source).read_chunks is not Source.read_chunks
 
         def read(some_units):
+            if chunked:
+                return self.source.read_chunks(some_units, build)
             return self.source.read_bare(some_units, build) if bare else self.source.read(some_units, build)
 
         if plan is not None:
@@ -274,7 +307,9 @@ class Pipeline(ImageMethods, TextMethods):
                 ds = ds.filter(keep)
             ds = ds.map(lambda path, index, element: element, num_parallel_calls=AUTOTUNE,
                         deterministic=build.deterministic)
-        return ds.take(plan.take) if plan is not None and plan.take is not None else ds
+        if plan is not None and plan.take is not None:
+            ds = transforms.take_records(ds, plan.take) if chunked else ds.take(plan.take)
+        return ds, chunked
 
     def _with_filter(self, keep: Callable, what: str) -> "Pipeline":
         blocking = [op.name for op in self.ops if not op.keeps_records]

@@ -10,11 +10,13 @@ TF's gRPC servers have no authentication: run them on a private network.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import tensorflow as tf
 
-from tfscale.data import transforms
+from tfscale.data import badrecords, transforms
+from tfscale.data.core import Op
 from tfscale.errors import ConfigError
 
 log = logging.getLogger("tfscale")
@@ -37,25 +39,41 @@ def through_service(pipeline, input_context: tf.distribute.InputContext, batchin
 
     With several input pipelines (training workers) all consumers join one job,
     so in "distributed_epoch" mode each element goes to one of them.
+
+    Batched in skip mode, each batch travels with the number of records the service worker dropped
+    making it (`Build.carry`): this process adds them to the pipeline's `BadRecords`, so its epoch
+    logs count them as without the service (the worker's own log names the records), and
+    re-batches to whole batches.
     """
     options = pipeline.service_options
     plain = pipeline._with(service_options=None)
     build = plain._build_for(tf.distribute.InputContext(), in_service=True)
-    ops = plain.ops
-    if batching is not None:
-        from tfscale.data.core import Op
-
+    carry = batching is not None and build.on_error == "skip"
+    if batching is None:
+        ds = transforms.apply_ops(plain._records(build), plain.ops, build, plain.records)
+    else:
         batch_size, drop_remainder, static = batching
-        ops = ops + (Op("batch", transforms.batch_op(batch_size, drop_remainder, static=static), keeps_records=False,
-                        payload="batch"),)
-    ds = transforms.with_options(transforms.apply_ops(plain._records(build), ops, build, plain.records), build)
+        batch = Op("batch", transforms.batch_op(batch_size, drop_remainder, static=static), keeps_records=False,
+                   payload="batch", agnostic=True)
+        build = dataclasses.replace(build, carry=carry)
+        ds = plain.batched_records(build, plain.ops + (batch,))
+    ds = transforms.with_options(ds, build)
     job = options["job_name"]
     if job is None and input_context.num_input_pipelines > 1:
         job = "tfscale-" + options["processing_mode"]
     log.info("reading %r through tf.data service at %s (%s, job %s)", plain, options["address"],
              options["processing_mode"], job)
-    return ds.apply(tf.data.experimental.service.distribute(
+    ds = ds.apply(tf.data.experimental.service.distribute(
         processing_mode=options["processing_mode"], service=options["address"], job_name=job))
+    if not carry:
+        return ds
+    # the consumer: counts into this process's BadRecords, batches made whole again, a report each epoch
+    ds = badrecords.note_counts(ds, plain.records, options["address"])
+    ds = ds.filter(lambda *b: tf.shape(tf.nest.flatten(b)[0])[0] > 0)
+    ds = ds.rebatch(batch_size, drop_remainder=drop_remainder and static)
+    if drop_remainder and not static:
+        ds = ds.filter(lambda *b: tf.shape(tf.nest.flatten(b)[0])[0] == batch_size)
+    return badrecords.end_of_epoch(ds, plain.records, in_service=False)
 
 
 def start_dispatcher(port: int = 0, *, work_dir: str | None = None) -> tf.data.experimental.service.DispatchServer:

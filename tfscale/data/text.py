@@ -48,7 +48,7 @@ def _vector_op(name, fn, payload=None) -> Op:
     def apply(ds, build):
         return ds.map(fn, num_parallel_calls=AUTOTUNE, deterministic=build.deterministic)
 
-    return Op(name, apply, vectorized=True, payload=payload)
+    return Op(name, apply, vectorized=True, payload=payload, fn=fn)
 
 
 class TextMethods:

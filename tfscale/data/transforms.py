@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 from typing import Any, Callable
 
 import numpy as np
@@ -98,27 +99,50 @@ def map_op(fn: Callable, *, vectorized: bool, name: str) -> Op:
     def apply(ds, build: Build):
         return ds.map(fn, num_parallel_calls=AUTOTUNE, deterministic=build.deterministic)
 
-    return Op(name, apply, vectorized=vectorized)
+    return Op(name, apply, vectorized=vectorized, fn=fn)
 
 
-def batch_op(batch_size: int, drop_remainder: bool, *, static: bool = True) -> Callable:
+MICRO_BATCH = 16  # images a decode call takes when a batch is decoded in parts (see `apply_ops`)
+
+
+class Batcher:
     """Batches; with static=False an incomplete last batch is filtered out instead of dropped.
 
     Filtering keeps the batch dimension unknown, as `sharding.per_replica_batches`
-    does for Keras 3.15 `evaluate` under MirroredStrategy.
+    does for Keras 3.15 `evaluate` under MirroredStrategy. `parts` and `join`
+    split the batching around per-image ops (see `apply_ops`).
     """
-    if batch_size < 1:
-        raise ConfigError(f"batch size must be >= 1, got {batch_size}", where="batch_size", fix="give a positive number")
 
-    def apply(ds, build: Build):
+    def __init__(self, batch_size: int, drop_remainder: bool, static: bool):
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {batch_size}", where="batch_size",
+                              fix="give a positive number")
+        self.size, self.drop, self.static = batch_size, drop_remainder, static
+
+    def __call__(self, ds: tf.data.Dataset, build: Build) -> tf.data.Dataset:
         # a serial batch: copying a batch is cheap next to decoding, and parallel batching measured slower
         # on image pipelines here (a stage of threads competing with the parallel maps)
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder and static)
-        if drop_remainder and not static:
-            ds = ds.filter(lambda *b: tf.shape(tf.nest.flatten(b)[0])[0] == batch_size)
+        if build.chunked:  # chunks of records from the source: sliced into batches, no per-record stage
+            return self.join(ds)
+        return self._filtered(ds.batch(self.size, drop_remainder=self.drop and self.static))
+
+    def parts(self, ds: tf.data.Dataset, build: Build) -> tf.data.Dataset:
+        """Batches of MICRO_BATCH (or fewer), to be `join`ed after the per-image ops."""
+        size = min(MICRO_BATCH, self.size)
+        return ds.rebatch(size) if build.chunked else ds.batch(size)
+
+    def join(self, ds: tf.data.Dataset) -> tf.data.Dataset:
+        return self._filtered(ds.rebatch(self.size, drop_remainder=self.drop and self.static))
+
+    def _filtered(self, ds):
+        if self.drop and not self.static:
+            ds = ds.filter(lambda *b: tf.shape(tf.nest.flatten(b)[0])[0] == self.size)
         return ds
 
-    return apply
+
+def batch_op(batch_size: int, drop_remainder: bool, *, static: bool = True) -> Batcher:
+    """The batching step of a pipeline (see `Batcher`)."""
+    return Batcher(batch_size, drop_remainder, static)
 
 
 def cache_op(path: str | None) -> Callable:
@@ -146,16 +170,64 @@ def batches_last(ops: tuple[Op, ...], build: Build | None = None) -> list[Op]:
     return out
 
 
+def take_records(chunks: tf.data.Dataset, count: int) -> tf.data.Dataset:
+    """The first `count` records of a dataset of chunks (vectors of records), cut inside a chunk if need be."""
+
+    def step(seen, chunk):
+        size = tf.size(chunk, out_type=tf.int64)
+        return seen + size, (seen, chunk[:tf.maximum(tf.minimum(size, count - seen), 0)])
+
+    cut = chunks.scan(tf.constant(0, tf.int64), step).take_while(lambda seen, chunk: seen < count)
+    return cut.map(lambda seen, chunk: chunk)
+
+
 def apply_ops(ds: tf.data.Dataset, ops: tuple[Op, ...], build: Build, records) -> tf.data.Dataset:
-    """Applies `ops` (batches moved before vectorized maps); in skip mode, reports at each epoch end."""
-    reported = build.on_error != "skip"
-    for op in batches_last(ops, build):
-        if not reported and (op.payload == "batch" or op.name.startswith("repeat")):
+    """Applies `ops` (batches moved before vectorized maps); in skip mode, reports at the end of each pass.
+
+    A batch followed by image decoding (and only per-image ops after it) is decoded in parts of
+    MICRO_BATCH images, joined after: more, shorter calls keep both cores busy (a 64-image call
+    of JPEGs takes ~15 ms). With `build.chunked`, `ds` holds chunks of records and the first op is
+    the batch. With `build.carry`, batches become (batch, dropped) and later ops run `Op.carried`.
+    """
+    reported, carrying = build.on_error != "skip", False
+    ordered = batches_last(ops, build)
+    i = 0
+    while i < len(ordered):
+        op = ordered[i]
+        if not reported and op.name.startswith("repeat"):  # else at the end: after the decode op's drops
             ds, reported = badrecords.end_of_epoch(ds, records, in_service=build.in_service), True
-        ds = op.apply(ds, build)
+        run = _per_image_run(ordered, i, build)
+        if run:  # decoded in parts, joined into whole batches (skip mode: whole again after drops)
+            whole = dataclasses.replace(build, chunked=False)
+            ds = op.apply.parts(ds, build)
+            for part in run:
+                ds = part.apply(ds, whole)
+            ds, i, build = op.apply.join(ds), i + len(run) + 1, whole
+            continue
+        ds = op.carried(ds, build) if carrying else op.apply(ds, build)
+        if build.chunked and op.payload == "batch":
+            build = dataclasses.replace(build, chunked=False)
+        if build.carry and op.payload == "batch":  # from here on (batch, records dropped in making it)
+            ds, carrying = ds.map(lambda *e: (e[0] if len(e) == 1 else e, tf.constant(0, tf.int64))), True
+        i += 1
     if not reported:
         ds = badrecords.end_of_epoch(ds, records, in_service=build.in_service)
     return ds
+
+
+def _per_image_run(ordered: list[Op], i: int, build: Build) -> list[Op]:
+    """The ops after batch op `i` to run per part of a batch: a decode op and only per-image ops to the end.
+
+    Parts when a batch is larger than MICRO_BATCH, and always in skip mode (a decode op may drop
+    bad images: joining the parts makes the batches whole again).
+    """
+    batcher = ordered[i].apply
+    if not isinstance(batcher, Batcher) or build.carry:
+        return []
+    run = ordered[i + 1:]
+    if not any(o.payload == "decode" for o in run) or not all(o.splits and o.vectorized_in(build) for o in run):
+        return []
+    return run if batcher.size > MICRO_BATCH or build.on_error == "skip" else []
 
 
 def with_options(ds: tf.data.Dataset, build: Build) -> tf.data.Dataset:

@@ -2,18 +2,25 @@
 
 Accepted: numpy arrays (``x``, ``(x, y)``, or a list of arrays per input), a
 `tf.data.Dataset` (batched or not, of ``x`` or ``(x, y[, weight])``), a
-tf.distribute distributed dataset (as `Scale.distribute` returns), or a tfscale
-pipeline (anything with ``dataset_for(input_context)``). The first N examples
-are taken, in order, and checked against the model's input specs.
+tf.distribute distributed dataset (as `Scale.distribute` returns), a tfscale
+pipeline (anything with ``dataset_for(input_context)``), or a path (`from_path`:
+an .npz, a folder of .npy files, a folder written by `tfscale data convert`, or
+an image folder). The first N examples are taken, in order, and checked against
+the model's input specs.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from tfscale.data.images import image_folder
+from tfscale.data.records import read_meta
+from tfscale.data.tfrecord import tfrecord
 from tfscale.errors import DataError
 
 
@@ -44,6 +51,10 @@ def _split(element, n_inputs: int, input_names: Sequence[str]):
 
 def _as_dataset(data, specs: Sequence[tf.TensorSpec], where: str):
     """`data` as an iterable of batches; unbatched tf.data elements are batched here."""
+    if isinstance(data, (str, os.PathLike)):
+        data = from_path(data, specs, where)
+    if hasattr(data, "batched_dataset_for") and hasattr(data, "deterministic"):  # a tfscale pipeline: per batch
+        return data.deterministic().dataset(batch_size=256)
     if hasattr(data, "dataset_for") and not isinstance(data, tf.data.Dataset):
         data = data.dataset_for(tf.distribute.InputContext())
     if isinstance(data, tf.data.Dataset):
@@ -133,14 +144,40 @@ def check(x: np.ndarray, spec: tf.TensorSpec, where: str) -> np.ndarray:
     return x.astype(want, copy=False)
 
 
+def from_path(path, specs: Sequence[tf.TensorSpec], where: str):
+    """Examples stored at `path`, read as the model takes them.
+
+    An .npz (arrays x and y) or a folder of x.npy / y.npy: (x, y) arrays. A folder written
+    by `tfscale data convert`: its records, images decoded and resized to the model's input
+    (height, width, channels) and scaled to [0, 1] as `ts.data.image_folder` does. An image
+    folder (one subfolder per class): the same, from the files.
+
+    Raises:
+        DataError: nothing readable at `path`.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} does not exist", where=where, fix="give an .npz, a folder of .npy files, a folder "
+                        "written by `tfscale data convert`, or an image folder (one subfolder per class)")
+    meta = read_meta(str(path)) if path.is_dir() else None
+    if meta is not None and meta.get("kind") != "images":
+        return tfrecord(str(path))
+    if path.is_dir() and not list(path.glob("*.npy")):
+        shape = specs[0].shape.as_list()
+        if len(specs) != 1 or len(shape) != 4 or None in shape[1:]:
+            raise DataError(f"{path} holds images but the model takes {_shape(specs[0])}", where=where,
+                            fix="give images to a model of one (N, height, width, channels) input, or an .npz")
+        return image_folder(str(path), image_size=tuple(shape[1:3]), channels=shape[3])
+    x, y = load_arrays(path)
+    return x if y is None else (x, y)
+
+
 def load_arrays(path) -> tuple[np.ndarray, np.ndarray | None]:
     """(x, y or None) from an .npz file with arrays "x" and "y", or a folder holding x.npy and y.npy.
 
     Raises:
         DataError: the file is missing or holds no "x".
     """
-    from pathlib import Path
-
     path = Path(path)
     if path.is_dir():
         arrays = {p.stem: p for p in path.glob("*.npy")}

@@ -35,7 +35,6 @@ from typing import Protocol, runtime_checkable
 import tensorflow as tf
 
 from tfscale.data.batching import batch_sizes  # noqa: F401 - re-exported: the batch contract
-from tfscale.errors import ConfigError
 
 log = logging.getLogger("tfscale")
 

@@ -1,0 +1,335 @@
+"""Image decoding ops: files, bytes or raw pixels to batches of float images (`BatchDecoder`), checked.
+
+Decoding a fixed-size batch costs what its images cost, not what tf.data's calls
+cost: a tf.data function call, a `tf.map_fn` step or a `tf.cond` each cost tens of
+microseconds here, about as much as decoding a small image (see DESIGN.md, Data).
+So a batch is decoded by one call whose loop takes `GRANULE` images a step, each
+image one read op and one decode op, with no branch:
+
+- raise mode: the granule's files are read, their signatures checked at once (a bad
+  one fails the call naming the file, even inside `model.fit`), then decoded;
+- skip mode: the same loop decodes a stand-in for a bad image, which is then left out
+  and counted once per call (no branch, no Python call); the parts of a batch are joined
+  into whole batches again (where workers slice global batches, files are checked 64 at
+  a time before batching instead, so all workers keep equal steps);
+- images of one decoded size (known from the files' headers, `image_codecs`) are
+  stacked and resized in one op; others are resized one by one.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tfscale.data.badrecords import gate
+from tfscale.data.core import AUTOTUNE, Build, Op
+from tfscale.data.image_codecs import decode, image_ok
+from tfscale.errors import ConfigError
+
+GRANULE = 16  # images per loop step of a batch decode: the step costs ~20 us, an image 40-150 us
+_CHECK_CHUNK = 64  # files read and checked per call in skip mode
+_FIX = "remove or replace the file, or build the pipeline with on_error='skip'"
+_IN_RECORD = "image bytes in a record"
+
+
+# --------------------------------------------------------------------------- element access
+
+
+def get_image(element, key):
+    if isinstance(element, dict):
+        return element[key if key is not None else "image"]
+    if isinstance(element, tuple):
+        return element[key if key is not None else 0]
+    return element
+
+
+def put_image(element, key, value):
+    if isinstance(element, dict):
+        return {**element, key if key is not None else "image": value}
+    if isinstance(element, tuple):
+        i = key if key is not None else 0
+        return element[:i] + (value,) + element[i + 1:]
+    return value
+
+
+def element_map(fn, key):
+    """A map function for tf.data (tuples arrive as arguments) applying `fn` to the image in the element."""
+
+    def mapped(*args):
+        element = args if len(args) > 1 else args[0]
+        return put_image(element, key, fn(get_image(element, key)))
+
+    return mapped
+
+
+def _element(args):
+    return args if len(args) > 1 else args[0]
+
+
+# --------------------------------------------------------------------------- batch decoding
+
+
+def _granules(items: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """items [n] as [k, GRANULE], the last row padded with the first item; and n."""
+    n = tf.size(items)
+    k = (n + GRANULE - 1) // GRANULE
+    first = tf.concat([items, tf.constant([""])], 0)[0]
+    padded = tf.concat([items, tf.fill([k * GRANULE - n], first)], 0)
+    return tf.reshape(padded, [k, GRANULE]), n
+
+
+def read_all(paths: tf.Tensor) -> tf.Tensor:
+    """The bytes of each file in `paths` (a vector), GRANULE reads per loop step."""
+
+    def step(granule):
+        return tf.stack([tf.io.read_file(p) for p in tf.unstack(granule, num=GRANULE)])
+
+    granules, n = _granules(paths)
+    out = tf.map_fn(step, granules, parallel_iterations=1, fn_output_signature=tf.TensorSpec([GRANULE], tf.string))
+    return tf.reshape(out, [-1])[:n]
+
+
+class BatchDecoder:
+    """Decodes a batch of image files or bytes in one call (see the module docstring).
+
+    Args:
+        image_size: (height, width) to resize to.
+        channels: 1, 3 or 4.
+        method: resize method.
+        jpeg_ratio: JPEG/PNG data, JPEGs decoded at 1/jpeg_ratio scale; None for other formats.
+        uniform: the (height, width) every image decodes to, when one; they are then resized at once.
+        scale: float32 images times `scale`; None keeps 0..255.
+    """
+
+    def __init__(self, image_size, channels: int, method: str, jpeg_ratio, uniform, scale):
+        self.image_size, self.channels, self.method = image_size, channels, method
+        self.jpeg_ratio, self.uniform, self.scale = jpeg_ratio, uniform, scale
+        with tf.init_scope():  # decoded in place of a bad image (skip mode), then left out: no branch needed
+            self.stand_in = tf.io.encode_png(tf.zeros([*(uniform or (1, 1)), channels], tf.uint8)).numpy()
+
+    def _one(self, contents):
+        if self.uniform:  # decoded only: the batch is resized at once
+            image = decode(contents, self.channels, None, self.method, self.jpeg_ratio)
+            return tf.ensure_shape(image, [*self.uniform, self.channels])
+        return decode(contents, self.channels, self.image_size, self.method, self.jpeg_ratio)
+
+    def _spec(self) -> tf.TensorSpec:
+        if self.uniform:
+            return tf.TensorSpec([GRANULE, *self.uniform, self.channels], tf.uint8)
+        return tf.TensorSpec([GRANULE, *self.image_size, self.channels], tf.float32)
+
+    def images(self, items: tf.Tensor, *, read_files: bool, check=None, skip: bool = False):
+        """[n, height, width, channels] float32 images of `items` (paths when read_files, else bytes).
+
+        check: None, or a function (contents [GRANULE], items [GRANULE]) -> the guard's result: a bad
+        image fails the call with the check's message (the granule is decoded only after it); with
+        skip=True, a function telling the good images: a bad one is decoded as a stand-in and left
+        out, and (images, good [n]) is returned.
+        """
+
+        def step(granule):
+            contents = tf.stack([tf.io.read_file(p) for p in tf.unstack(granule, num=GRANULE)]) if read_files \
+                else granule
+            ok = tf.fill([GRANULE], True)
+            if check is not None and skip:
+                ok = check(contents, granule)
+                contents = tf.where(ok, contents, self.stand_in)
+            elif check is not None:  # the bytes pass through the check's result, so decoding waits for it
+                contents = gate(contents, tf.reduce_all(check(contents, granule)))
+            return tf.stack([self._one(c) for c in tf.unstack(contents, num=GRANULE)]), ok
+
+        granules, n = _granules(items)
+        out, kept = tf.map_fn(step, granules, parallel_iterations=1,
+                              fn_output_signature=(self._spec(), tf.TensorSpec([GRANULE], tf.bool)))
+        out, kept = tf.reshape(out, tf.concat([[-1], tf.shape(out)[2:]], 0))[:n], tf.reshape(kept, [-1])[:n]
+        if skip:
+            out = tf.boolean_mask(out, kept)  # before resizing, when one size: the smaller copy
+        out = tf.cast(out, tf.float32)
+        if self.uniform:  # scaled first (resizing is linear): the multiply runs on the smaller images
+            out = tf.image.resize(out if self.scale is None else out * self.scale, self.image_size, method=self.method)
+        elif self.scale is not None:
+            out = out * self.scale
+        return (out, kept) if skip else out
+
+
+def decode_op(image_size, channels: int, key, read_files: bool, method: str, jpeg_ratio=None,
+              check: bool = True, scale: float | None = None, uniform=None) -> tuple[Op, ...]:
+    """The op(s) that read (if paths) and decode images; see `ImageMethods.decode_images`.
+
+    With a fixed size the decode op is vectorized: it runs after batching, one call per
+    batch or part of one (`BatchDecoder`). Skip mode drops the bad images of a batch in
+    that call (the parts are joined into whole batches again, see `transforms.apply_ops`),
+    except where every worker slices global batches: there a check op drops them before
+    batching, so all workers keep equal steps. Without a fixed size: one call per image.
+    """
+    decoding = _Decoding(image_size, channels, key, read_files, method, jpeg_ratio, check, scale, uniform)
+    name = f"decode_images({image_size}{f', jpeg 1/{jpeg_ratio}' if jpeg_ratio else ''})"
+    batched = decoding.decoder is not None
+    op = Op(name, decoding.apply, vectorized=batched, carry=decoding.carry if batched else None,
+            payload="decode", splits=True)
+    if not batched or not check:
+        return (op,)
+    # only where workers slice global batches in skip mode: a check before batching (else a no-op)
+    return Op("check_images", _check_op(key, read_files), vectorized=lambda b: not _checks_first(b),
+              agnostic=True, splits=True), op
+
+
+def _checks_first(build: Build) -> bool:
+    return build.on_error == "skip" and build.sliced and not build.carry
+
+
+class _Decoding:
+    """The decode op's steps for one `decode_images` call (batched, one by one, on a tf.data service)."""
+
+    def __init__(self, image_size, channels, key, read_files, method, jpeg_ratio, check, scale, uniform):
+        self.decoder = BatchDecoder(image_size, channels, method, jpeg_ratio, uniform, scale) if image_size else None
+        self.image_size, self.channels, self.key, self.read_files = image_size, channels, key, read_files
+        self.method, self.jpeg_ratio, self.check, self.scale = method, jpeg_ratio, check, scale
+
+    def where_of(self, items, reads: bool):
+        return items if reads else tf.fill(tf.shape(items), _IN_RECORD)
+
+    def checked(self, element, build: Build, reads: bool):
+        """(element decoded, bad images dropped and counted; how many were dropped).
+
+        The loop only tells the bad images (decoding stand-ins for them); they are counted once per
+        call, after it (bookkeeping inside the loop costs ~20 us an image here)."""
+        items = get_image(element, self.key)
+        images, ok = self.decoder.images(items, read_files=reads, check=lambda contents, _: image_ok(contents),
+                                         skip=True)
+        kept = build.guard(ok, "corrupt or truncated image", self.where_of(items, reads), _FIX)
+        rest = tf.nest.map_structure(lambda t: tf.boolean_mask(t, kept), put_image(element, self.key, ()))
+        lost = tf.size(kept, out_type=tf.int64) - tf.reduce_sum(tf.cast(kept, tf.int64))
+        return put_image(rest, self.key, images), lost
+
+    def batch_call(self, element, build: Build, reads: bool, checks: bool):
+        if checks and build.on_error == "skip":
+            return self.checked(element, build, reads)[0]
+
+        def guard(contents, granule):
+            return build.guard(image_ok(contents), "corrupt or truncated image", self.where_of(granule, reads), _FIX)
+
+        images = self.decoder.images(get_image(element, self.key), read_files=reads, check=guard if checks else None)
+        return put_image(element, self.key, images)
+
+    def one_by_one(self, ds, build: Build, reads: bool, par: dict):
+        """Unbatched (or no fixed size): a call per image; skip mode checks each, raise mode names a bad
+        file after a failure (`Source.find_bad`)."""
+
+        def read(*args):
+            item = get_image(_element(args), self.key)
+            return (tf.io.read_file(item) if reads else item), self.where_of(item, reads), _element(args)
+
+        def decoded(contents, where, element):
+            image = decode(contents, self.channels, self.image_size, self.method, self.jpeg_ratio)
+            image = image if self.scale is None else tf.cast(image, tf.float32) * self.scale
+            return put_image(element, self.key, image)
+
+        ds = ds.map(read, **par)
+        if self.check and build.on_error == "skip":
+            ds = ds.filter(lambda contents, where, element: build.guard(
+                image_ok(contents), "corrupt or truncated image", where, _FIX))
+        ds = ds.map(decoded, **par)
+        return ds.ignore_errors(log_warning=True) if build.on_error == "skip" else ds
+
+    def apply(self, ds, build: Build):
+        checked_before = self.check and _checks_first(build)  # by the check op (see decode_op)
+        reads = self.read_files and not checked_before
+        par = dict(num_parallel_calls=AUTOTUNE, deterministic=build.deterministic)
+        if self.decoder is None or get_image(ds.element_spec, self.key).shape.rank != 1:  # not batched
+            return self.one_by_one(ds, build, reads, par)
+        ds = ds.map(lambda *a: self.batch_call(_element(a), build, reads, self.check and not checked_before), **par)
+        # skip: an image that passed the check but will not decode drops its part of the batch (TF logs it;
+        # `tfscale data convert` decodes every image once, so shards never hold one)
+        return ds.ignore_errors(log_warning=True) if build.on_error == "skip" else ds
+
+    def carry(self, ds, build: Build):
+        """On a tf.data service in skip mode: (batch, dropped) in and out, bad images left out here."""
+
+        def call(element, dropped):
+            if not self.check:
+                return self.batch_call(element, build, self.read_files, False), dropped
+            element, lost = self.checked(element, build, self.read_files)
+            return element, dropped + lost
+
+        return ds.map(call, num_parallel_calls=AUTOTUNE, deterministic=build.deterministic)
+
+
+def _check_op(key, read_files: bool):
+    """Skip mode where every worker slices global batches: reads files (if paths) and checks them 64 at a
+    time before batching, dropping the bad ones; elements then hold the bytes instead of the path."""
+
+    def apply(ds, build: Build):
+        if not _checks_first(build):
+            return ds
+        par = dict(num_parallel_calls=AUTOTUNE, deterministic=build.deterministic)
+
+        def check(*args):
+            element = _element(args)
+            items = get_image(element, key)
+            contents = read_all(items) if read_files else items
+            where = items if read_files else tf.fill(tf.shape(items), _IN_RECORD)
+            keep = build.guard(image_ok(contents), "corrupt or truncated image", where, _FIX)
+            return tf.nest.map_structure(lambda t: tf.boolean_mask(t, keep), put_image(element, key, contents))
+
+        return ds.batch(_CHECK_CHUNK, **par).map(check, **par).unbatch()
+
+    return apply
+
+
+def record_decode_op(layout: dict, image_size, channels: int, method: str, scale, labels: bool) -> Op:
+    """Parses and decodes records of converted image shards into (image, label) (or images); vectorized.
+
+    layout: from `dataset.json`: {"store": "raw", "image": [h, w, c]} (pixels at that size: one
+    reshape per batch) or {"store": "encoded", "jpeg_ratio": r, "uniform": [h, w] | None} (file
+    bytes, decoded as `BatchDecoder` does, without reading files or checking: checked when converted).
+    """
+    spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
+    raw = layout["store"] == "raw"
+    stored = tuple(layout["image"]) if raw else None
+    if raw and stored[2] != channels:
+        raise ConfigError(f"these shards hold {stored[2]}-channel pixels, not {channels}", where="channels",
+                          fix=f"read them with channels={stored[2]}, or convert again with --channels {channels}")
+    uniform = tuple(layout["uniform"]) if layout.get("uniform") else None
+    decoder = None if raw or image_size is None else BatchDecoder(image_size, channels, method, layout.get(
+        "jpeg_ratio"), uniform, scale)
+
+    def pixels(data, batched: bool):
+        x = tf.reshape(tf.io.decode_raw(data, tf.uint8), [-1, *stored] if batched else list(stored))
+        if image_size is not None and tuple(image_size) != stored[:2]:
+            x = tf.image.resize(x, image_size, method=method)
+        elif scale is None and image_size is None:
+            return x
+        x = tf.cast(x, tf.float32)
+        return x if scale is None else x * scale
+
+    def fn(records):
+        batched = records.shape.rank == 1
+        row = (tf.io.parse_example if batched else tf.io.parse_single_example)(records, spec)
+        data = row["image"]
+        if raw:
+            images = pixels(data, batched)
+        elif batched and decoder is not None:
+            images = decoder.images(data, read_files=False)
+        else:
+            images = decode(data, channels, image_size, method, layout.get("jpeg_ratio"))
+            images = images if scale is None else tf.cast(images, tf.float32) * scale
+        return (images, tf.cast(row["label"], tf.int32)) if labels else images
+
+    return Op(f"decode_records({layout['store']}, {image_size})", vector_map(fn), vectorized=True, fn=fn,
+              splits=True, payload=None if raw else "decode")  # raw pixels: too little work to split
+
+
+def vector_map(fn):
+    return lambda ds, build: ds.map(fn, num_parallel_calls=AUTOTUNE, deterministic=build.deterministic)
+
+
+def image_size_of(image_size):
+    """(height, width) from an int or a pair; None stays None."""
+    if image_size is None:
+        return None
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    if len(image_size) != 2 or min(image_size) < 1:
+        raise ConfigError(f"image_size must be (height, width), got {image_size!r}", where="image_size",
+                          fix="give two positive numbers, e.g. (96, 96)")
+    return tuple(int(s) for s in image_size)
