@@ -1,19 +1,36 @@
 #!/usr/bin/env bash
 # Installs tfscale with its test extras and runs the whole test suite (README's second command).
+# `--install-only` stops after installing, `--no-install` starts at the tests; other arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# System packages the tests use: a Redis server (sentiment example) and Debian's Fashion-MNIST files.
-missing=()
-command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
-if [ ${#missing[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    else
-        echo "scripts/test.sh: missing system packages: ${missing[*]} (install them with apt-get)" >&2
-        exit 1
+step=all
+case "${1:-}" in
+    --install-only) step=install; shift ;;
+    --no-install) step=test; shift ;;
+esac
+if [ "$step" != test ]; then
+    # System packages the tests use: a Redis server (sentiment example) and Debian's Fashion-MNIST files.
+    missing=()
+    command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+    [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
+    if [ ${#missing[@]} -gt 0 ]; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        else
+            echo "scripts/test.sh: missing system packages: ${missing[*]} (install them with apt-get)" >&2
+            exit 1
+        fi
     fi
+    python -m pip install --quiet --upgrade pip
+    python -m pip install --quiet -e ".[test]"
 fi
-python -m pip install --quiet --upgrade pip
-python -m pip install --quiet -e ".[test]"
-python -m pytest -q "$@"
+[ "$step" = install ] && exit 0
+# Tests run in parallel, a module's shared fixture on one worker (tests/conftest.py); most tests start
+# TensorFlow processes of their own, so more than 4 pytest workers gain little. TFSCALE_TEST_WORKERS=0: serial.
+cores=$(nproc 2>/dev/null || echo 2)
+workers=${TFSCALE_TEST_WORKERS:-$(( cores < 2 ? 2 : (cores > 4 ? 4 : cores) ))}
+if [ "$workers" -gt 0 ]; then
+    python -m pytest -q -n "$workers" --dist loadgroup "$@"
+else
+    python -m pytest -q "$@"
+fi
