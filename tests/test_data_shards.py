@@ -63,6 +63,13 @@ def test_a_changed_source_is_refused_naming_the_change_and_overwrite_rebuilds(tm
     assert sum(meta["class_counts"].values()) == 40
     assert main(["data", "inspect", out, "--probe-batches", "0", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["counts_match"] is True
+    # the stale-shard case: dataset.json claims other counts than its files hold
+    meta["shards"][0]["records"] += 7
+    with open(os.path.join(out, "dataset.json"), "w") as f:
+        json.dump(meta, f)
+    assert main(["data", "inspect", out, "--probe-batches", "0"]) == 1
+    printed = capsys.readouterr().out
+    assert "counts differ" in printed and meta["shards"][0]["file"] in printed, printed
 
 
 def test_an_interrupted_image_convert_resumes_with_the_missing_shards_only(tmp_path):

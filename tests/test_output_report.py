@@ -117,13 +117,17 @@ print("threads_all", row["threads_all"], "affinity", len(os.sched_getaffinity(0)
 
 
 @pytest.mark.slow
-def test_the_demo_recommends_the_same_variant_in_5_runs(tmp_path):
+def test_the_demo_recommends_the_same_variant_in_5_runs(tmp_path, capsys):
+    """Five whole demos (train, convert, validate, time every variant), in this process: a TensorFlow start-up
+    less per run; the timings that could sway the choice are measured anew in each."""
+    from tfscale.cli import main
+
     chosen, tables = [], []
     for i in range(5):
         out = tmp_path / f"run{i}"
-        job = procs.run_one(["-m", "tfscale", "demo", "--epochs", "3", "--out", str(out)], timeout=400)
+        assert main(["demo", "--epochs", "3", "--out", str(out)]) == 0
         chosen.append(json.loads((out / "report.json").read_text())["recommended"])
-        tables.append(job.stdout)
+        tables.append(capsys.readouterr().out)
     print("recommended in 5 demo runs:", chosen)
     assert len(set(chosen)) == 1, chosen
     assert all(f"recommended (*): {chosen[0]}: the smallest file whose drop is at most 0.5 pp" in t for t in tables)

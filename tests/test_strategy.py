@@ -106,7 +106,7 @@ def test_parameter_server_wiring_with_real_servers():
 
 
 def test_import_tfscale_loads_no_optional_package():
-    # TensorFlow itself may import some packages when installed; tfscale must add none of these.
+    # TensorFlow itself may import some packages when installed; tfscale (tfscale.data included) must add none.
     code = ("import sys, tensorflow, keras; before = set(sys.modules); "
             "import tfscale, tfscale.data, tfscale.strategy, tfscale.cluster, tfscale.cli; "
             "bad = [m for m in ('tensorflow_model_optimization', 'tf_keras', 'tensorflow_datasets', 'keras_tuner', "
