@@ -30,7 +30,7 @@ fi
 cores=$(nproc 2>/dev/null || echo 2)
 workers=${TFSCALE_TEST_WORKERS:-$(( cores < 2 ? 2 : (cores > 4 ? 4 : cores) ))}
 if [ "$workers" -gt 0 ]; then
-    python -m pytest -q -n "$workers" --dist loadgroup "$@"
+    python -m pytest -q -n "$workers" --dist loadgroup --durations=25 "$@"
 else
-    python -m pytest -q "$@"
+    python -m pytest -q --durations=25 "$@"
 fi
