@@ -22,7 +22,8 @@ if [ "$step" != test ]; then
         fi
     fi
     python -m pip install --quiet --upgrade pip
-    python -m pip install --quiet -e ".[test]"
+    # --no-compile: the modules the tests import are compiled on first import, not all of every package
+    python -m pip install --quiet --no-compile -e ".[test]"
 fi
 [ "$step" = install ] && exit 0
 # Tests run in parallel, a module's shared fixture on one worker (tests/conftest.py); most tests start

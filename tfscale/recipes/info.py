@@ -54,8 +54,11 @@ def collect(replicas: int | None = None, backend: str | None = None) -> dict:
         backend: "tensorflow" or "jax" (default: the backend Keras would load here).
     """
     import tfscale
+    from tfscale.cluster import detect
+    from tfscale.config import StrategyConfig
     from tfscale.strategy import available, backend as backend_lib, choose
 
+    detect(StrategyConfig(replicas=replicas).cluster, gpus=0)  # a malformed TF_CONFIG fails now, before Keras loads
     backend = backend_lib.resolve(backend)
     import keras
 
