@@ -26,12 +26,12 @@ if [ "$step" != test ]; then
     python -m pip install --quiet --no-compile -e ".[test]"
 fi
 [ "$step" = install ] && exit 0
-# Tests run in parallel, a module's shared fixture on one worker (tests/conftest.py); most tests start
+# Tests run in parallel, a file's tests on one worker (its module fixtures are built once); most tests start
 # TensorFlow processes of their own, so more than 4 pytest workers gain little. TFSCALE_TEST_WORKERS=0: serial.
 cores=$(nproc 2>/dev/null || echo 2)
 workers=${TFSCALE_TEST_WORKERS:-$(( cores < 2 ? 2 : (cores > 4 ? 4 : cores) ))}
 if [ "$workers" -gt 0 ]; then
-    python -m pytest -q -n "$workers" --dist loadgroup --durations=25 "$@"
+    python -m pytest -q -n "$workers" --dist loadfile --durations=25 "$@"
 else
     python -m pytest -q --durations=25 "$@"
 fi

@@ -78,7 +78,7 @@ import sys
 import tensorflow as tf
 print(f"TensorFlow {tf.__version__}")
 sys.exit(0 if tf.__version__.startswith("2.20.") else 1)'
-    python -m pytest -q -n 2 --dist loadgroup "${TESTS[@]}" "${EXPORT_TESTS[@]}" "$@"
+    python -m pytest -q -n 2 --dist loadfile "${TESTS[@]}" "${EXPORT_TESTS[@]}" "$@"
     exit 0
 fi
 # There is no TPU here: without this, libtpu waits for the Compute Engine metadata server in every process.
@@ -91,8 +91,8 @@ loaded = bool(tf.config.list_logical_devices("TPU_SYSTEM"))
 print(f"TensorFlow {tf.__version__}, libtpu loaded: {loaded}")
 sys.exit(0 if tf.__version__.startswith("2.20.") and loaded else 1)'
 # Strategies, equivalence, and export under a strategy, with libtpu loaded as on a TPU VM.
-python -m pytest -q -n 2 --dist loadgroup "${TESTS[@]}" "$@"
+python -m pytest -q -n 2 --dist loadfile "${TESTS[@]}" "$@"
 # The export tests train their models outside any strategy with Keras' jit_compile="auto", which turns XLA on
 # when it sees a device besides the CPU (TPU_SYSTEM here); the TPU build has no XLA for the CPU ("could not
 # find registered transfer manager for platform Host"). Without libtpu, it is TensorFlow 2.20 on a CPU machine.
-TPU_LOAD_LIBRARY=0 python -m pytest -q -n 2 --dist loadgroup "${EXPORT_TESTS[@]}" "$@"
+TPU_LOAD_LIBRARY=0 python -m pytest -q -n 2 --dist loadfile "${EXPORT_TESTS[@]}" "$@"
