@@ -26,6 +26,8 @@ if [ "$step" != test ]; then
     python -m pip install --quiet --no-compile -e ".[test]"
 fi
 [ "$step" = install ] && exit 0
+# The layering of docs/DESIGN.md, as contracts in pyproject.toml ([tool.importlinter]): a broken one fails here.
+lint-imports --no-logo
 # Tests run in parallel, a file's tests on one worker (its module fixtures are built once); most tests start
 # TensorFlow processes of their own, so more than 4 pytest workers gain little. TFSCALE_TEST_WORKERS=0: serial.
 cores=$(nproc 2>/dev/null || echo 2)

@@ -8,8 +8,8 @@ import pytest
 
 import tfscale as ts
 from tfscale.errors import ConfigError, DataError
+from tfscale.scale.checkpoint import list_checkpoints
 from tfscale.train import TrainingError
-from tfscale.train.checkpoint import list_checkpoints
 from tfscale.train.loading import make_model, resolve
 
 STEPS, BATCH = 6, 8

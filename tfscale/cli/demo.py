@@ -47,7 +47,7 @@ def summary(result, started: float | None = None) -> list[str]:
             total includes loading TensorFlow.
     """
     from tfscale.cli import STARTED
-    from tfscale.train.throughput import describe
+    from tfscale.scale.throughput import describe
 
     fit, scale = result.fit, result.scale
     plan = fit.batch

@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from tfscale.cli.table import render
     from tfscale.recipes.train import run_training
-    from tfscale.train.throughput import describe
+    from tfscale.scale.throughput import describe
 
     done = run_training(args.config, args.overrides)
     fit = done.fit

@@ -30,7 +30,7 @@ def main(job: Path) -> int:
 
     from tfscale import export
     from tfscale.errors import TfscaleError
-    from tfscale.train import schedule  # noqa: F401 - registers WarmupSchedule, which compiled models may hold
+    from tfscale.scale import schedule  # noqa: F401 - registers WarmupSchedule, which compiled models may hold
 
     spec = json.loads((job / "job.json").read_text())
     try:

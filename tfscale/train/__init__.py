@@ -8,16 +8,20 @@
     model.fit(train, epochs=5, callbacks=scale.callbacks(checkpoint_dir="ckpt/"))
 
 or in one call: ``tfscale.fit(build_model, dataset, epochs=5, global_batch_size=256, loss=...)``.
+
+The blocks that `Scale` hands out (optimizer, learning-rate schedule, callbacks, checkpoints,
+throughput, NaN guard) live beside it in `tfscale.scale` and are re-exported here; this
+package adds the batch plan, precision, model loading and `fit`, which sit above `Scale`.
 """
 
+from tfscale.scale.callbacks import build_callbacks
+from tfscale.scale.checkpoint import Checkpoints
+from tfscale.scale.guards import TerminateOnNaN, TrainingError
+from tfscale.scale.optimizer import build_optimizer
+from tfscale.scale.schedule import WarmupSchedule, scaled_learning_rate
+from tfscale.scale.throughput import InputTimer, Throughput
 from tfscale.train.batch import BatchPlan, plan_batch
-from tfscale.train.callbacks import build_callbacks
-from tfscale.train.checkpoint import Checkpoints
-from tfscale.train.guards import TerminateOnNaN, TrainingError
-from tfscale.train.optimizer import build_optimizer
 from tfscale.train.precision import precision_policy, resolve_precision, use_precision
-from tfscale.train.schedule import WarmupSchedule, scaled_learning_rate
-from tfscale.train.throughput import InputTimer, Throughput
 
 __all__ = ["BatchPlan", "Checkpoints", "InputTimer", "TerminateOnNaN", "Throughput", "TrainingError", "WarmupSchedule",
            "build_callbacks", "build_optimizer", "plan_batch", "precision_policy", "resolve_precision",

@@ -14,13 +14,14 @@ import keras
 from tfscale.config import TrainConfig, with_options
 from tfscale.data.sharding import distribute
 from tfscale.errors import ConfigError
+from tfscale.scale import Scale
+from tfscale.scale.callbacks import build_callbacks
+from tfscale.scale.checkpoint import Checkpoints
+from tfscale.scale.optimizer import learning_rate_for, make_optimizer
+from tfscale.scale.throughput import InputTimer, Throughput
 from tfscale.train.batch import BatchPlan, plan_batch
-from tfscale.train.callbacks import build_callbacks
-from tfscale.train.checkpoint import Checkpoints
 from tfscale.train.loading import make_model
-from tfscale.train.optimizer import learning_rate_for, make_optimizer
 from tfscale.train.precision import check_outputs, for_scale, precision_policy
-from tfscale.train.throughput import InputTimer, Throughput
 
 log = logging.getLogger("tfscale")
 
@@ -84,8 +85,6 @@ def fit(build_model: Callable[..., keras.Model] | str, train_data, *, scale=None
     """
     cfg = _train_config(config, options)
     if scale is None:
-        from tfscale.scale import Scale
-
         scale = Scale.auto()
     plan = plan_batch(scale.num_replicas, cfg.global_batch_size, cfg.per_replica_batch_size,
                       cfg.gradient_accumulation_steps)

@@ -15,7 +15,6 @@ either; keep that here, in one place.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from concurrent import futures
 
@@ -25,6 +24,7 @@ from keras_tuner.src import protos
 from keras_tuner.src.distribute.oracle_chief import OracleServicer
 
 from tfscale.errors import ClusterError
+from tfscale.tuning.control import announced_dead
 from tfscale.tuning.results import record_tuner
 
 log = logging.getLogger("tfscale")
@@ -108,7 +108,7 @@ def serve(oracle, project_dir: str, *, address: str, control_dir: str | None = N
     try:
         while not (servicer.stop_triggered and _finished(oracle)):
             time.sleep(POLL_SECONDS)
-            for tuner_id in _announced_dead(control_dir, dead):
+            for tuner_id in announced_dead(control_dir, dead):
                 dead.append(tuner_id)
                 trial = release(oracle, tuner_id)
                 held = f"; its trial {trial.trial_id} goes to the next tuner that asks" if trial else ""
@@ -116,10 +116,3 @@ def serve(oracle, project_dir: str, *, address: str, control_dir: str | None = N
     finally:
         server.stop(grace=1.0)
     return dead
-
-
-def _announced_dead(control_dir: str | None, known: list[str]) -> list[str]:
-    if not control_dir or not os.path.isdir(control_dir):
-        return []
-    names = sorted(f[: -len(".dead")] for f in os.listdir(control_dir) if f.endswith(".dead"))
-    return [n for n in names if n not in known]

@@ -31,6 +31,8 @@ from collections.abc import Callable, Mapping
 from tfscale import config as config_lib
 from tfscale.config import StrategyConfig, TuneConfig
 from tfscale.errors import ConfigError
+from tfscale.scale import Scale
+from tfscale.tuning.search import tune
 
 RUN_KEYS = ("model", "data", "strategy", "tune")
 
@@ -125,9 +127,6 @@ def run(path: str | os.PathLike, overrides: tuple[str, ...] | list[str] = ()):
     Returns:
         The `TuneResult`.
     """
-    from tfscale.scale import Scale
-    from tfscale.tuning.search import tune
-
     spec = load_run(path, overrides)
     scale = Scale(config=spec.strategy)  # first: logical CPU devices exist only if made before TF starts
     base_dir = os.path.dirname(os.path.abspath(spec.path))

@@ -20,6 +20,7 @@ from typing import Any
 
 from tfscale.config import TuneConfig, with_options
 from tfscale.errors import ConfigError, DataError, TfscaleError
+from tfscale.scale import Scale
 from tfscale.tuning.results import BEST_MODEL, TuneResult, rows_from_oracle
 
 log = logging.getLogger("tfscale")
@@ -96,11 +97,7 @@ def _config(config: TuneConfig | None, options: dict[str, Any]) -> TuneConfig:
 
 
 def _default_scale(scale):
-    if scale is not None:
-        return scale
-    from tfscale.scale import Scale  # the facade sits above tuning/: imported only for this default
-
-    return Scale.auto()
+    return Scale.auto() if scale is None else scale
 
 
 def _check_single_worker(scale) -> None:

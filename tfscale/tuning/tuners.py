@@ -21,8 +21,8 @@ import keras_tuner as kt
 
 from tfscale.errors import ConfigError
 from tfscale.tuning import chief, oracles
+from tfscale.tuning.control import CONTROL_ENV
 from tfscale.tuning.results import SECONDS_METRIC, record_tuner
-from tfscale.tuning.workers import CONTROL_ENV
 
 log = logging.getLogger("tfscale")
 

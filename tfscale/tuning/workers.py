@@ -25,12 +25,12 @@ from tfscale.cluster.launcher import (GroupInterrupted, GroupTimeout, ProcessSpe
 from tfscale.cluster.plan import thread_env
 from tfscale.cluster.ports import PortReservation
 from tfscale.errors import ClusterError, ConfigError
+from tfscale.tuning.control import CONTROL_ENV, announce_dead
 from tfscale.tuning.results import TuneResult
 from tfscale.tuning.run import load_run
 
 log = logging.getLogger("tfscale")
 
-CONTROL_ENV = "TFSCALE_TUNE_CONTROL"  # a folder where this launcher leaves <tuner id>.dead for the chief
 POLL_SECONDS = 0.1
 LINGER_SECONDS = 15.0  # after the chief is done, for tuners still starting up to leave on their own
 
@@ -108,8 +108,7 @@ def _supervise(group, control: str, timeout: float | None) -> list[DeadTuner]:
         for i in tuners:
             if codes[i] not in (None, 0) and group.name(i) not in {d.name for d in dead}:
                 dead.append(DeadTuner(group.name(i), codes[i], tuple(group.tail(i))))
-                with open(os.path.join(control, f"{group.name(i)}.dead"), "w"):
-                    pass
+                announce_dead(control, group.name(i))
                 log.warning("%s; the search goes on with the other tuners", dead[-1].describe())
         if codes[0] is not None:
             if codes[0] != 0:

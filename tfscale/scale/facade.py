@@ -1,7 +1,9 @@
-"""`Scale`: the one object users hold. A thin facade over an engine (strategy/), data/ and train/.
+"""`Scale`: the one object users hold. A thin facade over an engine (strategy/), data/ and the training
+blocks beside it (optimizer.py, callbacks.py).
 
 The engine follows Keras' backend: tf.distribute on TensorFlow, keras.distribution
-on JAX (strategy/engine.py). Nothing here imports TensorFlow or JAX.
+on JAX (strategy/engine.py). Nothing here imports TensorFlow or JAX: the blocks, which
+load Keras, are imported when `optimizer()` or `callbacks()` is called.
 """
 
 from __future__ import annotations
@@ -166,20 +168,20 @@ class Scale:
         from tfscale.data.sharding import distribute
 
         global_batch, per_replica = self.batch_sizes(global_batch_size, per_replica_batch_size)
-        if drop_remainder:  # training input: scale.optimizer() scales the learning rate to it (tfscale.train)
+        if drop_remainder:  # training input: scale.optimizer() scales the learning rate to it
             self.distributed_batch_sizes.add(global_batch)
         return distribute(self.engine, data, global_batch_size=global_batch, per_replica_batch_size=per_replica,
                           drop_remainder=drop_remainder, wrap=wrap)
 
     def optimizer(self, name="adam", **options: Any):
-        """A Keras optimizer whose learning rate is scaled to the global batch (`tfscale.train.build_optimizer`)."""
-        from tfscale.train.optimizer import build_optimizer
+        """A Keras optimizer whose learning rate is scaled to the global batch (`optimizer.build_optimizer`)."""
+        from tfscale.scale.optimizer import build_optimizer
 
         return build_optimizer(self, name, **options)
 
     def callbacks(self, **options: Any) -> list:
-        """Checkpoints, TensorBoard, throughput, NaN guard, chief-only progress (`tfscale.train.build_callbacks`)."""
-        from tfscale.train.callbacks import build_callbacks
+        """Checkpoints, TensorBoard, throughput, NaN guard, chief-only progress (`callbacks.build_callbacks`)."""
+        from tfscale.scale.callbacks import build_callbacks
 
         return build_callbacks(self, **options)
 

@@ -8,7 +8,7 @@ from typing import Any
 import keras
 
 from tfscale.errors import ConfigError
-from tfscale.train.schedule import WarmupSchedule, scaled_learning_rate
+from tfscale.scale.schedule import WarmupSchedule, scaled_learning_rate
 
 log = logging.getLogger("tfscale")
 

@@ -27,7 +27,7 @@ import weakref
 import keras
 
 from tfscale.errors import ConfigError
-from tfscale.train.guards import TrainingError
+from tfscale.scale.guards import TrainingError
 
 log = logging.getLogger("tfscale")
 

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import keras
 
-from tfscale.train.checkpoint import Checkpoints, ensure_writable, worker_dir
-from tfscale.train.guards import TerminateOnNaN
-from tfscale.train.throughput import InputTimer, Throughput
+from tfscale.scale.checkpoint import Checkpoints, ensure_writable, worker_dir
+from tfscale.scale.guards import TerminateOnNaN
+from tfscale.scale.throughput import InputTimer, Throughput
 
 
 class SilentProgbar(keras.callbacks.ProgbarLogger):
