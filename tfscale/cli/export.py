@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 FORMATS = ("saved_model", "keras", "tflite")
@@ -14,7 +15,8 @@ def add_parser(subparsers) -> None:
                 description="Write one file (or SavedModel folder) from a .keras model: a SavedModel, a .keras file "
                             "(optionally Keras' own int8/int4/float8), or a TFLite file with builtin ops only, in "
                             "any post-training mode. With --eval the TFLite file is run with LiteRT and compared "
-                            "with the Keras model. An existing file is left untouched unless --overwrite.",
+                            "with the Keras model. An existing file is left untouched unless --overwrite. A model "
+                            "holding Python code (a Lambda layer) is refused unless --unsafe-deserialization.",
                 examples=["tfscale export model.keras --format tflite --quantize int8 --calibration train.npz "
                           "--out m_int8.tflite --eval test.npz",
                           "tfscale export model.keras --format saved_model --out saved_models/m"])
@@ -33,7 +35,15 @@ def add_parser(subparsers) -> None:
     p.add_argument("--eval", default=None, metavar="DATA",
                    help="tflite: run the file on this .npz (x, y) and print its figures against the Keras model")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    add_unsafe_option(p)
     p.set_defaults(func=run)
+
+
+def add_unsafe_option(parser) -> None:
+    """The opt-in for .keras files holding Python code, which Keras' safe mode refuses."""
+    parser.add_argument("--unsafe-deserialization", action="store_true",
+                        help="load a model holding Python code (a Lambda layer's function) with Keras' safe mode "
+                             "off; the code runs as you, so only for files you trust (default: refused)")
 
 
 def figures(row: dict) -> list[tuple[str, str]]:
@@ -63,17 +73,51 @@ def figures(row: dict) -> list[tuple[str, str]]:
     return pairs
 
 
-def load_model(path: str):
-    """The Keras model in `path`; a ConfigError when it cannot be read."""
+def load_model(path: str, *, unsafe_deserialization: bool = False):
+    """The Keras model in `path`, loaded in Keras' safe mode unless `unsafe_deserialization`.
+
+    Raises:
+        ConfigError: the file is missing, a folder, not a .keras model, or holds Python code
+            (a Lambda layer) that safe mode refuses; the fix names --unsafe-deserialization.
+    """
+    import zipfile
+
     import keras
 
     from tfscale.errors import ConfigError
 
+    fix = "give a .keras file written by model.save (custom layers must be registered)"
+    if not os.path.isfile(path):
+        found = "is a folder" if os.path.isdir(path) else "does not exist"
+        raise ConfigError(f"cannot load a Keras model: {path} {found}", where=path, fix=fix)
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(f"cannot load a Keras model: {path} is not a .keras model (not a zip archive)", where=path,
+                          fix=fix)
     try:
-        return keras.models.load_model(path)
-    except (OSError, ValueError, TypeError) as e:
-        raise ConfigError(f"cannot load a Keras model from {path}: {e}", where=path,
-                          fix="give a .keras file written by model.save (custom layers must be registered)") from e
+        return keras.models.load_model(path, safe_mode=not unsafe_deserialization)
+    except Exception as e:  # a .keras file fails in many ways: no config.json, unknown layers, bad weights, ...
+        if "safe_mode" in str(e):
+            raise ConfigError(f"cannot load a Keras model: {path} holds Python code, which Keras' safe mode does not "
+                              f"run ({str(e).split('. ')[0]})", where=path,
+                              fix="if you trust whoever wrote the file, pass --unsafe-deserialization (the code "
+                                  "runs as you)") from None
+        if isinstance(e, KeyError) and "config.json" in str(e):
+            raise ConfigError(f"cannot load a Keras model: {path} is not a .keras model (no config.json in it)",
+                              where=path, fix=fix) from None
+        raise ConfigError(f"cannot load a Keras model from {path}: {type(e).__name__}: {e}", where=path,
+                          fix=fix) from e
+
+
+def evaluation_arrays(path: str, model):
+    """The (x, y) of an --eval .npz, checked against the model's input before anything is written."""
+    from tfscale.export.samples import check, load_arrays
+    from tfscale.export.source import input_specs
+
+    x, y = load_arrays(path)
+    specs = input_specs(model)
+    if len(specs) == 1:  # an .npz holds one x: a model of several inputs is checked when validated
+        check(x, specs[0], where=f"--eval {path}")
+    return x, y
 
 
 def run(args) -> int:
@@ -82,7 +126,8 @@ def run(args) -> int:
     from tfscale.errors import ConfigError
     from tfscale.export.samples import load_arrays
 
-    model = load_model(args.model)
+    model = load_model(args.model, unsafe_deserialization=args.unsafe_deserialization)
+    evaluation = evaluation_arrays(args.eval, model) if args.eval and args.format == "tflite" else None
     if args.format == "saved_model":
         if args.quantize:
             raise ConfigError("--quantize applies to tflite and keras only", where="--quantize",
@@ -101,6 +146,6 @@ def run(args) -> int:
         if args.format != "tflite":
             print("--eval applies to --format tflite only; skipped", file=sys.stderr)
             return 0
-        row = export.validate(path, model, load_arrays(args.eval))
+        row = export.validate(path, model, evaluation)
         print(render(["figure", "value"], figures(row)))
     return 0

@@ -54,7 +54,7 @@ def add_parser(subparsers) -> None:
     k8s.add_argument("--job-name", default="tfscale", help="the Job's name (default tfscale)")
     k8s.add_argument("--image", default="IMAGE_WITH_TFSCALE", help="the container image (with tfscale installed)")
     k8s.add_argument("--port", type=int, default=None, help="the workers' gRPC port in the pods")
-    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD...", help="the command every worker runs")
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD...", help="the command every worker runs")
     p.set_defaults(func=run)
 
 
@@ -71,8 +71,9 @@ def _options(args):
 def run(args) -> int:
     from tfscale.cluster import launcher, plan as plan_lib
     from tfscale.cluster.group import GroupInterrupted, GroupTimeout, WorkerFailure
+    from tfscale.errors import ConfigError
 
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     options = _options(args)
     if args.print_manifest:
         return _print_manifest(command, args)
@@ -80,13 +81,15 @@ def run(args) -> int:
         _print_plan(launcher.dry_run(command, options), command, options)
         return 0
     if not command:
-        print("tfscale launch: no command; put it after `--`, e.g. tfscale launch -n 2 -- python train.py",
-              file=sys.stderr)
-        return 2
+        raise ConfigError("no command to launch", where="tfscale launch",
+                          fix="put the command after `--`, e.g. tfscale launch -n 2 -- python train.py")
     import os
 
     if plan_lib.slurm_task(os.environ) is not None and not (options.hosts or options.hosts_file) and not (
             options.timeout or options.log_dir):
+        from tfscale import quiet
+
+        quiet.enable()  # the command replaces this process: TensorFlow's start-up lines go through the filter
         launcher.exec_worker(command, options)  # does not return
     code = 0
     try:

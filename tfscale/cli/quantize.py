@@ -11,13 +11,15 @@ ALL_MODES = "float32,dynamic,float16,int8,int16x8,qat,prune,keras_int8"
 
 def add_parser(subparsers) -> None:
     from tfscale.cli import command
+    from tfscale.cli.export import add_unsafe_option
 
     p = command(subparsers, "quantize", help="write and compare every TFLite variant of a .keras model",
                 description="Convert a .keras model to every TFLite variant asked for, run each with LiteRT on the "
                             "evaluation data, and print size, accuracy drop, agreement with the Keras model and "
                             "latency per file, with the recommended one and the rule that picked it. Writes "
                             "<mode>.tflite, report.json and report.png into the output folder; existing files are "
-                            "left untouched unless --overwrite.",
+                            "left untouched unless --overwrite. A model holding Python code (a Lambda layer) is "
+                            "refused unless --unsafe-deserialization.",
                 examples=["tfscale quantize model.keras --eval test.npz",
                           "tfscale quantize model.keras --eval test.npz --calibration train.npz "
                           "--modes int8,dynamic --max-drop 1 --out saved_models/m"])
@@ -41,6 +43,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing files in the output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (there is none outside a terminal)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    add_unsafe_option(p)
     p.set_defaults(func=run)
 
 
@@ -53,7 +56,7 @@ def run(args) -> int:
 
     out = Path(args.out) if args.out else Path("saved_models") / Path(args.model).stem
     check_target(out / "report.png", overwrite=args.overwrite)
-    model = load_model(args.model)
+    model = load_model(args.model, unsafe_deserialization=args.unsafe_deserialization)
     train = load_arrays(args.train) if args.train else None
     # --eval and --calibration: paths, read by tfscale.export.samples.from_path as the model takes them
     report = export.quantize_all(model, out, eval_data=args.eval, calibration=args.calibration,

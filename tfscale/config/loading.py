@@ -29,6 +29,14 @@ def load_toml(path: str | os.PathLike) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"config file {path!r} does not exist", where=path,
                           fix="check the path (presets live in strategies/)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path!r} is a folder", where=path, fix="give the .toml file in it") from None
+    except OSError as e:  # no permission, a file where a folder should be, ...
+        raise ConfigError(f"config file {path!r} cannot be read: {e.strerror}", where=path,
+                          fix="check the path and the file's permissions") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file is not UTF-8 text ({e.reason} at byte {e.start})", where=path,
+                          fix="give a TOML file saved as UTF-8") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file is not valid TOML: {e}", where=path,
                           fix="correct the TOML syntax at the position given") from None

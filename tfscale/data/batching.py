@@ -29,7 +29,10 @@ def batch_sizes(num_replicas: int, global_batch_size: int | None = None,
                               f"{per_replica_batch_size} x {num_replicas} replicas = {derived}",
                               where="batch sizes", fix="give only one of the two")
         return derived, per_replica_batch_size
-    if global_batch_size < 1 or global_batch_size % num_replicas:
+    if global_batch_size < 1:
+        raise ConfigError(f"global batch size must be at least 1, got {global_batch_size}",
+                          where="global_batch_size", fix=f"give a positive multiple of {num_replicas} (the replicas)")
+    if global_batch_size % num_replicas:
         lower = max(num_replicas, global_batch_size // num_replicas * num_replicas)
         raise ConfigError(f"global batch size {global_batch_size} does not divide evenly over {num_replicas} replicas",
                           where="global_batch_size",

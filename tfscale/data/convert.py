@@ -10,12 +10,14 @@ written first; each shard and its index are written under temporary names and
 renamed when whole; `dataset.json` last. A rerun with the same source and
 options writes only the missing shards (images: reading only their files);
 with anything changed it refuses and names the change (`overwrite=True`
-rebuilds).
+rebuilds). The source is checked before anything is written, and a new
+conversion that stops at a bad record (raise mode) removes what it wrote.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import glob
 import json
 import logging
@@ -30,7 +32,7 @@ from tfscale.data.encoders import IMAGE_SCHEMA, ImageEncoder, Skips, csv_records
 from tfscale.data.image_decoding import image_size_of
 from tfscale.data.index import write_index
 from tfscale.data.records import FORMAT, MANIFEST, META, index_file, shard_file, shard_of
-from tfscale.errors import ConfigError, DataError
+from tfscale.errors import ConfigError, DataError, TfscaleError
 
 log = logging.getLogger("tfscale")
 
@@ -73,6 +75,11 @@ def convert(src: str, out: str, num_shards: int, *, key: str | None = None, labe
     if not images and not os.path.isfile(src):
         raise DataError("input does not exist", where=src, fix="give a CSV file or an image folder")
     wanted = manifest.make(src, options)
+    skips = Skips(on_error)
+    # the source is checked (images found, the CSV's header and columns) before anything is written
+    encoder = ImageEncoder(src, store, options["image_size"], channels) if images else None
+    csv_input = None if images else csv_records(src, key, label, skips)
+    created = not os.path.isdir(out)
     os.makedirs(out, exist_ok=True)
     for stale in glob.glob(os.path.join(out, "part-*.tmp-*")):  # an interrupted run's half shards
         os.remove(stale)
@@ -80,32 +87,48 @@ def convert(src: str, out: str, num_shards: int, *, key: str | None = None, labe
         for path in manifest.existing(out):
             os.remove(path)
     manifest.check_resumable(out, wanted)
-    if not os.path.exists(os.path.join(out, MANIFEST)):
+    fresh = not os.path.exists(os.path.join(out, MANIFEST))
+    if fresh:
         atomic_write(os.path.join(out, MANIFEST), json.dumps(wanted).encode())
+    try:
+        meta, written = _write_shards(out, num_shards, encoder, csv_input, label, skips, shuffle, seed, progress)
+    except TfscaleError:  # a bad record (raise mode): a new conversion leaves nothing, not a resumable half
+        if fresh:
+            for path in manifest.existing(out):
+                os.remove(path)
+            if created:
+                with contextlib.suppress(OSError):
+                    os.rmdir(out)
+        raise
+    shards = meta["shards"]
+    source_bytes = sum(row[1] for row in wanted["files"])
+    meta.update({"format": FORMAT, "source": os.path.abspath(src), "num_shards": num_shards, "key": key,
+                 "skipped": dict(skips.counts), "shuffle": seed if shuffle else None, "source_bytes": source_bytes})
+    atomic_write(os.path.join(out, META), json.dumps(meta, indent=1).encode())
+    total = sum(s["bytes"] for s in shards)
+    return {"out": out, "shards_written": written, "shards_kept": num_shards - written,
+            "records": sum(s["records"] for s in shards), "skipped": sum(skips.counts.values()), "bytes": total,
+            "source_bytes": source_bytes, "store": meta.get("store")}
+
+
+def _write_shards(out: str, num_shards: int, encoder: ImageEncoder | None, csv_input, label, skips: Skips,
+                  shuffle: bool, seed: int, progress: Progress | None) -> tuple[dict, int]:
+    """Writes the shards not yet in `out`; (dataset.json's description of them, how many were written)."""
     names = [shard_file(i, num_shards) for i in range(num_shards)]
     todo = [i for i, n in enumerate(names) if not (os.path.exists(os.path.join(out, n)) and
                                                    os.path.exists(os.path.join(out, index_file(n))))]
-    skips = Skips(on_error)
-    if images:
-        encoder = ImageEncoder(src, store, options["image_size"], channels)
+    if encoder is not None:
         counts, classes = _image_shards(encoder, out, names, todo, skips, shuffle, seed, progress)
         meta = {"kind": "images", "features": IMAGE_SCHEMA, "label": "label", "class_names": encoder.source.class_names,
                 **encoder.layout()}
     else:
-        schema, records = csv_records(src, key, label, skips)
+        schema, records = csv_input
         counts, classes = _csv_shards(records, out, names, todo, shuffle, seed, progress)
         meta = {"kind": "csv", "features": schema, "label": label, "class_names": None}
-    shards = [{"file": n, "index": index_file(n), "records": counts[i], "bytes": os.path.getsize(os.path.join(out, n))}
-              for i, n in enumerate(names)]
-    source_bytes = sum(row[1] for row in wanted["files"])
-    meta.update({"format": FORMAT, "source": os.path.abspath(src), "num_shards": num_shards, "key": key,
-                 "shards": shards, "class_counts": {str(k): v for k, v in sorted(classes.items())},
-                 "skipped": dict(skips.counts), "shuffle": seed if shuffle else None, "source_bytes": source_bytes})
-    atomic_write(os.path.join(out, META), json.dumps(meta, indent=1).encode())
-    total = sum(s["bytes"] for s in shards)
-    return {"out": out, "shards_written": len(todo), "shards_kept": num_shards - len(todo), "records": sum(counts),
-            "skipped": sum(skips.counts.values()), "bytes": total, "source_bytes": source_bytes,
-            "store": meta.get("store")}
+    meta["shards"] = [{"file": n, "index": index_file(n), "records": counts[i],
+                       "bytes": os.path.getsize(os.path.join(out, n))} for i, n in enumerate(names)]
+    meta["class_counts"] = {str(k): v for k, v in sorted(classes.items())}
+    return meta, len(todo)
 
 
 def _options(src, images, num_shards, key, label, shuffle, seed, store, image_size, channels) -> dict:

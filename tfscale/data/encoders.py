@@ -17,7 +17,8 @@ from typing import Iterator
 import numpy as np
 import tensorflow as tf
 
-from tfscale.data.image_codecs import decoded_size, header_size, jpeg_ratio_for, looks_whole
+from tfscale.data.image_codecs import (TOO_LARGE, decoded_size, header_size, jpeg_ratio_for, looks_whole,
+                                      too_large)
 from tfscale.data.image_files import EXTENSIONS, ImageFolder
 from tfscale.data.image_decoding import BatchDecoder
 from tfscale.data.readers import infer_type, read_head
@@ -134,10 +135,12 @@ class ImageEncoder:
         for path in paths:
             with open(path, "rb") as f:
                 data = f.read()
-            if looks_whole(data):
-                good.append((path, data))
-            else:
+            if not looks_whole(data):
                 skips.bad("corrupt or truncated image", path, "remove or replace the file")
+            elif too_large(data):  # never decoded: a decompression bomb would take gigabytes
+                skips.bad(TOO_LARGE, path, "shrink or remove the file")
+            else:
+                good.append((path, data))
         decoded = self._decoded(good, skips)
         good = [(p, image.tobytes() if self.store == "raw" else data) for (p, data), image in decoded]
         kinds = {"image": "string", "label": "int64", "path": "string"}

@@ -1,7 +1,9 @@
 """Image bytes: the whole-image check, sizes read from headers, and decoding (JPEG at reduced scale).
 
 `image_ok` looks at a JPEG/PNG/GIF/BMP's signature and end marker without a
-branch (`looks_whole` is its Python twin, used when converting); `decode`
+branch (`looks_whole` is its Python twin, used when converting); `size_ok`
+refuses an image whose header claims more than `MAX_PIXELS` (a decompression
+bomb) before it is decoded (`too_large` is its Python twin); `decode`
 decodes and resizes one image; `one_png_size` tells whether a batch of PNGs
 shares one size; `header_size` reads an image's size from its first bytes and
 `one_decoded_size` scans a folder's files for a single decoded size (so whole
@@ -37,6 +39,52 @@ def _signatures():
 
 
 _PATTERNS, _MASKS = _signatures()
+
+# The most pixels an image may claim: PIL's decompression-bomb limit, and what TensorFlow's JPEG decoder
+# allows in 8-bit RGB (2**29 bytes). An image claiming more is refused before it is decoded: a PNG of a
+# few hundred bytes can claim 100,000 x 100,000 pixels, 30 GB once decoded.
+MAX_PIXELS = 2**29 // 3  # 178,956,970
+TOO_LARGE = f"image too large (its header claims over {MAX_PIXELS:,} pixels)"
+
+
+def _size_weights() -> np.ndarray:
+    """[26, 9]: the first 26 bytes of a file times these give the numbers its header holds at fixed places.
+
+    Columns: PNG width and height (big-endian, bytes 16 and 20), GIF width and height (little-endian
+    16-bit, bytes 6 and 8), BMP width and height (little-endian 32-bit, bytes 18 and 22; 16-bit with the
+    old 12-byte header) and the BMP header's size (bytes 14). JPEG keeps its size in a frame header that
+    can sit anywhere: TensorFlow's decoder refuses a JPEG over 2**29 bytes itself, before decoding.
+    """
+    weights = np.zeros((26, 9))
+
+    def number(column: int, start: int, size: int, big_endian: bool):
+        for i in range(size):
+            weights[start + i, column] = 256.0 ** (size - 1 - i if big_endian else i)
+
+    for column, (start, size, big_endian) in enumerate([(16, 4, True), (20, 4, True), (6, 2, False), (8, 2, False),
+                                                        (18, 4, False), (22, 4, False), (18, 2, False),
+                                                        (20, 2, False), (14, 4, False)]):
+        number(column, start, size, big_endian)
+    return weights
+
+
+_SIZE_WEIGHTS = _size_weights()
+
+
+def size_ok(contents: tf.Tensor) -> tf.Tensor:
+    """True unless a PNG, GIF or BMP header claims more than `MAX_PIXELS`; no branch, no decoding."""
+    head = tf.io.decode_raw(tf.strings.substr(contents, 0, 26), tf.uint8, fixed_length=26)
+    values = tf.tensordot(tf.cast(head, tf.float64), tf.constant(_SIZE_WEIGHTS), 1)
+    signed = tf.where(values >= 2.0**31, 2.0**32 - values, values)  # BMP: a negative height is top-down
+
+    def starts(signature: bytes):
+        return tf.reduce_all(tf.equal(head[..., :len(signature)], tf.constant(list(signature), tf.uint8)), axis=-1)
+
+    bmp = tf.where(tf.equal(values[..., 8], 12.0), values[..., 6] * values[..., 7], signed[..., 4] * signed[..., 5])
+    pixels = tf.where(starts(b"\x89PNG\r\n\x1a\n"), values[..., 0] * values[..., 1],
+                      tf.where(starts(b"GIF8"), values[..., 2] * values[..., 3],
+                               tf.where(starts(b"BM"), bmp, tf.zeros_like(bmp))))
+    return pixels <= MAX_PIXELS
 
 
 def image_ok(contents: tf.Tensor) -> tf.Tensor:
@@ -152,6 +200,24 @@ def header_size(data: bytes) -> tuple[int, int] | None:
             return int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
         i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
     return None
+
+
+def claimed_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) a PNG, JPEG, GIF or BMP header claims (as `size_ok` reads it); None if not found."""
+    if data.startswith(b"GIF8") and len(data) >= 10:
+        return int.from_bytes(data[8:10], "little"), int.from_bytes(data[6:8], "little")
+    if data.startswith(b"BM") and len(data) >= 26:
+        if int.from_bytes(data[14:18], "little") == 12:
+            return int.from_bytes(data[20:22], "little"), int.from_bytes(data[18:20], "little")
+        height, width = (abs(int.from_bytes(data[i:i + 4], "little", signed=True)) for i in (22, 18))
+        return height, width
+    return header_size(data)
+
+
+def too_large(data: bytes) -> tuple[int, int] | None:
+    """The Python twin of `size_ok` (JPEG too): the claimed (height, width) when over `MAX_PIXELS`, else None."""
+    size = claimed_size(data)
+    return size if size is not None and size[0] * size[1] > MAX_PIXELS else None
 
 
 def decoded_size(data: bytes, jpeg_ratio: int | None) -> tuple[int, int] | None:

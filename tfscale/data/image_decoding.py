@@ -7,7 +7,9 @@ So a batch is decoded by one call whose loop takes `GRANULE` images a step, each
 image one read op and one decode op, with no branch:
 
 - raise mode: the granule's files are read, their signatures checked at once (a bad
-  one fails the call naming the file, even inside `model.fit`), then decoded;
+  one fails the call naming the file, even inside `model.fit`), then decoded; an image
+  whose header claims more than `image_codecs.MAX_PIXELS` (a decompression bomb) fails
+  the same check, so it is never decoded;
 - skip mode: the same loop decodes a stand-in for a bad image, which is then left out
   and counted once per call (no branch, no Python call); the parts of a batch are joined
   into whole batches again (where workers slice global batches, files are checked 64 at
@@ -22,12 +24,14 @@ import tensorflow as tf
 
 from tfscale.data.badrecords import gate
 from tfscale.data.core import AUTOTUNE, Build, Op
-from tfscale.data.image_codecs import decode, image_ok
+from tfscale.data.image_codecs import TOO_LARGE, decode, image_ok, size_ok
 from tfscale.errors import ConfigError
 
 GRANULE = 16  # images per loop step of a batch decode: the step costs ~20 us, an image 40-150 us
 _CHECK_CHUNK = 64  # files read and checked per call in skip mode
 _FIX = "remove or replace the file, or build the pipeline with on_error='skip'"
+_CORRUPT = "corrupt or truncated image"
+_FIX_LARGE = "shrink or remove the file (it was not decoded), or build the pipeline with on_error='skip'"
 _IN_RECORD = "image bytes in a record"
 
 
@@ -63,6 +67,21 @@ def element_map(fn, key):
 
 def _element(args):
     return args if len(args) > 1 else args[0]
+
+
+def verdict(contents: tf.Tensor) -> tf.Tensor:
+    """Per image: 0 good, 1 not a whole image (`image_ok`), 2 a header claiming too many pixels (`size_ok`)."""
+    return tf.where(image_ok(contents), tf.where(size_ok(contents), 0, 2), 1)
+
+
+def checked_bytes(build: Build, contents: tf.Tensor, where: tf.Tensor) -> tf.Tensor:
+    """Both checks of image bytes through `build.guard`; True where an image may be decoded.
+
+    A file both truncated and claiming too many pixels counts once, as corrupt.
+    """
+    whole = image_ok(contents)
+    small = tf.logical_or(size_ok(contents), tf.logical_not(whole))
+    return tf.logical_and(build.guard(whole, _CORRUPT, where, _FIX), build.guard(small, TOO_LARGE, where, _FIX_LARGE))
 
 
 # --------------------------------------------------------------------------- batch decoding
@@ -122,33 +141,33 @@ class BatchDecoder:
 
         check: None, or a function (contents [GRANULE], items [GRANULE]) -> the guard's result: a bad
         image fails the call with the check's message (the granule is decoded only after it); with
-        skip=True, a function telling the good images: a bad one is decoded as a stand-in and left
-        out, and (images, good [n]) is returned.
+        skip=True, a function giving each image's `verdict` (0: good): a bad one is decoded as a
+        stand-in and left out, and (images, verdicts [n]) is returned.
         """
 
         def step(granule):
             contents = tf.stack([tf.io.read_file(p) for p in tf.unstack(granule, num=GRANULE)]) if read_files \
                 else granule
-            ok = tf.fill([GRANULE], True)
+            found = tf.zeros([GRANULE], tf.int32)
             if check is not None and skip:
-                ok = check(contents, granule)
-                contents = tf.where(ok, contents, self.stand_in)
+                found = check(contents, granule)
+                contents = tf.where(tf.equal(found, 0), contents, self.stand_in)
             elif check is not None:  # the bytes pass through the check's result, so decoding waits for it
                 contents = gate(contents, tf.reduce_all(check(contents, granule)))
-            return tf.stack([self._one(c) for c in tf.unstack(contents, num=GRANULE)]), ok
+            return tf.stack([self._one(c) for c in tf.unstack(contents, num=GRANULE)]), found
 
         granules, n = _granules(items)
-        out, kept = tf.map_fn(step, granules, parallel_iterations=1,
-                              fn_output_signature=(self._spec(), tf.TensorSpec([GRANULE], tf.bool)))
-        out, kept = tf.reshape(out, tf.concat([[-1], tf.shape(out)[2:]], 0))[:n], tf.reshape(kept, [-1])[:n]
+        out, found = tf.map_fn(step, granules, parallel_iterations=1,
+                               fn_output_signature=(self._spec(), tf.TensorSpec([GRANULE], tf.int32)))
+        out, found = tf.reshape(out, tf.concat([[-1], tf.shape(out)[2:]], 0))[:n], tf.reshape(found, [-1])[:n]
         if skip:
-            out = tf.boolean_mask(out, kept)  # before resizing, when one size: the smaller copy
+            out = tf.boolean_mask(out, tf.equal(found, 0))  # before resizing, when one size: the smaller copy
         out = tf.cast(out, tf.float32)
         if self.uniform:  # scaled first (resizing is linear): the multiply runs on the smaller images
             out = tf.image.resize(out if self.scale is None else out * self.scale, self.image_size, method=self.method)
         elif self.scale is not None:
             out = out * self.scale
-        return (out, kept) if skip else out
+        return (out, found) if skip else out
 
 
 def decode_op(image_size, channels: int, key, read_files: bool, method: str, jpeg_ratio=None,
@@ -194,9 +213,11 @@ class _Decoding:
         The loop only tells the bad images (decoding stand-ins for them); they are counted once per
         call, after it (bookkeeping inside the loop costs ~20 us an image here)."""
         items = get_image(element, self.key)
-        images, ok = self.decoder.images(items, read_files=reads, check=lambda contents, _: image_ok(contents),
-                                         skip=True)
-        kept = build.guard(ok, "corrupt or truncated image", self.where_of(items, reads), _FIX)
+        images, found = self.decoder.images(items, read_files=reads, check=lambda contents, _: verdict(contents),
+                                            skip=True)
+        where = self.where_of(items, reads)
+        kept = tf.logical_and(build.guard(tf.not_equal(found, 1), _CORRUPT, where, _FIX),
+                              build.guard(tf.not_equal(found, 2), TOO_LARGE, where, _FIX_LARGE))
         rest = tf.nest.map_structure(lambda t: tf.boolean_mask(t, kept), put_image(element, self.key, ()))
         lost = tf.size(kept, out_type=tf.int64) - tf.reduce_sum(tf.cast(kept, tf.int64))
         return put_image(rest, self.key, images), lost
@@ -206,18 +227,21 @@ class _Decoding:
             return self.checked(element, build, reads)[0]
 
         def guard(contents, granule):
-            return build.guard(image_ok(contents), "corrupt or truncated image", self.where_of(granule, reads), _FIX)
+            return checked_bytes(build, contents, self.where_of(granule, reads))
 
         images = self.decoder.images(get_image(element, self.key), read_files=reads, check=guard if checks else None)
         return put_image(element, self.key, images)
 
     def one_by_one(self, ds, build: Build, reads: bool, par: dict):
-        """Unbatched (or no fixed size): a call per image; skip mode checks each, raise mode names a bad
-        file after a failure (`Source.find_bad`)."""
+        """Unbatched (or no fixed size): a call per image; skip mode checks each, raise mode checks the
+        size its header claims and names a file that will not decode after a failure (`Source.find_bad`)."""
 
         def read(*args):
             item = get_image(_element(args), self.key)
-            return (tf.io.read_file(item) if reads else item), self.where_of(item, reads), _element(args)
+            contents, where = (tf.io.read_file(item) if reads else item), self.where_of(item, reads)
+            if self.check and build.on_error == "raise":  # a decompression bomb is never decoded
+                contents = gate(contents, build.guard(size_ok(contents), TOO_LARGE, where, _FIX_LARGE))
+            return contents, where, _element(args)
 
         def decoded(contents, where, element):
             image = decode(contents, self.channels, self.image_size, self.method, self.jpeg_ratio)
@@ -226,8 +250,7 @@ class _Decoding:
 
         ds = ds.map(read, **par)
         if self.check and build.on_error == "skip":
-            ds = ds.filter(lambda contents, where, element: build.guard(
-                image_ok(contents), "corrupt or truncated image", where, _FIX))
+            ds = ds.filter(lambda contents, where, element: checked_bytes(build, contents, where))
         ds = ds.map(decoded, **par)
         return ds.ignore_errors(log_warning=True) if build.on_error == "skip" else ds
 
@@ -268,7 +291,7 @@ def _check_op(key, read_files: bool):
             items = get_image(element, key)
             contents = read_all(items) if read_files else items
             where = items if read_files else tf.fill(tf.shape(items), _IN_RECORD)
-            keep = build.guard(image_ok(contents), "corrupt or truncated image", where, _FIX)
+            keep = checked_bytes(build, contents, where)
             return tf.nest.map_structure(lambda t: tf.boolean_mask(t, keep), put_image(element, key, contents))
 
         return ds.batch(_CHECK_CHUNK, **par).map(check, **par).unbatch()

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfscale.data.core import Build, Source
-from tfscale.data.image_codecs import head, header_size, looks_whole
+from tfscale.data.image_codecs import MAX_PIXELS, head, header_size, looks_whole, too_large
 from tfscale.errors import DataError
 
 log = logging.getLogger("tfscale")
@@ -27,7 +27,8 @@ class ImageFolder(Source):
 
     def __init__(self, root: str, *, class_names=None, labels: bool = True, extensions=EXTENSIONS):
         if not os.path.isdir(root):
-            raise DataError(f"image folder {root!r} does not exist", where=root,
+            found = "is a file" if os.path.exists(root) else "does not exist"
+            raise DataError(f"image folder {root!r} {found}", where=root,
                             fix="give a folder with one subfolder of images per class")
         self.name, self.root, self.labeled = f"image_folder({root})", root, labels
         extensions = tuple(e.lower() for e in extensions)
@@ -65,14 +66,22 @@ class ImageFolder(Source):
         return (1,) * len(self.units)
 
     def find_bad(self) -> DataError | None:
-        """After a decode failure: the first file that is not a whole image, will not decode, or changed size."""
+        """After a decode failure: the first file that is not a whole image, claims too many pixels, will not
+        decode, or changed size."""
         bad = [p for p in self.units if not looks_whole(head(p, -1))]
         if bad:
             more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
             return DataError(f"bad record: corrupt or truncated image{more}", where=bad[0], fix=FIX)
         for path in self.units:  # whole-looking files: decode each (slow, but only after a failure)
+            data = head(path, -1)
+            claimed = too_large(data)
+            if claimed:  # never decoded: a decompression bomb would take gigabytes
+                return DataError(f"bad record: image too large, its header claims {claimed[1]:,} x {claimed[0]:,} "
+                                 f"pixels (over {MAX_PIXELS:,})", where=path,
+                                 fix="shrink or remove the file (it was not decoded), or build the pipeline with "
+                                     "on_error='skip'")
             try:
-                tf.io.decode_image(head(path, -1), expand_animations=False)
+                tf.io.decode_image(data, expand_animations=False)
             except (tf.errors.InvalidArgumentError, ValueError):
                 return DataError("bad record: undecodable image", where=path, fix=FIX)
         if self.uniform:

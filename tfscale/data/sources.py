@@ -90,9 +90,14 @@ def tfds(name: str | None = None, *, data_dir: str | None = None, builder_dir: s
         split: e.g. "train", "test[:10%]".
         as_supervised: (input, label) pairs when the dataset defines them.
     """
-    import tensorflow_datasets as tfds_lib
-
     where = builder_dir or os.path.join(data_dir or "~/tensorflow_datasets", name or "?")
+    try:
+        import tensorflow_datasets as tfds_lib
+    except ModuleNotFoundError as e:
+        if e.name != "tensorflow_datasets":
+            raise
+        raise ConfigError("tfds() needs tensorflow-datasets, which is not installed", where=where,
+                          fix="pip install 'tfscale[datasets]'") from None
     try:
         if builder_dir:
             builder = tfds_lib.builder_from_directory(builder_dir)

@@ -12,12 +12,15 @@ the model's input specs.
 from __future__ import annotations
 
 import os
+import types
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from tfscale.data.badrecords import as_data_error
 from tfscale.data.images import image_folder
 from tfscale.data.records import read_meta
 from tfscale.data.tfrecord import tfrecord
@@ -54,7 +57,7 @@ def _as_dataset(data, specs: Sequence[tf.TensorSpec], where: str):
     if isinstance(data, (str, os.PathLike)):
         data = from_path(data, specs, where)
     if hasattr(data, "batched_dataset_for") and hasattr(data, "deterministic"):  # a tfscale pipeline: per batch
-        return data.deterministic().dataset(batch_size=256)
+        return _batches(data.deterministic())
     if hasattr(data, "dataset_for") and not isinstance(data, tf.data.Dataset):
         data = data.dataset_for(tf.distribute.InputContext())
     if isinstance(data, tf.data.Dataset):
@@ -64,6 +67,17 @@ def _as_dataset(data, specs: Sequence[tf.TensorSpec], where: str):
             return data
         return data.batch(256)
     return data
+
+
+def _batches(pipeline, size: int = 256):
+    """A tfscale pipeline's batches; a bad record (raise mode) is the DataError naming it, as when iterating it."""
+    try:
+        yield from pipeline.dataset(batch_size=size)
+    except tf.errors.OpError as e:
+        error = as_data_error(e)
+        if error is e and isinstance(e, tf.errors.InvalidArgumentError):  # a decoder's own message
+            error = pipeline.source.find_bad() or e
+        raise error from None
 
 
 def _batched(first: np.ndarray, spec: tf.TensorSpec, where: str) -> bool:
@@ -95,7 +109,7 @@ def collect(data, specs: Sequence[tf.TensorSpec], *, max_samples: int | None, wh
     count = 0
     if isinstance(data, (np.ndarray, tuple, list, Mapping)):
         elements = [data]
-    elif isinstance(data, (tf.data.Dataset, tf.distribute.DistributedDataset)):
+    elif isinstance(data, (tf.data.Dataset, tf.distribute.DistributedDataset, types.GeneratorType)):
         elements = iter(data)
     else:
         raise DataError(f"cannot read examples from a {type(data).__name__}", where=where,
@@ -186,6 +200,9 @@ def load_arrays(path) -> tuple[np.ndarray, np.ndarray | None]:
         return np.load(arrays["x"]), (np.load(arrays["y"]) if "y" in arrays else None)
     if not path.is_file():
         raise DataError(f"{path} does not exist", where=str(path), fix="give an .npz file or a folder of .npy files")
+    if not zipfile.is_zipfile(path):  # np.load would take it for a pickle
+        raise DataError(f"{path} is not an .npz file (numpy.savez writes a zip archive)", where=str(path),
+                        fix="np.savez(path, x=inputs, y=labels)")
     try:
         with np.load(path) as data:
             arrays = {name: data[name] for name in data.files}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfscale.errors import ExportError
 from tfscale.export import latency, metrics, runtime, samples
 from tfscale.export.source import Source, prepare
 
@@ -117,5 +118,9 @@ def validate(tflite_path: str | os.PathLike, model, eval_data, *, metric: str | 
     Example:
         row = tfscale.export.validate("int8.tflite", model, (x_test, y_test))
     """
+    path = Path(tflite_path)
+    if not path.is_file():
+        raise ExportError(f"{path} {'is a folder' if path.is_dir() else 'does not exist'}", where=str(path),
+                          fix="give the .tflite file that tfscale.export.tflite wrote")
     ref = reference(prepare(model, input_signature), eval_data, metric=metric, max_samples=max_samples)
-    return check_file(tflite_path, ref, latency_runs=latency_runs)
+    return check_file(path, ref, latency_runs=latency_runs)
