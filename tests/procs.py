@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -32,15 +33,46 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def base_env(**extra: str) -> dict[str, str]:
+# Packages TensorFlow/Keras import only because they are installed, which no test worker needs unless it
+# says so: hidden from the processes tests start (tests/lean_site/sitecustomize.py), as where they are not
+# installed. This also checks that tfscale's TensorFlow paths never need them.
+HIDDEN = ("sklearn", "pandas", "matplotlib", "jax")
+
+
+def hiding(*needed: str) -> tuple[str, ...]:
+    """`HIDDEN` less the packages a process needs (e.g. hiding("sklearn") for the digits demo)."""
+    return tuple(n for n in HIDDEN if n not in needed)
+
+
+@contextlib.contextmanager
+def unhidden(*needed: str):
+    """Within: processes tests start see `needed` too (for a module: an autouse module fixture)."""
+    global HIDDEN
+    saved, HIDDEN = HIDDEN, hiding(*needed)
+    try:
+        yield
+    finally:
+        HIDDEN = saved
+
+
+def base_env(*, hide: tuple[str, ...] | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a process a test starts: one thread pool, this checkout first on the path.
+
+    hide: the packages made unimportable there (default `HIDDEN`, less JAX when KERAS_BACKEND=jax).
+    """
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CONFIG",) and not k.startswith("SLURM_")}
     env.update(THREAD_ENV)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests" / "lean_site"), str(REPO),
+                                         env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.update(extra)
+    if hide is None:
+        hide = tuple(n for n in HIDDEN if not (n == "jax" and env.get("KERAS_BACKEND") == "jax"))
+    env["TFSCALE_TEST_HIDE"] = ",".join(hide)
     return env
 
 
-def run_workers(n: int, argv: list[str], *, timeout: float = 240, env: dict[str, str] | None = None):
+def run_workers(n: int, argv: list[str], *, timeout: float = 240, env: dict[str, str] | None = None,
+                hide: tuple[str, ...] | None = None):
     """Runs `python argv...` as n workers of one TF_CONFIG cluster; returns their CompletedProcess list.
 
     Every process is killed if any fails or the timeout passes, and the test fails with their output.
@@ -50,15 +82,16 @@ def run_workers(n: int, argv: list[str], *, timeout: float = 240, env: dict[str,
     procs = []
     for i in range(n):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
-        procs.append(subprocess.Popen([sys.executable, *argv], env=base_env(TF_CONFIG=tf_config, **(env or {})),
+        procs.append(subprocess.Popen([sys.executable, *argv], env=base_env(hide=hide, TF_CONFIG=tf_config, **(env or {})),
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                       start_new_session=True))
     return wait_all(procs, timeout)
 
 
-def run_one(argv: list[str], *, timeout: float = 240, env: dict[str, str] | None = None, check: bool = True):
+def run_one(argv: list[str], *, timeout: float = 240, env: dict[str, str] | None = None, check: bool = True,
+            hide: tuple[str, ...] | None = None):
     """Runs `python argv...`; with check=False a non-zero exit is returned, not raised."""
-    proc = subprocess.Popen([sys.executable, *argv], env=base_env(**(env or {})), stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, *argv], env=base_env(hide=hide, **(env or {})), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     return wait_all([proc], timeout, check=check)[0]
 

@@ -9,7 +9,16 @@ import json
 
 import pytest
 
+import procs
 from procs import REPO, run_one
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _needs():
+    """This module's processes import jax (tests/procs.py hides them by default)."""
+    with procs.unhidden("jax"):
+        yield
+
 
 SCRIPT = REPO / "benchmarks" / "accelerator_check.py"
 XLA_FLAGS = "--xla_force_host_platform_device_count=2"  # JAX sees 2 host devices, as it would see 2 GPUs

@@ -54,22 +54,6 @@ def test_the_per_step_have_data_check_is_off_only_where_every_replica_gets_a_bat
     assert _replicas_end_together(one, ts.data.from_numpy(np.arange(10)), drop_remainder=True)
 
 
-@pytest.mark.slow
-def test_two_workers_read_disjoint_files_and_fit(tmp_path):
-    _csv_files(tmp_path, 4, 10)
-    outs = run_workers(2, [str(REPO / "tests" / "workers" / "data_multiworker.py"), str(tmp_path),
-                           str(tmp_path / "part*.csv")], env={"TF_CPP_MIN_LOG_LEVEL": "0"})
-    ids = [json.load(open(tmp_path / f"ids.{i}.json")) for i in range(2)]
-    assert len(ids[0]) == len(ids[1]) == 20
-    assert sorted(ids[0] + ids[1]) == list(range(40))
-    # CSV row counts are unknown before reading: every worker reads all files and takes its half of each
-    # global batch of 8 (so both run the same steps however the files split)
-    assert all(len({n // 10 for n in ids[w][k:k + 4]}) == 4 for w in range(2) for k in range(0, 20, 4))
-    for out in outs:
-        assert "fit loss=" in out.stdout
-        assert "sharding policy" not in out.stdout.lower() and "unshardable" not in out.stdout.lower()
-
-
 def _batch_counts_and_items(pipe, batch_size=2):
     """Per simulated worker (2 input pipelines): the batches' first-column values."""
     out = []
@@ -111,15 +95,26 @@ def test_unknown_counts_fall_back_to_slices_of_one_global_order(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_workers_with_uneven_shards_fit_two_epochs_to_identical_weights(tmp_path):
+def test_two_workers_read_disjoint_records_and_fit_uneven_files_to_identical_weights(tmp_path):
+    """Three inputs on 2 real workers, in one process each: a CSV's ids per replica; uneven image and CSV files."""
+    _csv_files(tmp_path, 4, 10)  # ids 0..39
     write_images(tmp_path / "images", per_class=(12, 11), size=(8, 8))  # 12 vs 11 files: 3 vs 2 steps before
     for i, rows in enumerate((10, 7, 4)):
         write_csv(tmp_path / f"p{i}.csv", rows, start=100 * i)  # 14 vs 7 rows by plain file dealing
     worker = str(REPO / "tests" / "workers" / "data_uneven.py")
-    for kind, src, steps in (("images", tmp_path / "images", 2), ("csv", tmp_path / "p*.csv", 2)):
-        outs = run_workers(2, [worker, str(tmp_path), kind, str(src)])
-        assert all(f"{kind} done" in o.stdout for o in outs)
+    outs = run_workers(2, [worker, str(tmp_path), f"ids={tmp_path / 'part*.csv'}", f"images={tmp_path / 'images'}",
+                           f"csv={tmp_path / 'p?.csv'}"], env={"TF_CPP_MIN_LOG_LEVEL": "0"})
+    ids = [json.loads((tmp_path / f"ids.{i}.json").read_text()) for i in range(2)]
+    assert len(ids[0]) == len(ids[1]) == 20
+    assert sorted(ids[0] + ids[1]) == list(range(40))
+    # CSV row counts are unknown before reading: every worker reads all files and takes its half of each
+    # global batch of 8 (so both run the same steps however the files split)
+    assert all(len({n // 10 for n in ids[w][k:k + 4]}) == 4 for w in range(2) for k in range(0, 20, 4))
+    for out in outs:
+        assert all(f"{kind} done" in out.stdout for kind in ("ids", "images", "csv")), out.stdout[-3000:]
+        assert "sharding policy" not in out.stdout.lower() and "unshardable" not in out.stdout.lower()
+    for kind in ("images", "csv"):
         runs = [np.load(tmp_path / f"{kind}.{i}.npz") for i in range(2)]
-        assert int(runs[0]["steps"]) == int(runs[1]["steps"]) == steps
+        assert int(runs[0]["steps"]) == int(runs[1]["steps"]) == 2
         names = [k for k in runs[0].files if k.startswith("arr_")]
         assert names and all(np.array_equal(runs[0][k], runs[1][k]) for k in names)

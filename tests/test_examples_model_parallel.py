@@ -8,7 +8,16 @@ import json
 
 import pytest
 
+import procs
 from procs import REPO, run_one
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _needs():
+    """This module's processes import jax (tests/procs.py hides them by default)."""
+    with procs.unhidden("jax"):
+        yield
+
 
 SCRIPT = REPO / "examples" / "model_parallel" / "train.py"
 BLOCKED = ("import runpy, sys\nsys.modules['tensorflow'] = None  # as where TensorFlow is not installed\n"

@@ -16,7 +16,16 @@ import numpy as np
 import pytest
 
 import tfscale as ts
+import procs
 from procs import REPO, run_one
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _needs():
+    """This module's processes import jax (tests/procs.py hides them by default)."""
+    with procs.unhidden("jax"):
+        yield
+
 
 WORKERS = Path(__file__).resolve().parent / "workers"
 TRAIN = str(WORKERS / "jax_train.py")
@@ -201,7 +210,8 @@ def test_train_run_file_on_jax_trains_and_exports_through_a_tensorflow_process(t
                    "--set", "strategy=data_parallel", "--set", "train.epochs=2",
                    "--set", f"train.checkpoint_dir={tmp_path / 'ckpt'}", "--set", f"export.dir={tmp_path / 'out'}",
                    "--set", 'export.modes=["float32", "int8"]'],
-                  env={"KERAS_BACKEND": "jax", "TFSCALE_REPLICAS_PER_WORKER": "2"}, timeout=400).stdout
+                  env={"KERAS_BACKEND": "jax", "TFSCALE_REPLICAS_PER_WORKER": "2"}, timeout=400,
+                  hide=procs.hiding("jax", "sklearn", "matplotlib")).stdout  # digits; the report's plot
     assert "data_parallel" in out and "jax" in out
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     rows = {r["mode"]: r for r in report["rows"]}

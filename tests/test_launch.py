@@ -52,28 +52,20 @@ def assert_identical_weights(out: Path, n: int) -> None:
             np.testing.assert_array_equal(a, b)
 
 
-def test_two_workers_with_two_replicas_each_fit_to_identical_weights(tmp_path):
-    proc = launcher("-n", "2", "--replicas-per-worker", "2", "--collective-timeout", "120", "--",
-                    sys.executable, FIT, str(tmp_path), "4")
-    out, err = finish(proc)
-    assert proc.returncode == 0, err[-3000:]
-    assert "[w0] Scale(multi_worker: 4 replica(s) = 2 worker(s) x 2 CPU; chief" in out
-    assert "[w1] Scale(multi_worker: 4 replica(s)" in out
-    assert_identical_weights(tmp_path, 2)
-    with np.load(tmp_path / "rank-1.npz") as data:
-        assert int(data["num_replicas"]) == 4 and float(data["collective_timeout"]) == 120.0
-
-
-def test_three_workers_fit_to_identical_weights_with_log_files(tmp_path):
+def test_three_workers_with_two_replicas_each_fit_to_identical_weights_with_log_files(tmp_path):
     logs = tmp_path / "logs"
-    proc = launcher("-n", "3", "--log-dir", str(logs), "--", sys.executable, FIT, str(tmp_path), "3")
+    proc = launcher("-n", "3", "--replicas-per-worker", "2", "--collective-timeout", "120", "--log-dir", str(logs),
+                    "--", sys.executable, FIT, str(tmp_path), "3")
     out, err = finish(proc)
     assert proc.returncode == 0, err[-3000:]
     assert "[w" not in out  # the output went to the files
     for rank in range(3):
         text = (logs / f"worker-{rank}.log").read_text()
-        assert "Scale(multi_worker: 3 replica(s) = 3 worker(s) x 1 CPU" in text, text[-2000:]
+        assert "Scale(multi_worker: 6 replica(s) = 3 worker(s) x 2 CPU" in text, text[-2000:]
+    assert "; chief" in (logs / "worker-0.log").read_text()
     assert_identical_weights(tmp_path, 3)
+    with np.load(tmp_path / "rank-2.npz") as data:
+        assert int(data["num_replicas"]) == 6 and float(data["collective_timeout"]) == 120.0
 
 
 def test_two_hosts_on_loopback_train_together(tmp_path):

@@ -9,8 +9,17 @@ import time
 
 import pytest
 
+import procs
 from procs import base_env, kill_all, run_one
 from tune_helpers import same_weights_as_checkpoint, trial_files, write_run
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _needs():
+    """This module's processes import sklearn, matplotlib (tests/procs.py hides them by default)."""
+    with procs.unhidden("sklearn", "matplotlib"):
+        yield
+
 
 pytestmark = pytest.mark.slow
 

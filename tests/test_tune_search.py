@@ -6,8 +6,17 @@ import json
 import numpy as np
 import pytest
 
+import procs
 from procs import REPO, run_one
 from tune_helpers import same_weights_as_checkpoint
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _needs():
+    """This module's processes import sklearn, matplotlib (tests/procs.py hides them by default)."""
+    with procs.unhidden("sklearn", "matplotlib"):
+        yield
+
 
 pytestmark = pytest.mark.slow
 

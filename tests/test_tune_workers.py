@@ -4,8 +4,17 @@ import json
 
 import pytest
 
+import procs
 from procs import run_one
 from tune_helpers import write_run
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _needs():
+    """This module's processes import sklearn, matplotlib (tests/procs.py hides them by default)."""
+    with procs.unhidden("sklearn", "matplotlib"):
+        yield
+
 
 pytestmark = pytest.mark.slow
 

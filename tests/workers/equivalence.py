@@ -1,7 +1,8 @@
 """One arm of the scale-equivalence test: train 20 steps, save per-step losses and final weights.
 
-Usage: python equivalence.py OUT.npz STRATEGY REPLICAS
-Under TF_CONFIG (multi-worker) every worker writes OUT.<index>.npz.
+Usage: python equivalence.py OUT.npz STRATEGY REPLICAS [FIT_OUT.npz]
+Under TF_CONFIG (multi-worker) every worker writes OUT.<index>.npz. With FIT_OUT, the same process
+then runs train_equivalence.py's `tfscale.fit` arm on the same Scale (one TensorFlow start-up for both).
 """
 
 import json
@@ -11,7 +12,7 @@ import sys
 import numpy as np
 
 out, strategy_name, replicas = sys.argv[1], sys.argv[2], int(sys.argv[3])
-precision = sys.argv[4] if len(sys.argv) > 4 else "float32"
+fit_out = sys.argv[4] if len(sys.argv) > 4 else None
 
 import tfscale as ts  # noqa: E402
 
@@ -77,3 +78,8 @@ np.savez(path, losses=np.array(record.losses), num_replicas=scale.num_replicas, 
          eval_loss=evaluation["loss"], predictions=predictions, spe_error=spe_error, collectives=collectives,
          **{f"w{i}": w for i, w in enumerate(model.get_weights())})
 print(f"{scale!r} steps={len(record.losses)} loss={record.losses[-1]:.6f}")
+if fit_out:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import train_equivalence
+
+    train_equivalence.run(scale, fit_out)

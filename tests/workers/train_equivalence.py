@@ -1,6 +1,6 @@
 """One arm of the training scale-equivalence test: `tfscale.fit` with LR scaling, warmup and mixed precision.
 
-Usage: python train_equivalence.py OUT.npz STRATEGY REPLICAS
+Usage: python train_equivalence.py OUT.npz STRATEGY REPLICAS (or `run(scale, out)` from equivalence.py)
 Runs two trainings in one process, float32 (SGD, linear scaling, warmup, gradient
 accumulation) and mixed_float16 (Adam, sqrt scaling, warmup, loss scaling), and
 saves per-step losses and final weights of each. Under TF_CONFIG every worker
@@ -11,15 +11,10 @@ import json
 import os
 import sys
 
+import keras
 import numpy as np
 
-out, strategy_name, replicas = sys.argv[1], sys.argv[2], int(sys.argv[3])
-
-import tfscale as ts  # noqa: E402
-
-scale = ts.Scale(strategy_name, replicas=replicas)
-
-import keras  # noqa: E402
+import tfscale as ts
 
 STEPS, GLOBAL_BATCH = 12, 32
 RUNS = {
@@ -55,23 +50,28 @@ class Losses(keras.callbacks.Callback):
         self.learning_rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
 
 
-arrays = {"num_replicas": scale.num_replicas}
-for precision, options in RUNS.items():
-    record = Losses()
-    result = ts.fit(build_model, (x, y), scale=scale, epochs=2, global_batch_size=GLOBAL_BATCH, precision=precision,
-                    loss="sparse_categorical_crossentropy", seed=1, verbose=0, jit_compile=False,
-                    callbacks=[record], **options)
-    arrays[f"{precision}_losses"] = np.array(record.losses)
-    arrays[f"{precision}_lr"] = np.array(record.learning_rates)
-    arrays[f"{precision}_peak_lr"] = result.learning_rate
-    arrays[f"{precision}_dtype"] = result.model.layers[0].compute_dtype
-    for i, w in enumerate(result.model.get_weights()):
-        arrays[f"{precision}_w{i}"] = w
-if scale.num_replicas > 1:  # the batch contract: a global batch that does not divide is refused up front
-    try:
-        ts.fit(build_model, (x, y), scale=scale, global_batch_size=GLOBAL_BATCH + 1, loss="mse")
-    except ts.ConfigError as e:
-        arrays["indivisible_error"] = str(e)
-index = json.loads(os.environ["TF_CONFIG"])["task"]["index"] if "TF_CONFIG" in os.environ else None
-np.savez(out if index is None else out.replace(".npz", f".{index}.npz"), **arrays)
-print(f"{scale!r} float32 loss={arrays['float32_losses'][-1]:.6f} mixed loss={arrays['mixed_float16_losses'][-1]:.6f}")
+def run(scale, out):
+    arrays = {"num_replicas": scale.num_replicas}
+    for precision, options in RUNS.items():
+        record = Losses()
+        result = ts.fit(build_model, (x, y), scale=scale, epochs=2, global_batch_size=GLOBAL_BATCH, precision=precision,
+                        loss="sparse_categorical_crossentropy", seed=1, verbose=0, jit_compile=False,
+                        callbacks=[record], **options)
+        arrays[f"{precision}_losses"] = np.array(record.losses)
+        arrays[f"{precision}_lr"] = np.array(record.learning_rates)
+        arrays[f"{precision}_peak_lr"] = result.learning_rate
+        arrays[f"{precision}_dtype"] = result.model.layers[0].compute_dtype
+        for i, w in enumerate(result.model.get_weights()):
+            arrays[f"{precision}_w{i}"] = w
+    if scale.num_replicas > 1:  # the batch contract: a global batch that does not divide is refused up front
+        try:
+            ts.fit(build_model, (x, y), scale=scale, global_batch_size=GLOBAL_BATCH + 1, loss="mse")
+        except ts.ConfigError as e:
+            arrays["indivisible_error"] = str(e)
+    index = json.loads(os.environ["TF_CONFIG"])["task"]["index"] if "TF_CONFIG" in os.environ else None
+    np.savez(out if index is None else out.replace(".npz", f".{index}.npz"), **arrays)
+    print(f"{scale!r} float32 loss={arrays['float32_losses'][-1]:.6f} mixed loss={arrays['mixed_float16_losses'][-1]:.6f}")
+
+
+if __name__ == "__main__":
+    run(ts.Scale(sys.argv[2], replicas=int(sys.argv[3])), sys.argv[1])
