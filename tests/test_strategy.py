@@ -77,11 +77,11 @@ def test_keras_fix_is_version_gated():
 
 
 def test_mirrored_cpu_replicas_and_laptop_preset():
-    mirrored = _probe("mirrored", "2")
+    out = run_one([PROBE, "mirrored", "2", "+", "--preset", str(REPO / "strategies" / "laptop.toml"), "+", "auto", "2"],
+                  timeout=180).stdout  # one process: each asks for the same 2 CPU replicas
+    mirrored, preset, auto = (json.loads(line) for line in out.strip().splitlines()[-3:])
     assert mirrored["replicas"] == 2 and mirrored["strategy"] == "MirroredStrategy"
-    preset = _probe("--preset", str(REPO / "strategies" / "laptop.toml"))
     assert preset["replicas"] == 2 and preset["name"] == "mirrored"
-    auto = _probe("auto", "2")
     assert auto["name"] == "mirrored" and "CPU replicas" in auto["reason"]
 
 
