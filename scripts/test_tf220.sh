@@ -56,7 +56,7 @@ while wanted:
 print("\n".join(deps))
 PY
 )
-    python -m pip install --quiet --no-compile "${deps[@]}" "tensorflow==$TF_VERSION" \
+    python -m pip install --quiet "${deps[@]}" "tensorflow==$TF_VERSION" \
         "pytest>=8" "pytest-timeout>=2.3" "pytest-xdist>=3.5" "psutil>=5.9"
     if [ "$tpu" = 1 ]; then
         # 2. The same TensorFlow built for TPUs in its place, with a libtpu it can load. Its requirements are

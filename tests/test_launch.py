@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -62,6 +63,9 @@ def test_three_workers_with_two_replicas_each_fit_to_identical_weights_with_log_
     for rank in range(3):
         text = (logs / f"worker-{rank}.log").read_text()
         assert "Scale(multi_worker: 6 replica(s) = 3 worker(s) x 2 CPU" in text, text[-2000:]
+        # a good run ends with no ERROR from any worker (they leave together: tf_engine._leave_together)
+        errors = [line for line in text.splitlines() if re.search(r"^E\d{4} |\bERROR\b|Traceback", line)]
+        assert not errors, f"worker {rank}: {errors}"
     assert "; chief" in (logs / "worker-0.log").read_text()
     assert_identical_weights(tmp_path, 3)
     with np.load(tmp_path / "rank-2.npz") as data:
@@ -114,11 +118,13 @@ def _left_behind(pids: list[int], grace: float = 30) -> list[int]:
     return _alive(pids)
 
 
-def test_worker_killed_mid_training_stops_everything(tmp_path):
+def test_chief_killed_mid_training_stops_everything(tmp_path):
+    """The chief (it holds TensorFlow's coordination service) SIGKILLed mid-epoch; a worker killed mid-epoch
+    and restarted: test_train_scale."""
     proc = launcher("-n", "2", "--", sys.executable, FIT, str(tmp_path), "100000", "--hold", "--spawn-child")
     markers = [tmp_path / f"training-{rank}.json" for rank in (0, 1)]
     _wait_for(markers, proc)
-    victim = json.loads(markers[1].read_text())
+    victim = json.loads(markers[0].read_text())
     family = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
     assert victim["pid"] in family and victim["child"] in family  # workers and their own children
 
@@ -128,9 +134,29 @@ def test_worker_killed_mid_training_stops_everything(tmp_path):
     shutdown = time.monotonic() - killed_at
 
     assert proc.returncode != 0
-    assert "worker w1 was killed by SIGKILL" in err and "[w1] " in err, err[-2000:]
+    assert "worker w0 was killed by SIGKILL" in err and "[w0] " in err, err[-2000:]
     assert shutdown < 10, f"the launcher took {shutdown:.1f} s to stop the others"
     assert _left_behind(family) == [], "processes were left behind"
+
+
+def test_a_peer_that_stops_answering_ends_the_run_within_the_collective_timeout_and_is_named(tmp_path):
+    """Worker 1 frozen (SIGSTOP) mid-epoch: worker 0's next all-reduce fails after --collective-timeout, and
+    the launcher exits non-zero naming both (a dead peer becomes an error, not a hang)."""
+    proc = launcher("-n", "2", "--collective-timeout", "8", "--", sys.executable, FIT, str(tmp_path), "100000",
+                    "--hold")
+    markers = [tmp_path / f"training-{rank}.json" for rank in (0, 1)]
+    _wait_for(markers, proc)
+    victim = json.loads(markers[1].read_text())
+    family = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    os.kill(victim["pid"], signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    _, err = finish(proc, timeout=120)
+    took = time.monotonic() - stopped_at
+    assert proc.returncode != 0
+    assert "worker w0 " in err and "w1 had been stopped (SIGSTOP or SIGTSTP)" in err, err[-3000:]
+    assert took < 8 + 15, f"the run ended {took:.1f} s after its peer stopped answering"
+    assert _left_behind(family) == [], "processes were left behind"
+    print(f"peer stopped: the launcher exited {took:.1f} s later (collective timeout 8 s)")
 
 
 def test_sigterm_to_the_launcher_is_forwarded_to_every_worker(tmp_path):

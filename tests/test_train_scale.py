@@ -21,19 +21,21 @@ def _start(argv, **env):
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
-def test_killed_worker_job_resumes_and_ends_like_an_uninterrupted_run(tmp_path):
+def test_two_kills_in_a_row_resume_and_end_like_an_uninterrupted_run(tmp_path):
+    """Worker 1 SIGKILLed mid-epoch 2, then the restarted chief mid-epoch 3: --max-restarts 2 resumes twice."""
     worker = str(WORKERS / "train_resume.py")
     (tmp_path / "tmp").mkdir()
     reference = _start([worker, str(tmp_path / "ref.npz"), str(tmp_path / "ref_ckpt"), str(tmp_path / "ref_tb")])
-    job = procs.run_one(["-m", "tfscale", "launch", "-n", "2", "--max-restarts", "1", "--", sys.executable, worker,
+    job = procs.run_one(["-m", "tfscale", "launch", "-n", "2", "--max-restarts", "2", "--", sys.executable, worker,
                          str(tmp_path / "out.npz"), str(tmp_path / "ckpt"), str(tmp_path / "tb"),
-                         str(tmp_path / "killed")], env={"TMPDIR": str(tmp_path / "tmp")}, timeout=400)
+                         str(tmp_path / "killed"), "2"], env={"TMPDIR": str(tmp_path / "tmp")}, timeout=400)
     procs.wait_all([reference], timeout=200)
-    assert (tmp_path / "killed").exists(), job.stdout  # worker 1 really died mid-epoch once
-    assert "restarting all 2 worker(s)" in job.stdout
+    assert (tmp_path / "killed").exists(), job.stdout  # worker 1 really died mid-epoch
+    assert (tmp_path / "killed.2").exists(), job.stdout  # then the restarted chief did
+    assert job.stdout.count("restarting all 2 worker(s)") == 2, job.stdout[-3000:]
     ref, chief, other = (np.load(tmp_path / n) for n in ("ref.npz", "out.0.npz", "out.1.npz"))
-    assert (int(chief["resumed_from_epoch"]), int(other["resumed_from_epoch"])) == (1, 1)
-    assert (int(chief["epochs_run"]), int(ref["epochs_run"])) == (2, 3)
+    assert (int(chief["resumed_from_epoch"]), int(other["resumed_from_epoch"])) == (2, 2)
+    assert (int(chief["epochs_run"]), int(ref["epochs_run"])) == (1, 3)
     for key in (k for k in ref.files if k.startswith("w")):
         np.testing.assert_allclose(chief[key], ref[key], atol=1e-5)
         np.testing.assert_array_equal(chief[key], other[key])

@@ -71,3 +71,43 @@ def test_import_tfscale_and_tune_load_no_keras_tuner():
     out = subprocess.run([sys.executable, "-c", code], env=base_env(), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_bayesian_search_end_to_end(tmp_path):
+    """keras-tuner's BayesianOptimization behind `tfscale.tune`: every trial trained, the best one kept."""
+    import keras
+    import numpy as np
+
+    rng = np.random.RandomState(0)
+    x = rng.rand(256, 4).astype("float32")
+    y = (x[:, 0] + x[:, 1] > 1).astype("int32")
+
+    def build(hp):
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(hp.Int("units", 4, 16, step=4), "relu"),
+                                  keras.layers.Dense(2)])
+        model.compile(keras.optimizers.Adam(hp.Float("lr", 1e-3, 1e-1, sampling="log")),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        return model
+
+    result = tfscale.tune(build, (x, y), (x[:64], y[:64]), tuner="bayesian", objective="val_accuracy", max_trials=3,
+                          epochs=2, global_batch_size=32, seed=1, directory=str(tmp_path / "search"),
+                          scale=tfscale.Scale("default"))
+    completed = [row for row in result.rows if row.status == "COMPLETED"]
+    assert len(completed) == 3 and len({json.dumps(row.hyperparameters, sort_keys=True) for row in completed}) == 3
+    assert result.best.score == max(row.score for row in completed)
+    assert 4 <= result.best_hyperparameters["units"] <= 16
+    saved = list((tmp_path / "search").rglob("tfscale_results.json"))
+    assert len(saved) == 1 and json.loads(saved[0].read_text())["best"]["trial"] == result.best.trial
+
+
+def test_a_multi_worker_scale_is_refused_before_any_trial():
+    """keras-tuner trains a trial in one process: a multi-worker Scale is refused, with the way to spread trials."""
+    code = ("import tfscale as ts\n"
+            "try:\n"
+            "    ts.tune(lambda hp: None, ([0.0] * 8, [0] * 8), scale=ts.Scale('multi_worker'), global_batch_size=4)\n"
+            "except ts.ConfigError as e:\n"
+            "    print('REFUSED', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], env=base_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "REFUSED" in out.stdout and "keras-tuner trains each trial in one process" in out.stdout
+    assert "tfscale tune run.toml --workers N" in out.stdout

@@ -1,10 +1,11 @@
 """The fault-tolerance worker: `tfscale.fit` with checkpoints under `Scale.auto()`, optionally killed once.
 
-Usage: python train_resume.py OUT.npz CHECKPOINT_DIR TENSORBOARD_DIR(or -) [KILL_MARKER]
+Usage: python train_resume.py OUT.npz CHECKPOINT_DIR TENSORBOARD_DIR(or -) [KILL_MARKER [KILLS]]
 With KILL_MARKER, worker rank 1 kills itself (SIGKILL) in the middle of the second
-epoch the first time it runs (the marker file records that it did), so
+epoch the first time it runs (the file KILL_MARKER records that it did), so
 `tfscale launch --max-restarts 1` has to restart the job, which resumes from the
-chief's last checkpoint. Every worker writes OUT.<rank>.npz (OUT.npz for one process). It runs on
+chief's last checkpoint. KILLS=2: then the chief kills itself in the middle of the third
+epoch of the restarted job (KILL_MARKER.2), so `--max-restarts 2` restarts it again. Every worker writes OUT.<rank>.npz (OUT.npz for one process). It runs on
 the engine of KERAS_BACKEND (`tfscale launch --backend jax` for JAX workers).
 """
 
@@ -16,6 +17,7 @@ import numpy as np
 
 out, checkpoint_dir, tensorboard_dir = sys.argv[1], sys.argv[2], (None if sys.argv[3] == "-" else sys.argv[3])
 marker = sys.argv[4] if len(sys.argv) > 4 else None
+kills = int(sys.argv[5]) if len(sys.argv) > 5 else 1
 
 import tfscale as ts  # noqa: E402
 
@@ -36,13 +38,21 @@ def build_model():
 
 
 class KillOnce(keras.callbacks.Callback):
-    """Worker 1 dies mid-epoch, once: the preemption the job must survive."""
+    """Worker 1 dies mid-epoch, once (and with KILLS=2 the chief then, once): the preemptions the job must survive."""
 
     def on_train_batch_begin(self, batch, logs=None):
-        if marker and scale.rank == 1 and self._epoch == KILL_EPOCH and batch == KILL_BATCH \
-                and not os.path.exists(marker):
-            open(marker, "w").close()
-            os.kill(os.getpid(), signal.SIGKILL)
+        if not marker or batch != KILL_BATCH:
+            return
+        if scale.rank == 1 and self._epoch == KILL_EPOCH and not os.path.exists(marker):
+            self._die(marker)
+        if kills > 1 and scale.rank == 0 and self._epoch == KILL_EPOCH + 1 and os.path.exists(marker) \
+                and not os.path.exists(marker + ".2"):
+            self._die(marker + ".2")
+
+    @staticmethod
+    def _die(record):
+        open(record, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch

@@ -74,13 +74,23 @@ class WorkerFailure(ClusterError):
         tail: its last lines of output.
     """
 
-    def __init__(self, name: str, index: int, returncode: int, tail: list[str], *, log_path: str | None = None):
+    def __init__(self, name: str, index: int, returncode: int, tail: list[str], *, log_path: str | None = None,
+                 stopped: Sequence[str] = ()):
         self.name, self.index, self.returncode, self.tail = name, index, returncode, list(tail)
+        self.stopped = list(stopped)  # workers found stopped (SIGSTOP): peers that stopped answering
         killed = returncode == -signal.SIGKILL
-        super().__init__(f"worker {name} {describe_exit(returncode)}; the other workers were stopped",
-                         where=f"worker {name}" + (f", log {log_path}" if log_path else ""),
-                         fix="a worker killed by SIGKILL was often out of memory (see `dmesg`)" if killed else
-                             "correct the error shown in its last lines, then launch again")
+        frozen = ""
+        if self.stopped:
+            frozen = (f"; worker(s) {', '.join(self.stopped)} had been stopped (SIGSTOP or SIGTSTP) and no longer "
+                      f"answered {name}'s collectives")
+        if self.stopped:
+            fix = f"find what stopped {', '.join(self.stopped)} (a debugger, `kill -STOP`, Ctrl-Z), then launch again"
+        elif killed:
+            fix = "a worker killed by SIGKILL was often out of memory (see `dmesg`)"
+        else:
+            fix = "correct the error shown in its last lines, then launch again"
+        super().__init__(f"worker {name} {describe_exit(returncode)}{frozen}; the other workers were stopped",
+                         where=f"worker {name}" + (f", log {log_path}" if log_path else ""), fix=fix)
 
     def _render(self) -> str:
         shown = "\n".join(f"  [{self.name}] {line}" for line in self.tail) or "  (no output)"
@@ -109,6 +119,15 @@ class GroupInterrupted(ClusterError):
     @property
     def exit_code(self) -> int:
         return 128 + self.signal
+
+
+def _is_stopped(pid: int) -> bool:
+    """The process is stopped by a signal (state T in /proc; False where there is no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except (OSError, IndexError):
+        return False
 
 
 def describe_exit(returncode: int) -> str:
@@ -270,9 +289,10 @@ class Group:
             failed = [i for i in self._exit_order if codes[i] != 0]  # in the order they were seen to exit
             if failed:
                 first = failed[0]
+                stopped = [self.name(i) for i, c in enumerate(codes) if c is None and _is_stopped(self.procs[i].pid)]
                 self.stop()
                 raise WorkerFailure(self.name(first), first, codes[first], self.tail(first),
-                                    log_path=self.specs[first].log_path)
+                                    log_path=self.specs[first].log_path, stopped=stopped)
             if all(c == 0 for c in codes):
                 self.stop()  # reaps children the workers left behind
                 return codes
@@ -301,6 +321,7 @@ class Group:
     def stop(self, grace: float | None = None) -> None:
         """Stops every process: SIGTERM, then SIGKILL after `grace` seconds; reaps all; closes log files."""
         self.send_signal(signal.SIGTERM)
+        self.send_signal(signal.SIGCONT)  # a stopped process handles its SIGTERM only once it runs again
         self._wait_exit(self.grace if grace is None else grace)
         for proc in self.procs:  # the group too: children the worker left behind
             with contextlib.suppress(ProcessLookupError, PermissionError):

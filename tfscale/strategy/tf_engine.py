@@ -12,6 +12,7 @@ from tfscale.strategy.backend import TENSORFLOW
 from tfscale.strategy.engine import Engine
 
 MIN_FLOAT16_CAPABILITY = (7, 0)
+EXIT_BARRIER_S = 600.0  # how long a worker that ends well waits at exit for the others (e.g. the chief exporting)
 
 log = logging.getLogger("tfscale")
 
@@ -38,7 +39,10 @@ class TensorFlowEngine(Engine):
     @classmethod
     def build(cls, name: str, spec, topology, config) -> "TensorFlowEngine":
         serving = name == "parameter_server" and topology.task_type in ("worker", "ps")
-        return cls(name, None if serving else spec.build(topology, config), topology)
+        engine = cls(name, None if serving else spec.build(topology, config), topology)
+        if name == "multi_worker" and engine.num_processes > 1:
+            _leave_together(engine, EXIT_BARRIER_S)
+        return engine
 
     @property
     def is_server(self) -> bool:
@@ -142,3 +146,39 @@ class TensorFlowEngine(Engine):
             described["variables"] = rows
             described["bytes_per_device"] = sum(r["bytes_per_device"] for r in rows)
         return described
+
+
+_exit = {"registered": False, "failed": False}
+
+
+def _leave_together(engine, timeout: float) -> None:
+    """The workers of a run that ends well leave together: each waits at exit for the others.
+
+    The chief holds TensorFlow's coordination service; a worker that leaves while another still
+    runs (or a chief that leaves first) makes the others log ERRORs ("StartAbort UNAVAILABLE ...
+    coordination service") on a healthy run. A process that ends with an uncaught exception or a
+    non-zero `sys.exit` leaves at once, so the launcher sees the failure without delay.
+    """
+    import atexit
+    import sys
+
+    if _exit["registered"]:
+        return
+    _exit["registered"] = True
+    previous_hook, previous_exit = sys.excepthook, sys.exit
+
+    def excepthook(kind, value, tb):
+        _exit["failed"] = True
+        previous_hook(kind, value, tb)
+
+    def exit_(status=None):
+        if status not in (None, 0):
+            _exit["failed"] = True
+        previous_exit(status)
+
+    def at_exit():
+        if not _exit["failed"]:
+            engine.barrier("tfscale_exit", timeout)
+
+    sys.excepthook, sys.exit = excepthook, exit_
+    atexit.register(at_exit)
