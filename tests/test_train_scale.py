@@ -22,7 +22,8 @@ def _start(argv, **env):
 
 
 def test_two_kills_in_a_row_resume_and_end_like_an_uninterrupted_run(tmp_path):
-    """Worker 1 SIGKILLed mid-epoch 2, then the restarted chief mid-epoch 3: --max-restarts 2 resumes twice."""
+    """Worker 1 SIGKILLed mid-epoch 2, then the restarted chief while it writes a checkpoint (half a file on
+    disk): --max-restarts 2 resumes twice, from the last whole checkpoint, and the half file is gone."""
     worker = str(WORKERS / "train_resume.py")
     (tmp_path / "tmp").mkdir()
     reference = _start([worker, str(tmp_path / "ref.npz"), str(tmp_path / "ref_ckpt"), str(tmp_path / "ref_tb")])
@@ -31,11 +32,12 @@ def test_two_kills_in_a_row_resume_and_end_like_an_uninterrupted_run(tmp_path):
                          str(tmp_path / "killed"), "2"], env={"TMPDIR": str(tmp_path / "tmp")}, timeout=400)
     procs.wait_all([reference], timeout=200)
     assert (tmp_path / "killed").exists(), job.stdout  # worker 1 really died mid-epoch
-    assert (tmp_path / "killed.2").exists(), job.stdout  # then the restarted chief did
+    half = (tmp_path / "killed.2").read_text()  # then the restarted chief, mid-checkpoint
+    assert "epoch-00002" in half and not os.path.exists(half), half
     assert job.stdout.count("restarting all 2 worker(s)") == 2, job.stdout[-3000:]
     ref, chief, other = (np.load(tmp_path / n) for n in ("ref.npz", "out.0.npz", "out.1.npz"))
-    assert (int(chief["resumed_from_epoch"]), int(other["resumed_from_epoch"])) == (2, 2)
-    assert (int(chief["epochs_run"]), int(ref["epochs_run"])) == (1, 3)
+    assert (int(chief["resumed_from_epoch"]), int(other["resumed_from_epoch"])) == (1, 1)
+    assert (int(chief["epochs_run"]), int(ref["epochs_run"])) == (2, 3)
     for key in (k for k in ref.files if k.startswith("w")):
         np.testing.assert_allclose(chief[key], ref[key], atol=1e-5)
         np.testing.assert_array_equal(chief[key], other[key])

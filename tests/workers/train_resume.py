@@ -4,8 +4,9 @@ Usage: python train_resume.py OUT.npz CHECKPOINT_DIR TENSORBOARD_DIR(or -) [KILL
 With KILL_MARKER, worker rank 1 kills itself (SIGKILL) in the middle of the second
 epoch the first time it runs (the file KILL_MARKER records that it did), so
 `tfscale launch --max-restarts 1` has to restart the job, which resumes from the
-chief's last checkpoint. KILLS=2: then the chief kills itself in the middle of the third
-epoch of the restarted job (KILL_MARKER.2), so `--max-restarts 2` restarts it again. Every worker writes OUT.<rank>.npz (OUT.npz for one process). It runs on
+chief's last checkpoint. KILLS=2: then the restarted chief dies while it writes its next checkpoint
+(half of the file written, KILL_MARKER.2 holds its path), so `--max-restarts 2` restarts the job again
+and it resumes from the last whole checkpoint. Every worker writes OUT.<rank>.npz (OUT.npz for one process). It runs on
 the engine of KERAS_BACKEND (`tfscale launch --backend jax` for JAX workers).
 """
 
@@ -38,24 +39,38 @@ def build_model():
 
 
 class KillOnce(keras.callbacks.Callback):
-    """Worker 1 dies mid-epoch, once (and with KILLS=2 the chief then, once): the preemptions the job must survive."""
+    """Worker 1 dies mid-epoch, once: the preemption the job must survive (KILLS=2: `save_weights_then_die` too)."""
 
     def on_train_batch_begin(self, batch, logs=None):
         if not marker or batch != KILL_BATCH:
             return
         if scale.rank == 1 and self._epoch == KILL_EPOCH and not os.path.exists(marker):
             self._die(marker)
-        if kills > 1 and scale.rank == 0 and self._epoch == KILL_EPOCH + 1 and os.path.exists(marker) \
-                and not os.path.exists(marker + ".2"):
-            self._die(marker + ".2")
-
-    @staticmethod
-    def _die(record):
-        open(record, "w").close()
-        os.kill(os.getpid(), signal.SIGKILL)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+
+    @staticmethod
+    def _die(record, content=""):
+        with open(record, "w") as f:
+            f.write(content)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_save_weights = keras.Model.save_weights
+
+
+def save_weights_then_die(model, filepath, *args, **kwargs):
+    """The second preemption: the chief is killed with half of a checkpoint file on disk (the rename not done)."""
+    _save_weights(model, filepath, *args, **kwargs)
+    if kills > 1 and scale.rank == 0 and marker and os.path.exists(marker) and not os.path.exists(marker + ".2"):
+        size = os.path.getsize(filepath)
+        with open(filepath, "r+b") as f:
+            f.truncate(size // 2)
+        KillOnce._die(marker + ".2", str(filepath))
+
+
+keras.Model.save_weights = save_weights_then_die
 
 
 result = ts.fit(build_model, (x, y), scale=scale, epochs=EPOCHS, global_batch_size=GLOBAL_BATCH, optimizer="sgd",

@@ -30,6 +30,7 @@ the launcher warns.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shlex
@@ -123,14 +124,27 @@ def run(argv: Sequence[str], options: LaunchOptions | None = None, *, output=Non
 
 
 def _attempt(specs: list[ProcessSpec], timeout: float | None, output) -> list[int]:
-    for spec in specs:
-        if spec.log_path:
-            os.makedirs(os.path.dirname(os.path.abspath(spec.log_path)), exist_ok=True)
-            with open(spec.log_path, "a") as f:
-                f.write(f"==== tfscale launch: worker {spec.name}, restart {spec.env['TFSCALE_RESTART']} ====\n")
-    group = start_group(specs, output=output)
-    with group, forwarded_signals(group):
-        return group.wait(timeout=timeout)
+    """One run of the group. Each worker gets a temporary folder of its own (TMPDIR), removed when the
+    group ends: a worker killed by SIGKILL leaves nothing behind (TensorFlow's autograph writes files there)."""
+    scratch = tempfile.mkdtemp(prefix="tfscale-workers-")
+    try:
+        specs = [dataclasses.replace(spec, env={**spec.env, "TMPDIR": _folder(scratch, spec.name)}) for spec in specs]
+        for spec in specs:
+            if spec.log_path:
+                os.makedirs(os.path.dirname(os.path.abspath(spec.log_path)), exist_ok=True)
+                with open(spec.log_path, "a") as f:
+                    f.write(f"==== tfscale launch: worker {spec.name}, restart {spec.env['TFSCALE_RESTART']} ====\n")
+        group = start_group(specs, output=output)
+        with group, forwarded_signals(group):
+            return group.wait(timeout=timeout)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _folder(parent: str, name: str) -> str:
+    path = os.path.join(parent, name)
+    os.mkdir(path)
+    return path
 
 
 def exec_worker(argv: Sequence[str], options: LaunchOptions | None = None) -> None:
