@@ -327,6 +327,9 @@ class Group:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        deadline = time.monotonic() + 5.0  # a SIGKILLed grandchild can take a moment to be gone
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS)
         for pump in self._pumps:
             pump.join(timeout=2.0)
         for f in self._files:
