@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -110,11 +111,13 @@ def main() -> int:
     started = time.monotonic()
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     seconds = time.monotonic() - started
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     time.sleep(1.0)
     restarts = done.stdout.count("restarting all 2 worker(s)") + done.stderr.count("restarting all 2 worker(s)")
     result = {
         "cycles": args.cycles, "backend": args.backend, "exit_code": done.returncode, "restarts": restarts,
         "seconds": round(seconds, 1), "seconds_per_cycle": round(seconds / max(1, args.cycles), 2),
+        "cpu_seconds_per_cycle": round((children.ru_utime + children.ru_stime) / max(1, args.cycles), 2),
         "resumed_from_epoch": (out / "done").read_text() if (out / "done").exists() else None,
         "kills": len(list(out.glob("killed-*"))),
         "processes_left": job_processes(marker),

@@ -96,14 +96,15 @@ def test_unknown_counts_fall_back_to_slices_of_one_global_order(tmp_path):
 
 @pytest.mark.slow
 def test_two_workers_read_disjoint_records_and_fit_uneven_files_to_identical_weights(tmp_path):
-    """Three inputs on 2 real workers, in one process each: a CSV's ids per replica; uneven image and CSV files."""
+    """Four inputs on 2 real workers, in one process each: a CSV's ids per replica; uneven image and CSV files
+    (equal steps by tfscale's plans: TF's per-step "has data" check off); an input with unequal steps (kept)."""
     _csv_files(tmp_path, 4, 10)  # ids 0..39
     write_images(tmp_path / "images", per_class=(12, 11), size=(8, 8))  # 12 vs 11 files: 3 vs 2 steps before
     for i, rows in enumerate((10, 7, 4)):
         write_csv(tmp_path / f"p{i}.csv", rows, start=100 * i)  # 14 vs 7 rows by plain file dealing
     worker = str(REPO / "tests" / "workers" / "data_uneven.py")
     outs = run_workers(2, [worker, str(tmp_path), f"ids={tmp_path / 'part*.csv'}", f"images={tmp_path / 'images'}",
-                           f"csv={tmp_path / 'p?.csv'}"], env={"TF_CPP_MIN_LOG_LEVEL": "0"})
+                           f"csv={tmp_path / 'p?.csv'}", "unequal=24"], env={"TF_CPP_MIN_LOG_LEVEL": "0"})
     ids = [json.loads((tmp_path / f"ids.{i}.json").read_text()) for i in range(2)]
     assert len(ids[0]) == len(ids[1]) == 20
     assert sorted(ids[0] + ids[1]) == list(range(40))
@@ -111,10 +112,21 @@ def test_two_workers_read_disjoint_records_and_fit_uneven_files_to_identical_wei
     # global batch of 8 (so both run the same steps however the files split)
     assert all(len({n // 10 for n in ids[w][k:k + 4]}) == 4 for w in range(2) for k in range(0, 20, 4))
     for out in outs:
-        assert all(f"{kind} done" in out.stdout for kind in ("ids", "images", "csv")), out.stdout[-3000:]
+        assert all(f"{kind} done" in out.stdout for kind in ("ids", "images", "csv", "unequal")), out.stdout[-3000:]
         assert "sharding policy" not in out.stdout.lower() and "unshardable" not in out.stdout.lower()
     for kind in ("images", "csv"):
         runs = [np.load(tmp_path / f"{kind}.{i}.npz") for i in range(2)]
         assert int(runs[0]["steps"]) == int(runs[1]["steps"]) == 2
         names = [k for k in runs[0].files if k.startswith("arr_")]
         assert names and all(np.array_equal(runs[0][k], runs[1][k]) for k in names)
+        # the shortcut through TF's private attribute still has its effect: no per-step collective in next()
+        assert [bool(r["has_data_check"]) for r in runs] == [False, False]
+        assert [int(r["next_collectives"]) for r in runs] == [0, 0], kind
+    # 24 rows on worker 0, 12 on worker 1 (4 per replica a step): 6 vs 3 steps of data. TF's check stays on, a
+    # collective in every next(); both run 6 steps (worker 1 on empty batches at the end) to equal weights
+    runs = [np.load(tmp_path / f"unequal.{i}.npz") for i in range(2)]
+    assert [bool(r["has_data_check"]) for r in runs] == [True, True]
+    assert all(int(r["next_collectives"]) >= 1 for r in runs)
+    assert int(runs[0]["steps"]) == int(runs[1]["steps"]) == 6
+    names = [k for k in runs[0].files if k.startswith("arr_")]
+    assert names and all(np.array_equal(runs[0][k], runs[1][k]) for k in names)

@@ -3,8 +3,11 @@
 Usage: python data_uneven.py OUT_DIR KIND=SRC [KIND=SRC ...]
 KIND "images": SRC is an image folder (FILE plan), fit 2 epochs; "csv": SRC is a CSV glob (slices plan),
 fit 2 epochs; "ids": SRC is a CSV glob, the ids this worker's replicas receive in one epoch are written to
-OUT_DIR/ids.<task index>.json, then fit 1 epoch. images/csv write OUT_DIR/<kind>.<task index>.npz with the
-final weights and the steps run in the last epoch. One process for all: one TensorFlow start-up.
+OUT_DIR/ids.<task index>.json, then fit 1 epoch; "unequal": SRC is a row count N, an input that shards itself
+(`dataset_for`) with N rows on worker 0 and N // 2 on worker 1, so unequal steps, fit 2 epochs. Every job but
+ids writes OUT_DIR/<kind>.<task index>.npz with the final weights, the steps run in the last epoch, whether
+TF's per-step "has data" check was left on, and how many collectives a traced `next()` of the distributed
+input runs (that check is one). One process for all: one TensorFlow start-up.
 """
 
 import json
@@ -32,6 +35,25 @@ class Steps(keras.callbacks.Callback):
         self.steps += 1
 
 
+class Unequal:
+    """Input that shards itself, with more rows on worker 0 than on worker 1."""
+
+    def __init__(self, rows: int):
+        self.rows = rows
+
+    def dataset_for(self, input_context):
+        n = self.rows if input_context.input_pipeline_id == 0 else self.rows // 2
+        x = np.linspace(-1, 1, n, dtype="float32")[:, None]
+        return tf.data.Dataset.from_tensor_slices((x, (x[:, 0] > 0).astype("int32")))
+
+
+def collectives_in_next(distributed) -> int:
+    """Collective ops in one traced `next()` of a distributed dataset's iterator (tracing runs none)."""
+    graph = tf.function(lambda iterator: next(iterator)).get_concrete_function(iter(distributed)).graph.as_graph_def()
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    return sum(n.op.startswith("Collective") for n in nodes)
+
+
 def replica_ids(pipe) -> list[int]:
     ids = []
     for features, _ in scale.distribute(pipe, global_batch_size=8):
@@ -46,6 +68,10 @@ for kind, src in jobs:
         pipe = ts.data.image_folder(src, image_size=(8, 8)).shuffle(64, seed=3)
         model_input = keras.Input((8, 8, 3))
         layers = [keras.layers.Conv2D(4, 3), keras.layers.Flatten(), keras.layers.Dense(2)]
+    elif kind == "unequal":
+        pipe = Unequal(int(src))
+        model_input = keras.Input((1,))
+        layers = [keras.layers.Dense(2)]
     else:
         pipe = ts.data.csv(src, label="label")
         if kind == "ids":
@@ -61,7 +87,10 @@ for kind, src in jobs:
         model = keras.Sequential([model_input, *layers])
         model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     steps = Steps()
-    history = model.fit(scale.distribute(pipe, global_batch_size=8), epochs=epochs, verbose=0, callbacks=[steps])
+    distributed = scale.distribute(pipe, global_batch_size=8)
+    history = model.fit(distributed, epochs=epochs, verbose=0, callbacks=[steps])
     if kind != "ids":
-        np.savez(os.path.join(out, f"{kind}.{index}.npz"), *model.get_weights(), steps=steps.steps)
+        np.savez(os.path.join(out, f"{kind}.{index}.npz"), *model.get_weights(), steps=steps.steps,
+                 has_data_check=distributed._enable_get_next_as_optional,
+                 next_collectives=collectives_in_next(distributed))
     print(f"worker {index} {kind} done, {steps.steps} steps in the last epoch, fit loss={history.history['loss'][-1]:.4f}")

@@ -57,6 +57,11 @@ def distribute(strategy: tf.distribute.Strategy, data, *, global_batch_size: int
     # and Keras reads it as steps per epoch; give it the steps, so progress bars end where the data does.
     if steps is not None and hasattr(distributed, "_cardinality"):
         distributed._cardinality = steps
+    elif hasattr(distributed, "_cardinality") and _several_workers(strategy) and not equal_steps(data):
+        # Workers with unequal steps: each one's cardinality is its own, and Keras would end the epoch of the
+        # one with less data first, leaving the others in a collective. Unknown, Keras reads until TF's
+        # per-step "has data" check (kept below) ends every worker's epoch at the same step.
+        distributed._cardinality = tf.data.UNKNOWN_CARDINALITY
     elif steps is not None and isinstance(distributed, tf.data.Dataset):  # the default strategy: a plain dataset
         distributed = distributed.apply(tf.data.experimental.assert_cardinality(steps))
     if (hasattr(distributed, "_enable_get_next_as_optional") and _several_workers(strategy)
