@@ -5,7 +5,7 @@ worker 1 (or, every third cycle, the chief) SIGKILLs itself mid-epoch, the launc
 workers and they resume from the chief's last checkpoint. Afterwards nothing may be left behind:
 
 - no process of the job (launcher, workers, their children);
-- no listening socket on the workers' ports;
+- no listening socket on the ports of the cluster (every attempt's);
 - no tfscale temporary folder (the job runs with its own TMPDIR);
 - no file in the checkpoint folder but the last checkpoint (keep_checkpoints=1).
 
@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,11 @@ import numpy as np
 import tfscale as ts
 
 out, ckpt, cycles = sys.argv[1], sys.argv[2], int(sys.argv[3])
+# the cluster's ports, for the check that nothing listens on them afterwards
+addresses = os.environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES") or ",".join(
+    __import__("json").loads(os.environ.get("TF_CONFIG", '{"cluster": {"worker": []}}'))["cluster"]["worker"])
+with open(os.path.join(out, f"ports-{os.getpid()}"), "w") as f:
+    f.write(" ".join(a.rsplit(":", 1)[1] for a in addresses.split(",") if a))
 scale = ts.Scale.auto()
 import keras
 
@@ -78,6 +84,11 @@ def listening() -> set[int]:
     return found
 
 
+def used_ports(out: Path) -> set[int]:
+    """The ports of every attempt's cluster, as its workers wrote them."""
+    return {int(p) for f in out.glob("ports-*") for p in f.read_text().split()}
+
+
 def job_processes(marker: str) -> list[int]:
     """PIDs whose environment holds `marker` (every process of the job inherits it)."""
     pids = []
@@ -101,7 +112,6 @@ def main() -> int:
     for folder in (out, tmp):
         folder.mkdir()
     (work / "worker.py").write_text(WORKER)
-    before = listening()
     marker = f"TFSCALE_SOAK={work.name}"
     env = {**os.environ, "TMPDIR": str(tmp), "TFSCALE_SOAK": work.name, "TF_NUM_INTRAOP_THREADS": "1",
            "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -121,17 +131,19 @@ def main() -> int:
         "resumed_from_epoch": (out / "done").read_text() if (out / "done").exists() else None,
         "kills": len(list(out.glob("killed-*"))),
         "processes_left": job_processes(marker),
-        "ports_left": sorted(listening() - before),  # new listening sockets since the job started
+        "ports_left": sorted(listening() & used_ports(out)),
         "temp_left": sorted(os.listdir(tmp)),
         "checkpoint_files": sorted(os.listdir(ckpt)) if ckpt.exists() else [],
     }
-    ok = (done.returncode == 0 and restarts == args.cycles and result["kills"] == args.cycles
+    ok = (done.returncode == 0 and used_ports(out) and restarts == args.cycles and result["kills"] == args.cycles
           and not result["processes_left"] and not result["ports_left"] and not result["temp_left"]
           and len(result["checkpoint_files"]) == 1)
     result["ok"] = ok
     print(json.dumps(result, indent=2))
-    if not ok:
-        print(done.stderr[-3000:], file=sys.stderr)
+    if ok:
+        shutil.rmtree(work)
+    else:
+        print(done.stderr[-3000:], f"\n(kept for a look: {work})", file=sys.stderr)
     return 0 if ok else 1
 
 

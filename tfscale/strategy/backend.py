@@ -130,3 +130,27 @@ def resolve(wanted: str | None = None, *, strategy: str | None = None, listing=N
 def keras_on_tensorflow() -> bool:
     """True where Keras runs (or will run) on TensorFlow: TensorFlow ops can run on this process's models."""
     return current() == TENSORFLOW
+
+
+def set_random_seed(seed: int) -> None:
+    """`keras.utils.set_random_seed`, but TensorFlow's seed only where TensorFlow is loaded already.
+
+    Keras' own imports TensorFlow wherever it is installed, to seed it: ~4 s of CPU in every JAX process that
+    never uses it. A process whose input runs on tf.data has loaded it by the time it seeds.
+    """
+    import keras
+
+    if "tensorflow" in sys.modules or keras.backend.backend() == "torch":
+        keras.utils.set_random_seed(seed)
+        return
+    import random
+
+    import numpy as np
+    from keras.src.backend.common import global_state
+    from keras.src.random import seed_generator
+    from keras.src.utils import rng_utils
+
+    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)  # recreated from the seed
+    random.seed(seed)
+    np.random.seed(seed)

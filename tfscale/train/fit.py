@@ -19,6 +19,7 @@ from tfscale.scale.callbacks import build_callbacks
 from tfscale.scale.checkpoint import Checkpoints
 from tfscale.scale.optimizer import learning_rate_for, make_optimizer
 from tfscale.scale.throughput import InputTimer, Throughput
+from tfscale.strategy import backend
 from tfscale.train.batch import BatchPlan, plan_batch
 from tfscale.train.loading import make_model
 from tfscale.train.precision import check_outputs, for_scale, precision_policy
@@ -96,7 +97,7 @@ def fit(build_model: Callable[..., keras.Model] | str, train_data, *, scale=None
         scale.engine, validation_data, global_batch_size=plan.global_batch_size,
         per_replica_batch_size=plan.per_replica_batch_size, drop_remainder=False, where="validation_data")
     if cfg.seed is not None:
-        keras.utils.set_random_seed(cfg.seed)
+        backend.set_random_seed(cfg.seed)
     model, learning_rate = _build_and_compile(build_model, model_args, scale, cfg, plan, policy)
     all_callbacks = build_callbacks(
         scale, checkpoint_dir=cfg.checkpoint_dir, tensorboard_dir=cfg.tensorboard_dir,

@@ -20,8 +20,9 @@ import logging
 import math
 import os
 
-from tfscale.cluster import environment
+from tfscale.cluster.detection import environment
 from tfscale.errors import ClusterError
+from tfscale.strategy import backend
 
 log = logging.getLogger("tfscale")
 
@@ -104,10 +105,8 @@ def _one_seed() -> None:
     import numpy as np
     from jax.experimental import multihost_utils
 
-    import keras
-
-    seed = int(np.random.SeedSequence().generate_state(1)[0])
-    keras.utils.set_random_seed(int(multihost_utils.broadcast_one_to_all(np.uint32(seed))))
+    seed = int(multihost_utils.broadcast_one_to_all(np.uint32(np.random.SeedSequence().generate_state(1)[0])))
+    backend.set_random_seed(seed)
 
 
 def start(topology, config, environ=None) -> None:
