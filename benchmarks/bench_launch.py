@@ -68,7 +68,7 @@ def one_process(threads: int, global_batch: int, worker_args: list[str]) -> dict
 
 def two_workers(global_batch: int, worker_args: list[str], threads: int | None = None) -> dict:
     """`tfscale launch -n 2` through the launcher's Python API, with its defaults (or `threads`)."""
-    from tfscale.cluster.launcher import LaunchOptions, run
+    from tfscale.cluster.launch.launcher import LaunchOptions, run
 
     saved = dict(os.environ)
     output = io.StringIO()

@@ -9,10 +9,14 @@ case "${1:-}" in
     --no-install) step=test; shift ;;
 esac
 if [ "$step" != test ]; then
-    # System packages the tests use: a Redis server (sentiment example) and Debian's Fashion-MNIST files.
+    # System packages the tests use: a Redis server (sentiment example), Debian's Fashion-MNIST files, Slurm.
     missing=()
     command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
     [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
+    # Slurm and munge for tests/test_slurm.py, which runs only as root (its fixture installs them too: ~30 s)
+    if [ "$(id -u)" = 0 ]; then
+        { command -v slurmctld && command -v slurmd && command -v munged; } >/dev/null 2>&1 || missing+=(slurm-wlm munge)
+    fi
     if [ ${#missing[@]} -gt 0 ]; then
         if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
             apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -117,6 +117,7 @@ def test_two_workers_read_disjoint_records_and_fit_uneven_files_to_identical_wei
     for kind in ("images", "csv"):
         runs = [np.load(tmp_path / f"{kind}.{i}.npz") for i in range(2)]
         assert int(runs[0]["steps"]) == int(runs[1]["steps"]) == 2
+        assert [int(r["iterations"]) for r in runs] == [4, 4], kind  # one optimizer update per step, 2 epochs
         names = [k for k in runs[0].files if k.startswith("arr_")]
         assert names and all(np.array_equal(runs[0][k], runs[1][k]) for k in names)
         # the shortcut through TF's private attribute still has its effect: no per-step collective in next()
@@ -128,5 +129,8 @@ def test_two_workers_read_disjoint_records_and_fit_uneven_files_to_identical_wei
     assert [bool(r["has_data_check"]) for r in runs] == [True, True]
     assert all(int(r["next_collectives"]) >= 1 for r in runs)
     assert int(runs[0]["steps"]) == int(runs[1]["steps"]) == 6
+    # one optimizer update per step (worker 1's empty-batch steps included), none on the step that ends each epoch
+    # with OutOfRange when no worker has data
+    assert [int(r["iterations"]) for r in runs] == [12, 12]
     names = [k for k in runs[0].files if k.startswith("arr_")]
     assert names and all(np.array_equal(runs[0][k], runs[1][k]) for k in names)

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from tfscale.cluster import plan as plan_lib
-from tfscale.cluster.topology import Topology, detect
+from tfscale.cluster.launch import plan as plan_lib
+from tfscale.cluster.detection.topology import Topology, detect
 from tfscale.config import StrategyConfig, engine_options, from_mapping
 from tfscale.errors import ClusterError, ConfigError
 from tfscale.strategy import available, backend, choose, get, names
@@ -127,15 +127,18 @@ def test_jax_workers_under_slurm_and_kubernetes_find_the_same_coordinator():
     assert env["KERAS_DISTRIBUTION_JOB_ADDRESSES"] == "node1:8888,node2:8888"
     assert env["KERAS_DISTRIBUTION_PROCESS_ID"] == "1" and "TF_CONFIG" not in env
     assert detect(environ=slurm, gpus=0).coordinator == "node1:8888"  # srun without the launcher: the same
-    from tfscale.cluster import manifest
+    from tfscale.cluster.launch import manifest
 
     pod = manifest.documents(["python", "train.py"], workers=2, backend="jax")[1]
-    variables = {e["name"]: e["value"] for e in pod["spec"]["template"]["spec"]["containers"][0]["env"]}
+    variables = {e["name"]: e["value"] for e in pod["spec"]["template"]["spec"]["containers"][0]["env"] if "value" in e}
     assert variables["KERAS_BACKEND"] == "jax"
     k8s = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "JOB_COMPLETION_INDEX": "1", **{k: v for k, v in variables.items()
                                                                                 if k.startswith("TFSCALE_")}}
     topology = detect(environ=k8s, gpus=0)
     assert (topology.rank, topology.coordinator) == (1, "tfscale-0.tfscale-workers:12345")
+    env = plan_lib.build(plan_lib.LaunchOptions(), {**k8s, "KERAS_BACKEND": "jax"}).env[0]  # the pod's launcher
+    assert env["KERAS_DISTRIBUTION_JOB_ADDRESSES"].split(",")[0] == topology.coordinator
+    assert env["KERAS_DISTRIBUTION_PROCESS_ID"] == "1" and "TF_CONFIG" not in env
 
 
 def _placer(rules=(), *, auto=False, model=2, has_layout=True):

@@ -16,8 +16,8 @@ import psutil
 import pytest
 
 from procs import REPO, THREAD_ENV, base_env
-from tfscale.cluster.group import GroupTimeout, WorkerFailure
-from tfscale.cluster.launcher import LaunchOptions, run
+from tfscale.cluster.launch.group import GroupTimeout, WorkerFailure
+from tfscale.cluster.launch.launcher import LaunchOptions, run
 
 pytestmark = pytest.mark.slow
 WORKERS = REPO / "tests" / "workers"
@@ -255,7 +255,7 @@ def test_start_group_reaps_what_its_processes_leave_behind():
     """The low-level API: per-process variables, prefixed output, and no stray grandchild after success."""
     import io
 
-    from tfscale.cluster.launcher import ProcessSpec, start_group
+    from tfscale.cluster.launch.launcher import ProcessSpec, start_group
 
     code = ("import os, subprocess; subprocess.Popen(['sleep', '600']); "
             "print('hello from', os.environ['WHO'], flush=True)")

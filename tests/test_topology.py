@@ -5,7 +5,7 @@ import json
 import pytest
 
 from tfscale.cluster import detect
-from tfscale.cluster.tf_config import make
+from tfscale.cluster.detection.tf_config import make
 from tfscale.config import StrategyConfig
 from tfscale.errors import ClusterError
 from tfscale.strategy import choose

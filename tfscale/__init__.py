@@ -22,8 +22,8 @@ from tfscale.errors import ClusterError, ConfigError, DataError, ExportError, Tf
 __version__ = "0.1.0"
 
 # Loaded on first use, so `import tfscale` loads no TensorFlow (the launcher starts at once).
-_LAZY_MODULES = ("cluster", "data", "export", "strategy", "train", "tuning", "recipes")
-_LAZY_FUNCTIONS = {"Scale": "tfscale.scale", "launch": "tfscale.cluster.launcher", "fit": "tfscale.train.fit",
+_LAZY_MODULES = ("cluster", "data", "export", "strategy", "train", "tuning", "recipes", "ray")
+_LAZY_FUNCTIONS = {"Scale": "tfscale.scale", "launch": "tfscale.cluster.launch.launcher", "fit": "tfscale.train.fit",
                    "tune": "tfscale.tuning"}
 
 __all__ = ["ClusterError", "ConfigError", "DataError", "ExportError", "Scale", "StrategyConfig", "TfscaleError",

@@ -37,7 +37,7 @@ import signal
 import subprocess
 import sys
 
-VERBOSE_ENV = "TFSCALE_VERBOSE"
+VERBOSE_ENV = "TFSCALE_VERBOSE"  # tfscale.worker_env.VERBOSE (this file also runs as `python -I -S quiet.py`)
 TF_LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
 QUIET_TF_LOG_LEVEL = "2"  # C++ errors still show; info and warnings do not
 PARTIAL_LINE_WAIT_S = 0.05  # a partial line (a prompt, a progress bar) is passed on after this long

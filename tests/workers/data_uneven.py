@@ -5,7 +5,8 @@ KIND "images": SRC is an image folder (FILE plan), fit 2 epochs; "csv": SRC is a
 fit 2 epochs; "ids": SRC is a CSV glob, the ids this worker's replicas receive in one epoch are written to
 OUT_DIR/ids.<task index>.json, then fit 1 epoch; "unequal": SRC is a row count N, an input that shards itself
 (`dataset_for`) with N rows on worker 0 and N // 2 on worker 1, so unequal steps, fit 2 epochs. Every job but
-ids writes OUT_DIR/<kind>.<task index>.npz with the final weights, the steps run in the last epoch, whether
+ids writes OUT_DIR/<kind>.<task index>.npz with the final weights, the steps run in the last epoch, the
+optimizer's update count, whether
 TF's per-step "has data" check was left on, and how many collectives a traced `next()` of the distributed
 input runs (that check is one). One process for all: one TensorFlow start-up.
 """
@@ -91,6 +92,7 @@ for kind, src in jobs:
     history = model.fit(distributed, epochs=epochs, verbose=0, callbacks=[steps])
     if kind != "ids":
         np.savez(os.path.join(out, f"{kind}.{index}.npz"), *model.get_weights(), steps=steps.steps,
+                 iterations=int(model.optimizer.iterations.numpy()),
                  has_data_check=distributed._enable_get_next_as_optional,
                  next_collectives=collectives_in_next(distributed))
     print(f"worker {index} {kind} done, {steps.steps} steps in the last epoch, fit loss={history.history['loss'][-1]:.4f}")

@@ -1,8 +1,8 @@
 """`tfscale launch [-n N] [options] -- CMD...`: start N workers of any command with TF_CONFIG.
 
 On this host (127.0.0.1), on named hosts (``--nnodes/--node-rank/--hosts``),
-or under ``srun`` (one worker per Slurm task: the command is exec'd with the
-Slurm-derived TF_CONFIG). ``--print-manifest`` writes a Kubernetes Job instead.
+or under ``srun`` (one worker per Slurm task, with the Slurm-derived TF_CONFIG,
+supervised so that scancel ends it within seconds). ``--print-manifest`` writes a Kubernetes Job instead.
 ``--backend jax`` starts JAX workers: KERAS_BACKEND=jax and the variables
 ``keras.distribution.initialize`` reads instead of TF_CONFIG.
 """
@@ -59,7 +59,7 @@ def add_parser(subparsers) -> None:
 
 
 def _options(args):
-    from tfscale.cluster.plan import LaunchOptions
+    from tfscale.cluster.launch.plan import LaunchOptions
 
     return LaunchOptions(workers=args.workers, replicas_per_worker=args.replicas_per_worker, log_dir=args.log_dir,
                          timeout=args.timeout, collective_timeout=args.collective_timeout,
@@ -69,31 +69,23 @@ def _options(args):
 
 
 def run(args) -> int:
-    from tfscale.cluster import launcher, plan as plan_lib
-    from tfscale.cluster.group import GroupInterrupted, GroupTimeout, WorkerFailure
+    from tfscale.cluster.launch import launcher
+    from tfscale.cluster.launch.group import GroupInterrupted, GroupTimeout, WorkerFailure
     from tfscale.errors import ConfigError
 
     command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     options = _options(args)
     if args.print_manifest:
-        return _print_manifest(command, args)
+        return _print_manifest(command, args, options)
     if args.dry_run:
         _print_plan(launcher.dry_run(command, options), command, options)
         return 0
     if not command:
         raise ConfigError("no command to launch", where="tfscale launch",
                           fix="put the command after `--`, e.g. tfscale launch -n 2 -- python train.py")
-    import os
-
-    if plan_lib.slurm_task(os.environ) is not None and not (options.hosts or options.hosts_file) and not (
-            options.timeout or options.log_dir):
-        from tfscale import quiet
-
-        quiet.enable()  # the command replaces this process: TensorFlow's start-up lines go through the filter
-        launcher.exec_worker(command, options)  # does not return
     code = 0
     try:
-        launcher.run(command, options)
+        launcher.run(command, options, may_exec=True)  # in a pod: exec'd, never returns
     except (WorkerFailure, GroupTimeout, GroupInterrupted) as stopped:
         print(f"tfscale launch: {stopped}", file=sys.stderr)
         code = stopped.exit_code
@@ -121,12 +113,9 @@ def _print_plan(plan, command, options) -> None:
         print(f"[w{rank}] env {assignments} {shlex.join(command) or '<no command>'}{log}")
 
 
-def _print_manifest(command, args) -> int:
-    from tfscale.cluster import manifest
-    from tfscale.cluster.environment import DEFAULT_PORT
+def _print_manifest(command, args, options) -> int:
+    from tfscale.cluster.launch import backends
 
-    print(manifest.render(command, workers=args.workers or 1, name=args.job_name, image=args.image,
-                          port=args.port or DEFAULT_PORT, replicas_per_worker=args.replicas_per_worker,
-                          collective_timeout=args.collective_timeout, max_restarts=args.max_restarts,
-                          backend=args.backend), end="")
+    printer = backends.ManifestLauncher(job_name=args.job_name, image=args.image, port=args.port)
+    printer.start(command, options, plan=None)
     return 0

@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from tfscale import worker_env
 from tfscale.config.loading import apply_overrides, check_choice as _check_choice, from_mapping, load_toml
 from tfscale.errors import ConfigError
 
@@ -155,7 +156,7 @@ def _default(field: dataclasses.Field) -> Any:
 
 
 # Variables `tfscale launch` sets in each worker (field -> variable); they fill fields the script leaves unset.
-LAUNCH_VARIABLES = {"replicas": "TFSCALE_REPLICAS_PER_WORKER", "collective_timeout": "TFSCALE_COLLECTIVE_TIMEOUT"}
+LAUNCH_VARIABLES = {"replicas": worker_env.REPLICAS_PER_WORKER, "collective_timeout": worker_env.COLLECTIVE_TIMEOUT}
 
 
 def with_launch_environment(config: StrategyConfig, environ: Mapping[str, str] | None = None) -> StrategyConfig:

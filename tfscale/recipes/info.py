@@ -40,7 +40,7 @@ def _devices(backend: str, replicas: int | None):
         return [{"name": f"{d.platform}:{d.id}", "type": d.platform.upper()} for d in jax.devices()], topology, config
     import tensorflow as tf
 
-    from tfscale.cluster.devices import local_gpus
+    from tfscale.cluster.detection.devices import local_gpus
 
     devices = [{"name": d.name, "type": d.device_type} for d in tf.config.list_physical_devices()]
     return devices, detect(config.cluster, gpus=local_gpus()), config

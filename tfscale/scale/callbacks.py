@@ -82,7 +82,8 @@ def build_callbacks(scale, *, checkpoint_dir: str | os.PathLike | None = None,
     if checkpoint_dir is not None:
         callbacks.append(Checkpoints(os.fspath(checkpoint_dir), is_chief=chief, rank=rank,
                                      keep=keep_checkpoints, resume=resume, scope=scale.scope,
-                                     host_weights=scale.engine.host_weights))
+                                     host_weights=scale.engine.host_weights,
+                                     exchange=scale.engine.exchange if scale.engine.num_processes > 1 else None))
     if tensorboard_dir is not None:
         logdir = os.fspath(tensorboard_dir) if chief else worker_dir(os.fspath(tensorboard_dir), "tb", rank)
         if not chief:

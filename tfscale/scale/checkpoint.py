@@ -8,31 +8,41 @@ the chief writes into `directory`; the others write into a private temporary
 folder that is removed. On (re)start every worker loads the latest checkpoint of
 the chief's folder, so a job restarted by `tfscale launch --max-restarts` resumes
 at the epoch it reached (the folder must be shared between hosts, e.g. NFS or GCS
-fuse, when workers are on several machines).
+fuse, when workers are on several machines). Before restoring, every worker checks that it sees the
+chief's folder: the chief writes a marker holding a fresh token there, the token reaches every worker
+through the engine (`Engine.exchange`: TensorFlow's coordination service), and a worker that reads
+another token or none makes every worker raise a ClusterError: hosts that share no disk would each
+resume from checkpoints of their own and silently diverge.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
 import math
 import os
 import re
 import shutil
 import tempfile
+import time
+import uuid
 import warnings
 import weakref
 
 import keras
 
-from tfscale.errors import ConfigError
+from tfscale.errors import ClusterError, ConfigError
 from tfscale.scale.guards import TrainingError
 
 log = logging.getLogger("tfscale")
 
 _NAME = re.compile(r"^epoch-(\d+)\.weights\.h5$")
 _TMP_PREFIX = ".tmp-"
+SHARED_MARKER = ".tfscale-chief"  # the chief's token, read back by every worker (`Checkpoints.check_shared`)
+MARKER_WAIT_S = 3.0  # how long a worker retries reading it (an NFS client may cache the folder's listing)
+_checks = itertools.count()  # one key per check, the same sequence on every worker
 
 
 def checkpoint_name(epoch: int) -> str:
@@ -81,11 +91,14 @@ class Checkpoints(keras.callbacks.Callback):
             model's tf.distribute strategy, if it has one).
         host_weights: a context in which every weight can be read on this host (`scale.engine.host_weights`:
             on JAX it gathers weights sharded across processes; every worker saves, so every one enters it).
+        exchange: every process's value of a key (`scale.engine.exchange`), for `check_shared` (several
+            processes); None: no check.
     """
 
     def __init__(self, directory: str, *, is_chief: bool = True, rank: int = 0, keep: int = 2, resume: bool = True,
-                 scope=None, host_weights=None):
+                 scope=None, host_weights=None, exchange=None):
         super().__init__()
+        self.exchange = exchange
         self.scope = scope
         self.host_weights = host_weights or (lambda model: contextlib.nullcontext())
         self.directory = os.path.abspath(directory)
@@ -103,7 +116,36 @@ class Checkpoints(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._remove_partial_files()
+        if self.resume:
+            self.check_shared()
         self.restored_epoch = self.restore() if self.resume else 0
+
+    def check_shared(self) -> None:
+        """Every worker sees the chief's folder, or every worker raises a ClusterError (before any step).
+
+        All workers call it together. Without `exchange`, or where the engine has no way to exchange
+        (None), nothing is checked.
+        """
+        if self.exchange is None:
+            return
+        key = f"checkpoint_dir/{next(_checks)}"
+        token = uuid.uuid4().hex if self.is_chief else "-"
+        if self.is_chief:
+            _write_marker(self.directory, token)
+        tokens = self.exchange(f"{key}/token", token)
+        if tokens is None or len(tokens) < 2:  # nothing to check (one process), or no way to (the engine)
+            if self.is_chief:
+                _remove(os.path.join(self.directory, SHARED_MARKER))
+            return
+        chief_token = next((t for t in tokens if t != "-"), "")
+        seen = "1" if self.is_chief or _sees_marker(self.directory, chief_token) else "0"
+        blind = [rank for rank, s in enumerate(self.exchange(f"{key}/seen", seen) or []) if s != "1"]
+        if blind:
+            raise ClusterError(f"checkpoint_dir {self.directory!r} is not shared between the hosts: worker(s) "
+                               f"{', '.join(map(str, blind))} do not see the marker the chief wrote there, so they "
+                               "could not resume from the chief's checkpoints", where="checkpoint_dir",
+                               fix="give a checkpoint_dir that every host sees at the same path (NFS, or a gs:// or "
+                                   "s3:// bucket mounted on every host), or train with resume=False")
 
     def restore(self) -> int:
         """Loads the newest readable checkpoint of the chief's folder; returns its epoch (0: none)."""
@@ -174,12 +216,39 @@ class Checkpoints(keras.callbacks.Callback):
         self.model._initial_epoch = None  # a later fit() starts where it is told
         if not self.is_chief:
             shutil.rmtree(self.write_dir, ignore_errors=True)
+        elif self.exchange is not None:
+            _remove(os.path.join(self.directory, SHARED_MARKER))  # every worker read it long ago
 
 
 def _mismatch(path: str, detail: str) -> ConfigError:
     return ConfigError(f"checkpoint {path!r} does not fit this model and optimizer: {detail.strip()}",
                        where="checkpoint_dir", fix="use a new checkpoint_dir for a different model, optimizer or "
                        "precision, or pass resume=False to start over")
+
+
+def _write_marker(directory: str, token: str) -> None:
+    partial = os.path.join(directory, f"{_TMP_PREFIX}{os.getpid()}-marker")
+    with open(partial, "w") as f:
+        f.write(token)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, os.path.join(directory, SHARED_MARKER))
+
+
+def _sees_marker(directory: str, token: str) -> bool:
+    """This worker reads `token` in `directory`'s marker (retried for `MARKER_WAIT_S`: NFS caches listings)."""
+    deadline = time.monotonic() + MARKER_WAIT_S
+    while True:
+        try:
+            os.listdir(directory)  # revalidates a cached listing (NFS)
+            with open(os.path.join(directory, SHARED_MARKER)) as f:
+                if f.read() == token:
+                    return True
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
 
 
 def _remove(path: str) -> None:

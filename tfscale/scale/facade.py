@@ -154,12 +154,17 @@ class Scale:
         return batch_sizes(self.num_replicas, global_batch_size, per_replica_batch_size)
 
     def distribute(self, data, *, global_batch_size: int | None = None, per_replica_batch_size: int | None = None,
-                   drop_remainder: bool = True, wrap=None):
+                   drop_remainder: bool = True, wrap=None, sharded: bool = False):
         """Batches of `data` (unbatched examples) for this engine, sharded by worker, prefetched.
 
         `data` is a tf.data.Dataset, a tfscale.data pipeline or NumPy arrays (x, y); on JAX also a
         generator function. Every worker gets the same number of steps. `wrap` is applied to each
         tf.data input pipeline (e.g. `InputTimer.wrap`).
+
+        `sharded=True`: `data` is already this worker's own shard (an engine dealt it, e.g. Ray Data's
+        `get_dataset_shard`): tfscale neither auto-shards nor slices it, each worker batches its own
+        examples (`global_batch_size // workers` per step), and shards may end at different steps
+        (TensorFlow engine; the JAX engine needs equal steps).
 
         Example:
             train = scale.distribute(tf.data.Dataset.from_tensor_slices((x, y)), global_batch_size=256)
@@ -171,7 +176,7 @@ class Scale:
         if drop_remainder:  # training input: scale.optimizer() scales the learning rate to it
             self.distributed_batch_sizes.add(global_batch)
         return distribute(self.engine, data, global_batch_size=global_batch, per_replica_batch_size=per_replica,
-                          drop_remainder=drop_remainder, wrap=wrap)
+                          drop_remainder=drop_remainder, wrap=wrap, sharded=sharded)
 
     def optimizer(self, name="adam", **options: Any):
         """A Keras optimizer whose learning rate is scaled to the global batch (`optimizer.build_optimizer`)."""

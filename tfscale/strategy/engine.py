@@ -155,6 +155,13 @@ class Engine(abc.ABC):
     def barrier(self, name: str, timeout: float = 3600.0) -> None:
         """Every process of the cluster waits here until all have arrived (nothing to wait for in one process)."""
 
+    def exchange(self, key: str, value: str, timeout: float = 600.0) -> list[str] | None:
+        """Every process's `value` for `key` (non-empty strings), by rank; every process calls it together.
+
+        [value] in one process; None where this engine has no way to exchange (the caller skips what needed it).
+        """
+        return [value] if self.num_processes < 2 else None
+
     def host_weights(self, model):
         """A context in which every weight of `model` (and its optimizer) can be read on this host, as
         saving needs; entered by every process together (it may gather across them)."""

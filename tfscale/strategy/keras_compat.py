@@ -44,9 +44,23 @@ tfscale/data/sharding.py (`per_replica_batches`, `distribute`):
    worker still has data (unless the dataset is infinite). tfscale's input
    gives every worker the same number of steps by construction, so
    `distribute` turns that check off for it.
+
+6. An input whose workers may run unequal steps (`sharded=True`, a `Shardable`)
+   keeps that check and has UNKNOWN cardinality, so Keras runs steps until
+   `get_next` raises OutOfRange (when no worker has data left). In the traced
+   step, the ops that do not read the batch, the optimizer's
+   `iterations.assign_add(1)` among them, can run before that op fails: one
+   extra update per epoch (8 batches, 9 iterations), which moves Adam's bias
+   correction, learning-rate schedules and warmup. Plain Keras 3.15 does it too
+   with any input of unknown cardinality. `MultiWorkerStrategy.run` makes
+   every op of a Keras step wait for the step's batch (`_after_data`). Steps
+   where only some workers have data (the others get empty batches) are real
+   steps and still update.
 """
 
 from __future__ import annotations
+
+import functools
 
 import keras
 import tensorflow as tf
@@ -110,6 +124,8 @@ class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
                 f"steps_per_execution={fn.__self__.steps_per_execution} does not work on several workers with "
                 f"Keras {keras.__version__} (keras-team/keras#19246)", where="model.compile(steps_per_execution=...)",
                 fix="compile with steps_per_execution=1 (the default) for multi-worker training")
+        if _is_keras_step(fn):
+            fn = _after_data(fn)
         outputs = super().run(fn, args=args, kwargs=kwargs, options=options)
         return self._mean_scalar_logs(outputs) if keras_step else outputs
 
@@ -149,6 +165,25 @@ def _is_keras_step(fn) -> bool:
     """True for a Keras model's train_step or test_step (whose outputs Keras averages as logs)."""
     return getattr(fn, "__name__", None) in ("train_step", "test_step") and isinstance(
         getattr(fn, "__self__", None), keras.Model)
+
+
+def _after_data(fn):
+    """`fn` with every op it creates waiting for the data it is given (module docstring, 6).
+
+    Keras calls a step on `iterator.get_next()`; when the input has ended, that
+    op fails with OutOfRange, but in a traced step the ops that do not consume
+    the batch (the optimizer's `iterations.assign_add(1)`, a seed generator's
+    state) can run before it fails: one update too many per epoch. With a
+    control dependency on the batch they never start on a step without data.
+    """
+
+    @functools.wraps(fn)
+    def step(*args, **kwargs):
+        batch = [t for t in tf.nest.flatten((args, kwargs), expand_composites=True) if isinstance(t, tf.Tensor)]
+        with tf.control_dependencies(batch):
+            return fn(*args, **kwargs)
+
+    return step
 
 
 def _replica_values(value) -> tuple | None:

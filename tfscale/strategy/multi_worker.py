@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tfscale.cluster.devices import configure_cpu_replicas
+from tfscale.cluster.detection.devices import configure_cpu_replicas
 from tfscale.strategy import communication
 from tfscale.strategy.registry import register
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from tfscale.cluster import detect
-from tfscale.cluster.devices import configure_threads, local_gpus
+from tfscale.cluster.detection.devices import configure_threads, local_gpus
 from tfscale.errors import ClusterError
 from tfscale.strategy.backend import TENSORFLOW
 from tfscale.strategy.engine import Engine
+from tfscale.worker_env import PEER_LOST_EXIT
 
 MIN_FLOAT16_CAPABILITY = (7, 0)
 EXIT_BARRIER_S = 600.0  # how long a worker that ends well waits at exit for the others (e.g. the chief exporting)
@@ -104,6 +106,20 @@ class TensorFlowEngine(Engine):
         except Exception as e:  # noqa: BLE001 - a worker failed meanwhile: the launcher names it
             log.warning("the workers did not all reach %r: %s", name, str(e).splitlines()[0] if str(e) else e)
 
+    def exchange(self, key: str, value: str, timeout: float = 600.0) -> list[str] | None:
+        """Through the key-value store of TensorFlow's coordination service (multi_worker only: the tasks of
+        a parameter-server cluster do not all run the same code)."""
+        if self.num_processes < 2:
+            return [value]
+        if self.name != "multi_worker":
+            return None
+        from tensorflow.python.eager import context
+
+        ctx = context.context()
+        ctx.set_config_key_value(f"tfscale/{key}/{self.rank}", value)
+        return [ctx.get_config_key_value(f"tfscale/{key}/{rank}", int(timeout * 1000))
+                for rank in range(self.num_processes)]
+
     def float16_capable(self) -> bool:
         import tensorflow as tf
 
@@ -151,13 +167,25 @@ class TensorFlowEngine(Engine):
 _exit = {"registered": False, "failed": False}
 
 
+def _broken_cluster(error: BaseException) -> bool:
+    """The error a collective raises when a peer is gone or silent."""
+    import tensorflow as tf
+
+    return isinstance(error, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
+                              tf.errors.CancelledError))
+
+
 def _leave_together(engine, timeout: float) -> None:
     """The workers of a run that ends well leave together: each waits at exit for the others.
 
     The chief holds TensorFlow's coordination service; a worker that leaves while another still
     runs (or a chief that leaves first) makes the others log ERRORs ("StartAbort UNAVAILABLE ...
     coordination service") on a healthy run. A process that ends with an uncaught exception or a
-    non-zero `sys.exit` leaves at once, so the launcher sees the failure without delay.
+    non-zero `sys.exit` leaves at once, so the launcher sees the failure without delay; one that ends with
+    the error of a broken cluster (a peer gone or silent: Unavailable, DeadlineExceeded, Aborted, Cancelled)
+    skips TensorFlow's teardown too, as that waits seconds, up to a minute here, for the peers that are gone:
+    it exits with `worker_env.PEER_LOST_EXIT` (75) once the traceback is printed, and its launcher then
+    names the peers that no longer answer.
     """
     import atexit
     import sys
@@ -170,6 +198,10 @@ def _leave_together(engine, timeout: float) -> None:
     def excepthook(kind, value, tb):
         _exit["failed"] = True
         previous_hook(kind, value, tb)
+        if _broken_cluster(value):
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(PEER_LOST_EXIT)
 
     def exit_(status=None):
         if status not in (None, 0):

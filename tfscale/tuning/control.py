@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 
-CONTROL_ENV = "TFSCALE_TUNE_CONTROL"
+from tfscale import worker_env
+
+CONTROL_ENV = worker_env.TUNE_CONTROL
 _SUFFIX = ".dead"
 
 

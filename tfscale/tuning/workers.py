@@ -20,10 +20,10 @@ import tempfile
 import time
 from typing import IO
 
-from tfscale.cluster.launcher import (GroupInterrupted, GroupTimeout, ProcessSpec, WorkerFailure, describe_exit,
+from tfscale.cluster.launch.launcher import (GroupInterrupted, GroupTimeout, ProcessSpec, WorkerFailure, describe_exit,
                                       forwarded_signals, start_group)
-from tfscale.cluster.plan import thread_env
-from tfscale.cluster.ports import PortReservation
+from tfscale.cluster.launch.plan import thread_env
+from tfscale.cluster.launch.ports import PortReservation
 from tfscale.errors import ClusterError, ConfigError
 from tfscale.tuning.control import CONTROL_ENV, announce_dead
 from tfscale.tuning.results import TuneResult

@@ -28,7 +28,7 @@ from tfscale.errors import DataError
 
 log = logging.getLogger("tfscale")
 
-_LAZY = {"Shardable": "plans", "Plan": "plans", "deal_units": "plans", "plan_for": "plans",
+_LAZY = {"AlreadySharded": "plans", "Shardable": "plans", "Plan": "plans", "deal_units": "plans", "plan_for": "plans",
          "per_replica_batches": "plans", "steps_per_epoch": "plans", "equal_steps": "plans",
          "without_auto_shard": "plans", "as_dataset": "tf_distribute", "_replicas_end_together": "tf_distribute",
          "process_batches": "processes"}
@@ -51,7 +51,7 @@ def is_tf_input(data) -> bool:
 
 
 def distribute(engine, data, *, global_batch_size: int, per_replica_batch_size: int, drop_remainder: bool = True,
-               wrap=None, where: str = "Scale.distribute(data)"):
+               wrap=None, where: str = "Scale.distribute(data)", sharded: bool = False):
     """This process's batches of `data` (unbatched examples) for `engine`, prefetched.
 
     Args:
@@ -63,6 +63,8 @@ def distribute(engine, data, *, global_batch_size: int, per_replica_batch_size: 
         drop_remainder: leave out the last incomplete global batch (training input).
         wrap: applied to each tf.data input pipeline's final dataset (e.g. `InputTimer.wrap`).
         where: how the caller names `data`, for errors (e.g. "train_data").
+        sharded: `data` is this worker's own shard (an engine such as Ray Data dealt it): read it as it
+            is, `global_batch_size // workers` examples per step, steps not assumed equal (`AlreadySharded`).
 
     Returns:
         What `model.fit` takes on that engine: a distributed dataset (TensorFlow), a tf.data.Dataset
@@ -71,6 +73,14 @@ def distribute(engine, data, *, global_batch_size: int, per_replica_batch_size: 
     Raises:
         DataError: input of a kind the engine cannot read, named with what it accepts.
     """
+    if sharded:
+        data = _already_sharded(engine, data, global_batch_size, where)
+        if not is_tf_input(data):  # NumPy arrays on the JAX engine: this process's batches of its own arrays
+            from tfscale.data.sharding.arrays import host_batches
+
+            shards, _ = engine.input_shards
+            return host_batches(data, global_batch_size=global_batch_size // shards, shards=1, index=0,
+                                drop_remainder=True)
     if getattr(engine, "backend", "tensorflow") == "tensorflow":
         from tfscale.data.sharding.tf_distribute import distribute as tf_distribute
 
@@ -98,3 +108,36 @@ def distribute(engine, data, *, global_batch_size: int, per_replica_batch_size: 
                         fix="pass a tf.data.Dataset or tfscale.data pipeline of unbatched examples, NumPy arrays "
                             "(x, y), or a generator function yielding examples")
     return batches
+
+
+def _already_sharded(engine, data, global_batch_size: int, where: str):
+    """`data` as an `AlreadySharded` dataset (JAX engine, NumPy arrays: the arrays, read per process).
+
+    Raises:
+        DataError: a global batch that does not split evenly over the workers, or a tfscale pipeline
+            (it plans its own sharding: drop sharded=True).
+    """
+    if hasattr(data, "batched_dataset_for"):
+        raise DataError(f"{where} is a tfscale.data pipeline, which shards itself over the workers",
+                        where=f"{where}, sharded=True",
+                        fix="drop sharded=True, or pass this worker's shard as a tf.data.Dataset or NumPy arrays")
+    workers = _workers(engine)
+    if global_batch_size % workers:
+        raise DataError(f"global batch {global_batch_size} does not split evenly over {workers} workers",
+                        where=f"{where}, sharded=True", fix=f"use a multiple of {workers}")
+    if getattr(engine, "backend", "tensorflow") != "tensorflow" and not is_tf_input(data):
+        return data
+    from tfscale.data.sharding.plans import AlreadySharded
+    from tfscale.data.sharding.tf_distribute import as_dataset
+
+    return AlreadySharded(as_dataset(data, where))
+
+
+def _workers(engine) -> int:
+    """Input pipelines (worker processes) of `engine`."""
+    if getattr(engine, "backend", "tensorflow") != "tensorflow":
+        return engine.input_shards[0]
+    strategy = getattr(engine, "strategy", engine)
+    resolver = getattr(strategy, "cluster_resolver", None)
+    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    return max(1, len(spec.get("worker", ())) + len(spec.get("chief", ())))

@@ -46,6 +46,27 @@ class Shardable(Protocol):
     def dataset_for(self, input_context: tf.distribute.InputContext) -> tf.data.Dataset: ...
 
 
+class AlreadySharded:
+    """This worker's own examples: an engine handed each worker its shard (Ray Data's `get_dataset_shard`).
+
+    `Scale.distribute(data, sharded=True)` wraps `data` in it: tfscale neither
+    auto-shards (tf.data's AutoShardPolicy is OFF) nor slices global batches;
+    each worker batches its own examples into `global_batch_size // workers`.
+    Shards may differ in size, so the steps are not assumed equal
+    (`equal_steps` is False): on the TensorFlow engine every step still asks
+    whether each worker has data, and a worker whose shard ended gets empty
+    batches until the others' end; the JAX engine needs shards of equal steps.
+    """
+
+    equal_steps = False
+
+    def __init__(self, dataset: tf.data.Dataset):
+        self.dataset = dataset
+
+    def dataset_for(self, input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+        return self.dataset  # the same on every input pipeline of this worker: one pipeline per worker
+
+
 def without_auto_shard(dataset: tf.data.Dataset) -> tf.data.Dataset:
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF

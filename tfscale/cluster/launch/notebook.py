@@ -178,6 +178,7 @@ def _recreate_main(kind: str, source: str) -> None:
 def main(argv: list[str]) -> int:
     """Worker entry point: call the function, write its result or its error."""
     folder = argv[1]
+    # tfscale.worker_env.RANK / RESTART, spelled out: this file runs without importing the tfscale package
     rank, attempt = int(os.environ["TFSCALE_RANK"]), int(os.environ.get("TFSCALE_RESTART", "0"))
     try:
         fn, args, kwargs = _load(folder)

@@ -3,9 +3,21 @@
 Each pod of an Indexed Job knows its index (JOB_COMPLETION_INDEX, set by
 Kubernetes) and is reachable at ``<job>-<index>.<service>`` through the headless
 Service. The manifest gives every pod the shape of the job (TFSCALE_K8S_JOB,
-TFSCALE_K8S_SERVICE, TFSCALE_NUM_WORKERS, TFSCALE_PORT), from which
-`tfscale.cluster.environment.kubernetes_cluster` builds the same cluster on
-every pod, so ``Scale.auto()`` needs no TF_CONFIG and no launcher in the pod.
+TFSCALE_K8S_SERVICE, TFSCALE_NUM_WORKERS, TFSCALE_PORT; `tfscale.worker_env`),
+from which `tfscale.cluster.detection.kubernetes.pod_cluster` builds the same
+cluster on every pod. The pod's command is ``tfscale launch -- CMD``: the
+launcher (`backends.KubernetesLauncher`) execs CMD with TF_CONFIG, TFSCALE_RANK,
+TFSCALE_WORLD_SIZE... derived from JOB_COMPLETION_INDEX (TFSCALE_RANK is also
+set from the pod's completion-index annotation, so it holds before the
+launcher runs). ``Scale.auto()`` reads the same cluster without the launcher.
+
+Restarts belong to Kubernetes: ``--max-restarts R`` sets the Job's
+``backoffLimit`` to R x workers (it counts failed pods, and one worker's
+failure ends its peers' collectives too, so one restart of the group costs
+up to one failure per pod); the launcher in the pod restarts nothing.
+
+Checked against the Kubernetes API's models (tests/test_manifest_schema.py);
+not run on a live cluster here.
 """
 
 from __future__ import annotations
@@ -16,9 +28,11 @@ import shlex
 from collections.abc import Sequence
 from typing import Any
 
-from tfscale.cluster.environment import DEFAULT_PORT
+from tfscale import worker_env
 from tfscale.errors import ConfigError
+from tfscale.worker_env import DEFAULT_PORT, WorkerEnv
 
+INDEX_KEY = "batch.kubernetes.io/job-completion-index"  # the pod annotation holding JOB_COMPLETION_INDEX
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?$")
 
 
@@ -38,12 +52,9 @@ def documents(argv: Sequence[str], *, workers: int, name: str = "tfscale", image
         raise ConfigError("no command for the pods", where="tfscale launch --print-manifest",
                           fix="put the command after `--`, e.g. -- python train.py")
     service = f"{name}-workers"
-    env = {"TFSCALE_K8S_JOB": name, "TFSCALE_K8S_SERVICE": service, "TFSCALE_NUM_WORKERS": str(workers),
-           "TFSCALE_PORT": str(port), "PYTHONUNBUFFERED": "1"}
-    if replicas_per_worker:
-        env["TFSCALE_REPLICAS_PER_WORKER"] = str(replicas_per_worker)
-    if collective_timeout:
-        env["TFSCALE_COLLECTIVE_TIMEOUT"] = str(collective_timeout)
+    shape = WorkerEnv(world_size=workers, k8s_job=name, k8s_service=service, num_workers=workers, port=port,
+                      replicas_per_worker=replicas_per_worker or None, collective_timeout=collective_timeout or None)
+    env = {**shape.to_environ(), "PYTHONUNBUFFERED": "1"}
     if backend:  # on JAX, Scale.auto() makes rank 0's address the coordinator of jax.distributed
         env["KERAS_BACKEND"] = backend
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/managed-by": "tfscale"}
@@ -53,13 +64,15 @@ def documents(argv: Sequence[str], *, workers: int, name: str = "tfscale", image
                  "selector": {"batch.kubernetes.io/job-name": name},
                  "ports": [{"name": "grpc", "port": port, "targetPort": port}]},
     }
-    container = {"name": "worker", "image": image, "command": list(argv),
-                 "env": [{"name": k, "value": v} for k, v in env.items()],
+    # `tfscale launch` in the pod execs the command with TF_CONFIG, TFSCALE_RANK... from JOB_COMPLETION_INDEX
+    rank = {"name": worker_env.RANK, "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{INDEX_KEY}']"}}}
+    container = {"name": "worker", "image": image, "command": ["tfscale", "launch", "--", *argv],
+                 "env": [{"name": k, "value": v} for k, v in env.items()] + [rank],
                  "ports": [{"name": "grpc", "containerPort": port}]}
     job_doc = {
         "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "labels": labels},
         "spec": {"completionMode": "Indexed", "completions": workers, "parallelism": workers,
-                 "backoffLimit": max_restarts,
+                 "backoffLimit": max_restarts * workers,  # failed pods: up to one per pod per group restart
                  "template": {"metadata": {"labels": labels},
                               "spec": {"subdomain": service, "restartPolicy": "Never",
                                        "containers": [container]}}},

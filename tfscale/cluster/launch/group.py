@@ -8,10 +8,12 @@ with a ``[name]`` prefix (or into its own log file), and keeps its last lines.
 or is killed, it stops the others (SIGTERM, then SIGKILL after `grace`
 seconds) and raises `WorkerFailure`, naming the worker and showing its last lines.
 
-The grace is short (3 s) because a TensorFlow multi-worker process does not
-die on SIGTERM: TensorFlow's preemption notifier catches it (to let
-`tf.distribute.experimental.PreemptionCheckpointHandler` save a checkpoint),
-and with a dead peer there is nothing left to save. A signal forwarded from
+The grace is short (1 s) because a multi-worker process does not die on
+SIGTERM: TensorFlow's and JAX's preemption notifiers catch it (to let a
+preemption handler save a checkpoint), and with a dead peer there is nothing
+left to save (tfscale's checkpoints are written to a temporary file and
+renamed, and partial files are removed at the next start). Every second of
+it is spent on each restart (scripts/soak.py: 3 s of a cycle's 8.9 s). A signal forwarded from
 the starter (`forwarded_signals`) gets `signal_grace` (10 s) instead, for
 that checkpoint; a second signal kills at once.
 
@@ -75,9 +77,12 @@ class WorkerFailure(ClusterError):
     """
 
     def __init__(self, name: str, index: int, returncode: int, tail: list[str], *, log_path: str | None = None,
-                 stopped: Sequence[str] = ()):
+                 stopped: Sequence[str] = (), host: str = "", unanswered: Sequence[str] = ()):
         self.name, self.index, self.returncode, self.tail = name, index, returncode, list(tail)
+        self.log_path = log_path
         self.stopped = list(stopped)  # workers found stopped (SIGSTOP): peers that stopped answering
+        self.host = host  # this worker's host, in a multi-host launch ("node 1, 10.0.0.2")
+        self.unanswered = list(unanswered)  # other hosts' workers that no longer answer (`peers.Peers.explain`)
         killed = returncode == -signal.SIGKILL
         frozen = ""
         if self.stopped:
@@ -85,12 +90,26 @@ class WorkerFailure(ClusterError):
                       f"answered {name}'s collectives")
         if self.stopped:
             fix = f"find what stopped {', '.join(self.stopped)} (a debugger, `kill -STOP`, Ctrl-Z), then launch again"
+        elif self.unanswered:
+            fix = ("see the launcher output on the host(s) named (a worker that died there says why), and check "
+                   "that the hosts still reach each other")
         elif killed:
             fix = "a worker killed by SIGKILL was often out of memory (see `dmesg`)"
         else:
             fix = "correct the error shown in its last lines, then launch again"
-        super().__init__(f"worker {name} {describe_exit(returncode)}{frozen}; the other workers were stopped",
-                         where=f"worker {name}" + (f", log {log_path}" if log_path else ""), fix=fix)
+        super().__init__(f"worker {self.label} {describe_exit(returncode)}{frozen}{self.peers_note}; the other "
+                         "workers were stopped", where=f"worker {self.label}" + (f", log {log_path}" if log_path else ""),
+                         fix=fix)
+
+    @property
+    def label(self) -> str:
+        """The worker's name, with its host in a multi-host launch: "w1 (node 1, 10.0.0.2)"."""
+        return f"{self.name} ({self.host})" if self.host else self.name
+
+    @property
+    def peers_note(self) -> str:
+        """"; peer(s) that stopped answering: ..." when other hosts' workers no longer answer, else ""."""
+        return f"; peer(s) that stopped answering: {', '.join(self.unanswered)}" if self.unanswered else ""
 
     def _render(self) -> str:
         shown = "\n".join(f"  [{self.name}] {line}" for line in self.tail) or "  (no output)"
@@ -198,7 +217,7 @@ class Group:
     """Processes started together by `start_group`; stop them with `stop` or by leaving a `with` block."""
 
     def __init__(self, specs: Sequence[ProcessSpec], *, output: IO[str] | None = None, tail_lines: int = 20,
-                 grace: float = 3.0, signal_grace: float = 10.0):
+                 grace: float = 1.0, signal_grace: float = 10.0):
         self.specs = list(specs)
         self.grace, self.signal_grace = grace, signal_grace
         self._lock = threading.Lock()
@@ -344,7 +363,7 @@ class Group:
 
 
 def start_group(specs: Sequence[ProcessSpec], *, output: IO[str] | None = None, tail_lines: int = 20,
-                grace: float = 3.0, signal_grace: float = 10.0) -> Group:
+                grace: float = 1.0, signal_grace: float = 10.0) -> Group:
     """Starts one process per spec; see the module docstring for what the group guarantees.
 
     Args:
@@ -355,7 +374,7 @@ def start_group(specs: Sequence[ProcessSpec], *, output: IO[str] | None = None, 
         signal_grace: seconds the processes get to exit after a forwarded signal.
 
     Example:
-        with start_group([ProcessSpec(["python", "train.py"], {"TFSCALE_RANK": str(r)}, f"w{r}")
+        with start_group([ProcessSpec(["python", "train.py"], WorkerEnv(rank=r).to_environ(), f"w{r}")
                           for r in range(2)]) as group:
             group.wait(timeout=3600)
     """

@@ -16,7 +16,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from tfscale.cluster import environment, tf_config
+from tfscale import worker_env
+from tfscale.cluster.detection import environment, tf_config
 from tfscale.errors import ClusterError
 
 
@@ -98,7 +99,7 @@ def detect(cluster: str = "auto", *, tpu: str | None = None,
     environ = os.environ if environ is None else environ
     reasons: list[str] = []
     if gpus is None:
-        from tfscale.cluster.devices import local_gpus
+        from tfscale.cluster.detection.devices import local_gpus
         gpus = local_gpus()
     accelerator, local = ("GPU", gpus) if gpus else ("CPU", 0)
     reasons.append(f"{gpus} local GPU(s)" if gpus else "no GPU: using the CPU")
@@ -138,7 +139,7 @@ def _find_cluster(cluster: str, environ: Mapping[str, str], gpus: int, reasons: 
                            "not set", where="KERAS_DISTRIBUTION_* variables",
                            fix="start the processes with `tfscale launch --backend jax`, or use cluster='auto'")
     if cluster in ("auto", "slurm"):
-        port = int(environ.get("TFSCALE_PORT", 8888))
+        port = worker_env.WorkerEnv.from_environ(environ).port or worker_env.SLURM_DEFAULT_PORT
         slurm = environment.slurm_cluster(environ, port_base=port, gpus_per_node=gpus)
         if slurm is not None:
             spec, index = slurm

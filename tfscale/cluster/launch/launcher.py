@@ -5,19 +5,21 @@ Three levels, each built on the one below:
 - ``tfscale.launch(fn, n=2, args=(...))`` (`launch`): calls a function on N
   workers from a notebook or a script; returns each worker's return value,
   or raises the first worker's exception (noted with its rank).
-- `run(argv, LaunchOptions(...))`: what ``tfscale launch`` does. Plans the
-  cluster (`tfscale.cluster.plan`), reserves its ports
-  (`tfscale.cluster.ports`), starts the workers as a `Group`, forwards
+- `run(argv, LaunchOptions(...))`: what ``tfscale launch`` does. Picks the
+  `Launcher` for the environment (`tfscale.cluster.launch.backends`: local,
+  ``--hosts``, Slurm task, Kubernetes pod), which plans the cluster
+  (`tfscale.cluster.launch.plan`), reserves its ports
+  (`tfscale.cluster.launch.ports`), starts the workers as a `Group`, forwards
   SIGINT/SIGTERM to them, enforces ``timeout`` and restarts the whole group up
-  to ``max_restarts`` times.
-- `start_group(specs) -> Group` (`tfscale.cluster.group`): N processes, each
+  to ``max_restarts`` times where tfscale owns restarts.
+- `start_group(specs) -> Group` (`tfscale.cluster.launch.group`): N processes, each
   with its own environment variables, output streamed with a ``[name]``
   prefix or to a file, and one failure policy: when one exits non-zero or is
   killed, the others are stopped and `WorkerFailure` names it with its last
   lines; no process is left behind (process groups). Reuse it to run other
   kinds of workers (e.g. tuning trials):
 
-      from tfscale.cluster.launcher import ProcessSpec, start_group
+      from tfscale.cluster.launch.launcher import ProcessSpec, start_group
       specs = [ProcessSpec([sys.executable, "trial.py"], env={"TRIAL": str(i)}, name=f"t{i}") for i in range(4)]
       with start_group(specs) as group:
           group.wait(timeout=600)          # raises WorkerFailure / GroupTimeout
@@ -30,60 +32,37 @@ the launcher warns.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shlex
 import shutil
-import sys
 import tempfile
-import time
 from collections.abc import Sequence
 
-from tfscale.cluster import plan as plan_lib
-from tfscale.cluster.group import (Group, GroupInterrupted, GroupTimeout, ProcessSpec, WorkerFailure,
-                                   describe_exit, forwarded_signals, start_group)
-from tfscale.cluster.plan import LaunchOptions, Plan
-from tfscale.cluster.ports import PortReservation
+from tfscale import worker_env
+from tfscale.cluster.launch import backends
+from tfscale.cluster.launch.backends import specs_for
+from tfscale.cluster.launch.group import (Group, GroupInterrupted, GroupTimeout, ProcessSpec, WorkerFailure,
+                                          start_group)
+from tfscale.cluster.launch.plan import LaunchOptions, Plan
 from tfscale.errors import ClusterError, ConfigError
 
 log = logging.getLogger("tfscale")
 
 __all__ = ["Group", "GroupInterrupted", "GroupTimeout", "LaunchOptions", "Plan", "ProcessSpec", "WorkerFailure",
-           "dry_run", "launch", "run", "start_group"]
+           "dry_run", "launch", "run", "specs_for", "start_group"]
 
 # Set in the workers of `launch`, so a script that calls tfscale.launch unguarded does not recurse.
-_FUNCTION_WORKER_ENV = "TFSCALE_FUNCTION_WORKER"
+_FUNCTION_WORKER_ENV = worker_env.FUNCTION_WORKER
 
 
-def _reserve(options: LaunchOptions, environ) -> tuple[Plan, PortReservation | None]:
-    """The plan, with this host's ports reserved for as long as the launch lasts."""
-    if options.hosts or options.hosts_file:
-        plan = plan_lib.build(options, environ)
-        return plan, PortReservation.exact(plan.local_ports)
-    if plan_lib.slurm_task(environ) is not None:
-        return plan_lib.build(options, environ), None
-    reservation = PortReservation.free(options.workers or 1)
-    try:
-        return plan_lib.build(options, environ, free_ports=reservation.ports), reservation
-    except BaseException:
-        reservation.close()
-        raise
-
-
-def specs_for(plan: Plan, argv: Sequence[str], options: LaunchOptions, attempt: int = 0) -> list[ProcessSpec]:
-    """One `ProcessSpec` per local worker of `plan`, for restart number `attempt`."""
-    specs = []
-    for rank, env in zip(plan.ranks, plan.env):
-        log_path = os.path.join(options.log_dir, f"worker-{rank}.log") if options.log_dir else None
-        cpus = tuple(int(c) for c in env["TFSCALE_CPUS"].split(",")) if env.get("TFSCALE_CPUS") else None
-        specs.append(ProcessSpec(list(argv), {**env, "TFSCALE_RESTART": str(attempt)}, f"w{rank}", log_path,
-                                 cpus=cpus))
-    return specs
-
-
-def run(argv: Sequence[str], options: LaunchOptions | None = None, *, output=None) -> list[int]:
+def run(argv: Sequence[str], options: LaunchOptions | None = None, *, output=None, may_exec: bool = False
+        ) -> list[int]:
     """Runs `argv` on this host's workers until all exit 0, restarting the group on failure if asked.
+
+    The `Launcher` (`backends.choose`: --hosts, Slurm task, Kubernetes pod, else local) plans and
+    starts the workers; with `may_exec` (the command line), in a pod the command replaces this
+    process (never returns); a Slurm task's one worker is supervised (`backends.SlurmLauncher`).
 
     Args:
         argv: the command each worker runs, e.g. ["python", "train.py", "--epochs", "3"].
@@ -97,80 +76,31 @@ def run(argv: Sequence[str], options: LaunchOptions | None = None, *, output=Non
         WorkerFailure: a worker failed and no restart was left.
         GroupTimeout: ``options.timeout`` passed.
         GroupInterrupted: SIGINT/SIGTERM reached the launcher (forwarded to the workers).
-        ConfigError / ClusterError: the options do not fit the environment.
+        ConfigError / ClusterError: the options do not fit the environment (e.g. --max-restarts where
+            the cluster manager owns restarts).
     """
     options = options or LaunchOptions()
     if not argv:
         raise ConfigError("no command to launch", where="tfscale launch",
                           fix="put the command after `--`, e.g. tfscale launch -n 2 -- python train.py")
-    plan, reservation = _reserve(options, os.environ)
-    deadline = None if options.timeout is None else time.monotonic() + options.timeout
+    chosen = backends.choose(options, os.environ)
+    plan, reservation = chosen.plan(options, os.environ)
     log.info("launching %d of %d worker(s) on this host (%s): %s", len(plan.ranks), plan.world_size,
              plan.manager, shlex.join(argv))
     try:
-        for attempt in range(options.max_restarts + 1):
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                return _attempt(specs_for(plan, argv, options, attempt), remaining, output)
-            except WorkerFailure as failure:
-                if attempt == options.max_restarts:
-                    raise
-                log.warning("worker %s %s; restarting all %d worker(s) (restart %d of %d)", failure.name,
-                            describe_exit(failure.returncode), len(plan.ranks), attempt + 1, options.max_restarts)
-        raise AssertionError("unreachable")
+        return chosen.start(argv, options, plan, output=output, may_exec=may_exec)
     finally:
         if reservation is not None:
             reservation.close()
 
 
-def _attempt(specs: list[ProcessSpec], timeout: float | None, output) -> list[int]:
-    """One run of the group. Each worker gets a temporary folder of its own (TMPDIR), removed when the
-    group ends: a worker killed by SIGKILL leaves nothing behind (TensorFlow's autograph writes files there)."""
-    scratch = tempfile.mkdtemp(prefix="tfscale-workers-")
-    try:
-        specs = [dataclasses.replace(spec, env={**spec.env, "TMPDIR": _folder(scratch, spec.name)}) for spec in specs]
-        for spec in specs:
-            if spec.log_path:
-                os.makedirs(os.path.dirname(os.path.abspath(spec.log_path)), exist_ok=True)
-                with open(spec.log_path, "a") as f:
-                    f.write(f"==== tfscale launch: worker {spec.name}, restart {spec.env['TFSCALE_RESTART']} ====\n")
-        group = start_group(specs, output=output)
-        with group, forwarded_signals(group):
-            return group.wait(timeout=timeout)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _folder(parent: str, name: str) -> str:
-    path = os.path.join(parent, name)
-    os.mkdir(path)
-    return path
-
-
-def exec_worker(argv: Sequence[str], options: LaunchOptions | None = None) -> None:
-    """Under srun: replaces this process with the command, with the Slurm-derived TF_CONFIG (never returns)."""
-    plan = plan_lib.build(options or LaunchOptions(), os.environ)
-    if plan.manager != "slurm":
-        raise ConfigError("exec_worker is for Slurm tasks only", where="tfscale launch",
-                          fix="use run() outside srun")
-    env = {**os.environ, **plan.env[0], "TFSCALE_RESTART": "0"}
-    log.info("Slurm task %d of %d: exec %s", plan.ranks[0], plan.world_size, shlex.join(argv))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        os.execvpe(argv[0], list(argv), env)
-    except OSError as e:
-        raise ClusterError(f"cannot run {argv[0]!r}: {e.strerror}", where="the command after `--`",
-                           fix="check that it is installed and on PATH") from None
-
-
 def dry_run(argv: Sequence[str], options: LaunchOptions | None = None) -> Plan:
     """The plan `run` would follow, without starting anything (local ports are examples, not reserved)."""
     options = options or LaunchOptions()
-    if options.hosts or options.hosts_file or plan_lib.slurm_task(os.environ) is not None:
-        return plan_lib.build(options, os.environ)
-    with PortReservation.free(options.workers or 1) as ports:
-        return plan_lib.build(options, os.environ, free_ports=ports.ports)
+    plan, reservation = backends.choose(options, os.environ).plan(options, os.environ)
+    if reservation is not None:
+        reservation.close()
+    return plan
 
 
 # --------------------------------------------------------------------------- Python functions
@@ -208,7 +138,7 @@ def launch(fn, n: int = 2, args: tuple = (), kwargs: dict | None = None, *, repl
             return history.history["loss"][-1]
         losses = tfscale.launch(train, n=2, args=(3,))
     """
-    from tfscale.cluster import notebook
+    from tfscale.cluster.launch import notebook
 
     if os.environ.get(_FUNCTION_WORKER_ENV):
         raise ConfigError("tfscale.launch was called inside one of its own workers", where="tfscale.launch",
@@ -216,7 +146,7 @@ def launch(fn, n: int = 2, args: tuple = (), kwargs: dict | None = None, *, repl
     folder = tempfile.mkdtemp(prefix="tfscale-launch-")
     try:
         notebook.write_payload(folder, fn, args, kwargs or {})
-        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        package_root = os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 3))  # holds tfscale/
         python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
         options = LaunchOptions(workers=n, replicas_per_worker=replicas_per_worker, timeout=timeout,
                                 collective_timeout=collective_timeout, max_restarts=max_restarts, log_dir=log_dir,
@@ -232,7 +162,7 @@ def launch(fn, n: int = 2, args: tuple = (), kwargs: dict | None = None, *, repl
 
 
 def _raise_worker_error(folder: str, n: int, failure: WorkerFailure):
-    from tfscale.cluster import notebook
+    from tfscale.cluster.launch import notebook
 
     found = notebook.first_error(folder)
     if found is None:

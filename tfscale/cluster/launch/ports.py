@@ -84,6 +84,9 @@ class PortReservation:
                 probe, host = _reuseport_socket()
                 with probe:
                     probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 0)
+                    # connections of an earlier run, left in TIME_WAIT for a minute, do not hold the port;
+                    # a socket bound there (a reservation: no SO_REUSEADDR) or listening still does
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     probe.bind((host, port))
                 sock, host = _reuseport_socket()
                 sockets.append(sock)

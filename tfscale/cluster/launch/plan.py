@@ -45,17 +45,18 @@ import subprocess
 from collections.abc import Mapping
 
 from tfscale import quiet
-from tfscale.cluster import hosts as hosts_lib
-from tfscale.cluster import tf_config
-from tfscale.cluster.ports import WORKER_ENV
+from tfscale.cluster.launch import hosts as hosts_lib
+from tfscale.cluster.detection import kubernetes, slurm, tf_config
+from tfscale.cluster.launch.ports import WORKER_ENV
 from tfscale.errors import ConfigError
+from tfscale.worker_env import SLURM_DEFAULT_PORT, WorkerEnv
 
 log = logging.getLogger("tfscale")
 
 # gRPC's event engine off (client and listener): its polling threads cost each collective more CPU
 GRPC_EXPERIMENTS = "-event_engine_client,-event_engine_listener"
-SLURM_DEFAULT_PORT = 8888  # the port base `Topology` detection uses under Slurm (TFSCALE_PORT overrides)
 BACKENDS = ("tensorflow", "jax")
+MANAGED = ("slurm", "kubernetes")  # one worker per task/pod, placed by the manager: no GPU split, no core binding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +128,8 @@ class Plan:
     """The cluster and this host's workers.
 
     Attributes:
-        manager: "local" (one host, 127.0.0.1), "hosts" (named hosts) or "slurm".
+        manager: "local" (one host, 127.0.0.1), "hosts" (named hosts), "slurm" (a task of a job step)
+            or "kubernetes" (a pod of tfscale's Indexed Job).
         cluster: job -> "host:port" list, identical on every worker.
         ranks: the global rank of each worker started on this host.
         world_size: workers in the whole cluster.
@@ -147,10 +149,13 @@ class Plan:
 
 def slurm_task(environ: Mapping[str, str]):
     """(cluster_spec, task_index) when this process is one task of a Slurm job step, else None."""
-    from tfscale.cluster.environment import slurm_cluster
+    port = WorkerEnv.from_environ(environ).port or SLURM_DEFAULT_PORT
+    return slurm.cpu_cluster(environ, port_base=port)
 
-    port = int(environ.get("TFSCALE_PORT", SLURM_DEFAULT_PORT))
-    return slurm_cluster(environ, port_base=port, gpus_per_node=0)
+
+def kubernetes_task(environ: Mapping[str, str]):
+    """(cluster_spec, task_index) when this process runs in a pod of tfscale's Indexed Job, else None."""
+    return kubernetes.pod_cluster(environ)
 
 
 def build(options: LaunchOptions, environ: Mapping[str, str], *, free_ports: list[int] | None = None) -> Plan:
@@ -166,9 +171,12 @@ def build(options: LaunchOptions, environ: Mapping[str, str], *, free_ports: lis
     """
     if options.hosts or options.hosts_file:
         return _multi_host(options, environ)
-    slurm = slurm_task(environ)
-    if slurm is not None:
-        return _slurm(options, environ, *slurm)
+    task = slurm_task(environ)
+    if task is not None:
+        return _slurm(options, environ, *task)
+    pod = kubernetes_task(environ)
+    if pod is not None:
+        return _kubernetes(options, environ, *pod)
     n = options.workers or 1
     if free_ports is None or len(free_ports) != n:
         raise ConfigError(f"a local launch of {n} worker(s) needs {n} reserved port(s)", where="plan.build",
@@ -198,18 +206,25 @@ def _slurm(options: LaunchOptions, environ: Mapping[str, str], cluster, index: i
         raise ConfigError(f"-n {options.workers} under srun: each Slurm task is one worker",
                           where="-n / SLURM_* variables",
                           fix="drop -n and choose the number of workers with `srun --ntasks`, or launch outside srun")
-    if options.max_restarts:
-        raise ConfigError("--max-restarts cannot restart one Slurm task alone", where="--max-restarts",
-                          fix="let Slurm restart the job (`sbatch --requeue`) and resume from checkpoints")
     node = int(environ.get("SLURM_NODEID", 0))
     plan = _finish("slurm", dict(cluster), [index], node, [], options, environ)
     env = plan.env[0]
-    env["TFSCALE_LOCAL_RANK"] = environ.get("SLURM_LOCALID", "0")
+    host = cluster["worker"][index].rsplit(":", 1)[0]  # this task's node: its workers are its tasks in the step
+    env.update(WorkerEnv(local_rank=int(environ.get("SLURM_LOCALID", "0")),
+                         local_world_size=sum(a.rsplit(":", 1)[0] == host for a in cluster["worker"])).to_environ())
     if "SLURM_CPUS_PER_TASK" not in environ and options.threads is None:
         for key in thread_env(1):  # without --cpus-per-task there is no share to give: TensorFlow decides
             if key not in environ:
                 env.pop(key, None)
     return plan
+
+
+def _kubernetes(options: LaunchOptions, environ: Mapping[str, str], cluster, index: int) -> Plan:
+    if options.workers not in (None, 1):
+        raise ConfigError(f"-n {options.workers} in a pod: each pod of the Indexed Job is one worker",
+                          where="-n / JOB_COMPLETION_INDEX",
+                          fix="drop -n; the manifest's `-n` (completions) sets the number of pods")
+    return _finish("kubernetes", dict(cluster), [index], index, [], options, environ)
 
 
 def backend_of(options: LaunchOptions, environ: Mapping[str, str]) -> str:
@@ -233,31 +248,27 @@ def cluster_env(cluster: Mapping[str, list[str]], rank: int, backend: str) -> di
 def _finish(manager, cluster, ranks, node, ports, options: LaunchOptions, environ) -> Plan:
     world = len(cluster["worker"])
     backend = backend_of(options, environ)
-    gpus = [] if manager == "slurm" else visible_gpus(environ)
+    gpus = [] if manager in MANAGED else visible_gpus(environ)
     gpu_shares = split_gpus(gpus, len(ranks), options.replicas_per_worker)
     threads = options.threads or _threads_per_worker(len(ranks), environ)
     cores = _cores()
-    bind = options.bind_cores and manager != "slurm" and len(cores) >= threads * len(ranks)
+    bind = options.bind_cores and manager not in MANAGED and len(cores) >= threads * len(ranks)
     envs = []
     for local, rank in enumerate(ranks):
-        env = {**cluster_env(cluster, rank, backend), "TFSCALE_RANK": str(rank),
-               "TFSCALE_WORLD_SIZE": str(world), "TFSCALE_LOCAL_RANK": str(local),
-               "TFSCALE_LOCAL_WORLD_SIZE": str(len(ranks)), "TFSCALE_NODE_RANK": str(node),
+        worker = WorkerEnv(rank=rank, world_size=world, local_rank=local, local_world_size=len(ranks),
+                           node_rank=node, replicas_per_worker=options.replicas_per_worker or None,
+                           collective_timeout=options.collective_timeout or None,
+                           cpus=tuple(cores[local * threads:(local + 1) * threads]) if bind else None)
+        env = {**cluster_env(cluster, rank, backend), **worker.to_environ(),
                "PYTHONUNBUFFERED": environ.get("PYTHONUNBUFFERED", "1")}
-        if manager != "slurm":
+        if manager not in MANAGED:
             env.update(WORKER_ENV)
-        if options.replicas_per_worker:
-            env["TFSCALE_REPLICAS_PER_WORKER"] = str(options.replicas_per_worker)
-        if options.collective_timeout:
-            env["TFSCALE_COLLECTIVE_TIMEOUT"] = str(options.collective_timeout)
         if gpu_shares is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_shares[local])
             if len(gpus) < len(ranks):
                 env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
         for key, value in thread_env(threads).items():
             env[key] = environ.get(key, value)
-        if bind:
-            env["TFSCALE_CPUS"] = ",".join(str(c) for c in cores[local * threads:(local + 1) * threads])
         env["GRPC_EXPERIMENTS"] = environ.get("GRPC_EXPERIMENTS", GRPC_EXPERIMENTS)
         for key, value in quiet.worker_env().items():  # TensorFlow's info lines off, unless verbose
             env[key] = environ.get(key, value)

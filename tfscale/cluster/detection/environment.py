@@ -9,47 +9,39 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from tfscale.cluster.detection import kubernetes, slurm
 from tfscale.errors import ClusterError
+from tfscale.worker_env import SLURM_DEFAULT_PORT
 
-DEFAULT_PORT = 12345
 
-
-def slurm_cluster(environ: Mapping[str, str], *, port_base: int = 8888, gpus_per_node: int = 0):
+def slurm_cluster(environ: Mapping[str, str], *, port_base: int = SLURM_DEFAULT_PORT, gpus_per_node: int = 0):
     """Returns (cluster_spec, task_index) for a Slurm job step, or None outside Slurm.
 
     Reads SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_STEP_NODELIST and
     SLURM_STEP_TASKS_PER_NODE with TensorFlow's SlurmClusterResolver where the
     nodes have GPUs. SlurmClusterResolver cannot describe a CPU-only job (it
     deals one task per GPU slot and gets none), so there the same packing -
-    hosts sorted, port_base + local task index - is done here with its parsers.
+    hosts sorted, port_base + local task index - is done by `slurm.cpu_cluster`
+    (standard library only, shared with the launcher).
     """
+    if not gpus_per_node:
+        return slurm.cpu_cluster(environ, port_base=port_base)
     if "SLURM_PROCID" not in environ or "SLURM_STEP_NODELIST" not in environ:
         return None
-    from tensorflow.python.distribute.cluster_resolver import slurm_cluster_resolver as slurm
+    from tensorflow.python.distribute.cluster_resolver import slurm_cluster_resolver
 
     try:
-        rank = int(environ["SLURM_PROCID"])
-        hosts = slurm.expand_hostlist(environ["SLURM_STEP_NODELIST"])
-        per_node = slurm.expand_tasks_per_node(environ.get("SLURM_STEP_TASKS_PER_NODE", "1"))
-        if gpus_per_node:
-            return _slurm_with_gpus(slurm, environ, port_base, gpus_per_node)
-        tasks = [f"{host}:{port_base + i}" for host, n in sorted(zip(hosts, per_node)) for i in range(n)]
+        return _slurm_with_gpus(slurm_cluster_resolver, environ, port_base, gpus_per_node)
     except (RuntimeError, ValueError, KeyError, IndexError) as e:
         raise ClusterError(f"the Slurm environment could not be read: {e}", where="SLURM_* variables",
                            fix="run under `srun` (one task per worker), or pass cluster='none'") from None
-    expected = int(environ.get("SLURM_STEP_NUM_TASKS", len(tasks)))
-    if expected != len(tasks) or not 0 <= rank < len(tasks):
-        raise ClusterError(f"Slurm reports {expected} tasks and rank {rank}, but its node list gives {len(tasks)}",
-                           where="SLURM_STEP_NUM_TASKS / SLURM_STEP_TASKS_PER_NODE / SLURM_PROCID",
-                           fix="start one task per worker with `srun --ntasks-per-node=...`")
-    return {"worker": tasks}, rank
 
 
-def _slurm_with_gpus(slurm, environ: Mapping[str, str], port_base: int, gpus_per_node: int):
+def _slurm_with_gpus(resolver_lib, environ: Mapping[str, str], port_base: int, gpus_per_node: int):
     saved = dict(os.environ)
     try:  # the resolver reads os.environ itself
         os.environ.update({k: v for k, v in environ.items() if k.startswith("SLURM_")})
-        resolver = slurm.SlurmClusterResolver(port_base=port_base, gpus_per_node=gpus_per_node, auto_set_gpu=False)
+        resolver = resolver_lib.SlurmClusterResolver(port_base=port_base, gpus_per_node=gpus_per_node, auto_set_gpu=False)
         spec = resolver.cluster_spec().as_dict()
         return {k: list(v) for k, v in spec.items()}, resolver.task_id
     finally:
@@ -58,27 +50,8 @@ def _slurm_with_gpus(slurm, environ: Mapping[str, str], port_base: int, gpus_per
 
 
 def kubernetes_cluster(environ: Mapping[str, str]):
-    """Returns (cluster_spec, task_index) for a pod of a tfscale Indexed Job, or None.
-
-    `tfscale launch --print-manifest` writes an Indexed Job with a headless
-    Service; each pod knows its index (JOB_COMPLETION_INDEX) and the shape of
-    the job (TFSCALE_K8S_JOB, TFSCALE_K8S_SERVICE, TFSCALE_NUM_WORKERS, TFSCALE_PORT).
-    """
-    if "KUBERNETES_SERVICE_HOST" not in environ:
-        return None
-    needed = ("JOB_COMPLETION_INDEX", "TFSCALE_K8S_JOB", "TFSCALE_K8S_SERVICE", "TFSCALE_NUM_WORKERS")
-    if not all(k in environ for k in needed):
-        return None
-    try:
-        n = int(environ["TFSCALE_NUM_WORKERS"])
-        index = int(environ["JOB_COMPLETION_INDEX"])
-        port = int(environ.get("TFSCALE_PORT", DEFAULT_PORT))
-    except ValueError as e:
-        raise ClusterError(f"a tfscale Kubernetes variable is not a number: {e}", where="pod environment",
-                           fix="regenerate the manifest with `tfscale launch --print-manifest`") from None
-    job, service = environ["TFSCALE_K8S_JOB"], environ["TFSCALE_K8S_SERVICE"]
-    hosts = [f"{job}-{i}.{service}:{port}" for i in range(n)]
-    return {"worker": hosts}, index
+    """Returns (cluster_spec, task_index) for a pod of a tfscale Indexed Job, or None (`kubernetes.pod_cluster`)."""
+    return kubernetes.pod_cluster(environ)
 
 
 def keras_distribution_cluster(environ: Mapping[str, str]):

@@ -7,7 +7,7 @@ import ipaddress
 import os
 import socket
 
-from tfscale.cluster.environment import DEFAULT_PORT
+from tfscale.worker_env import DEFAULT_PORT
 from tfscale.errors import ConfigError
 
 

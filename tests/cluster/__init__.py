@@ -1,0 +1,1 @@
+"""Real clusters on one machine for tests: hosts in network namespaces (netns.py)."""

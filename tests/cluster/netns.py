@@ -1,0 +1,238 @@
+"""Hosts for tests: network namespaces joined by a bridge, on a private /24 that exists only inside them.
+
+    from tests.cluster import netns
+
+    if netns.skip_reason():
+        pytest.skip(netns.skip_reason())
+    with netns.hosts(2) as (h0, h1):
+        server = h0.popen(["python", "-m", "http.server", "--bind", h0.addr, "8000"])
+        h1.run(["curl", f"http://{h0.addr}:8000/"], timeout=30)
+        h1.link_down()        # its cable pulled: nothing reaches it, nothing leaves it
+
+Layout of one call (NAME = "tfs<pid>c<counter>", unique per call, so concurrent pytest workers never clash):
+
+- a "switch" namespace NAMEsw holding a bridge `br0`, so the bridge and the /24 have no address in the
+  root namespace (nothing of it is reachable from, or routed through, this machine's own network);
+- per host a namespace NAMEh<i> with `lo` up and `eth0` at 10.213.<X>.<i + 1>/24, the other end of its veth
+  pair (`h<i>`) on the bridge; `link_down` sets that end down (a pulled cable);
+- with ``private_scratch=True`` each host's commands run in a private mount namespace (`unshare --mount
+  --propagation private`) where a folder of its own (/tmp/NAME-scratch.h<i>) is bind-mounted onto one common
+  path (/tmp/NAME-scratch): the same path, different contents on each host (hosts that share no disk).
+
+Everything is removed on exit, also on an exception or KeyboardInterrupt: the process groups started with
+`Host.popen`, then every process still in a host namespace, the namespaces (their veths go with them), the
+scratch folders. Namespaces left by a process that was killed with SIGKILL are removed by the next call.
+Commands are entered with `nsenter --net=` (not `ip netns exec`, which remounts /sys).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+
+PREFIX = "tfs"
+_counter = itertools.count()
+_NAME = re.compile(rf"^{PREFIX}(\d+)c(\d+)(sw|h\d+)$")
+
+
+def skip_reason() -> str | None:
+    """Why hosts cannot be made here (not root, no `ip`, `nsenter` or `unshare`), or None when they can."""
+    if os.geteuid() != 0:
+        return "network namespaces need root (CI runs as root)"
+    for tool in ("ip", "nsenter", "unshare", "mount"):
+        if shutil.which(tool) is None:
+            return f"`{tool}` is not installed (apt-get install iproute2 util-linux)"
+    probe = f"{PREFIX}{os.getpid()}probe"
+    made = _ip("netns", "add", probe, check=False)
+    if made.returncode != 0:
+        return f"`ip netns add` fails here: {made.stderr.strip()}"
+    _ip("netns", "del", probe, check=False)
+    return None
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
+    return done
+
+
+@dataclasses.dataclass
+class Host:
+    """One host: a network namespace with its own address (see the module docstring)."""
+
+    index: int
+    name: str          # the namespace's name
+    addr: str          # its IPv4 address in the private /24
+    switch: str        # the switch namespace, holding the other end of this host's link
+    scratch: str | None = None       # the common path of its private folder (private_scratch), else None
+    scratch_source: str | None = None  # where that folder really is (seen from the root namespace)
+    _procs: list[subprocess.Popen] = dataclasses.field(default_factory=list, repr=False)
+
+    @property
+    def netns(self) -> str:
+        return f"/run/netns/{self.name}"
+
+    def argv(self, cmd: Sequence[str]) -> list[str]:
+        """`cmd` run inside this host (its network; its private scratch folder when it has one)."""
+        argv = ["nsenter", f"--net={self.netns}"]
+        if self.scratch:
+            argv += ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                     'mount --bind "$1" "$2" && shift 2 && exec "$@"', "sh", self.scratch_source, self.scratch]
+        return argv + [os.fspath(c) for c in cmd]
+
+    def popen(self, cmd: Sequence[str], env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
+        """Starts `cmd` in this host, in a process group of its own (killed when the hosts are removed)."""
+        kw.setdefault("start_new_session", True)
+        proc = subprocess.Popen(self.argv(cmd), env=env, **kw)
+        self._procs.append(proc)
+        return proc
+
+    def run(self, cmd: Sequence[str], env: dict[str, str] | None = None, timeout: float = 60,
+            **kw) -> subprocess.CompletedProcess:
+        """Runs `cmd` in this host; output captured as text unless `stdout`/`stderr` say otherwise.
+
+        Raises subprocess.TimeoutExpired after `timeout` seconds (its whole process group killed first).
+        """
+        kw.setdefault("stdout", subprocess.PIPE)
+        kw.setdefault("stderr", subprocess.PIPE)
+        kw.setdefault("text", True)
+        proc = self.popen(cmd, env=env, **kw)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            proc.communicate()
+            raise
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+    def link_down(self) -> None:
+        """Pulls this host's cable: its end on the bridge goes down, so nothing reaches it or leaves it."""
+        _ip("-n", self.switch, "link", "set", f"h{self.index}", "down")
+
+    def link_up(self) -> None:
+        _ip("-n", self.switch, "link", "set", f"h{self.index}", "up")
+
+    def pids(self) -> list[int]:
+        """Every process in this host's network namespace."""
+        done = _ip("netns", "pids", self.name, check=False)
+        return [int(p) for p in done.stdout.split() if p.isdigit()]
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
+def _subnet() -> int:
+    """X of 10.213.X.0/24: any value works (each call's namespaces are isolated); varied for readability."""
+    return 16 + (os.getpid() * 7 + next(_counter)) % 224
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale() -> None:
+    """Namespaces of ours whose maker is gone (it was killed with SIGKILL), and their scratch folders."""
+    listed = _ip("netns", "list", check=False).stdout.split("\n")
+    for line in listed:
+        name = line.split(" ")[0]
+        match = _NAME.match(name)
+        if match and not _alive(int(match.group(1))):
+            _remove_namespace(name)
+            base = f"/tmp/{name[:-len(match.group(3))]}-scratch"
+            for path in [base] + [f"{base}.h{i}" for i in range(64)]:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_namespace(name: str) -> None:
+    done = _ip("netns", "pids", name, check=False)
+    for pid in (int(p) for p in done.stdout.split() if p.isdigit()):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _ip("netns", "pids", name, check=False).stdout.split() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _ip("netns", "del", name, check=False)
+
+
+def _new_base() -> str:
+    """A name no namespace has yet (pid + counter; checked, since this module may be imported twice)."""
+    existing = set(_ip("netns", "list", check=False).stdout.split())
+    while True:
+        base = f"{PREFIX}{os.getpid()}c{next(_counter)}"
+        if f"{base}sw" not in existing:
+            return base
+
+
+@contextlib.contextmanager
+def hosts(n: int, private_scratch: bool = False) -> Iterator[list[Host]]:
+    """`n` hosts on one bridge, removed on exit (processes in them killed). See the module docstring."""
+    reason = skip_reason()
+    if reason:
+        raise RuntimeError(f"cannot make hosts here: {reason}")
+    _remove_stale()
+    base = _new_base()
+    switch = f"{base}sw"
+    subnet = _subnet()
+    made: list[str] = []
+    members: list[Host] = []
+    scratch = f"/tmp/{base}-scratch" if private_scratch else None
+    try:
+        _ip("netns", "add", switch)
+        made.append(switch)
+        _ip("-n", switch, "link", "add", "br0", "type", "bridge")
+        _ip("-n", switch, "link", "set", "br0", "up")
+        if scratch:
+            os.makedirs(scratch)
+        for i in range(n):
+            name = f"{base}h{i}"
+            _ip("netns", "add", name)
+            made.append(name)
+            _ip("-n", switch, "link", "add", f"h{i}", "type", "veth", "peer", "name", "eth0", "netns", name)
+            _ip("-n", switch, "link", "set", f"h{i}", "master", "br0")
+            _ip("-n", switch, "link", "set", f"h{i}", "up")
+            addr = f"10.213.{subnet}.{i + 1}"
+            _ip("-n", name, "addr", "add", f"{addr}/24", "dev", "eth0")
+            _ip("-n", name, "link", "set", "eth0", "up")
+            _ip("-n", name, "link", "set", "lo", "up")
+            host = Host(i, name, addr, switch)
+            if scratch:
+                host.scratch, host.scratch_source = scratch, f"{scratch}.h{i}"
+                os.makedirs(host.scratch_source)
+            members.append(host)
+        yield members
+    finally:
+        for host in members:
+            for proc in host._procs:
+                _kill_group(proc)
+        for name in reversed(made):
+            _remove_namespace(name)
+        if scratch:
+            for path in [scratch] + [h.scratch_source for h in members if h.scratch_source]:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def ours() -> list[str]:
+    """The namespaces this process made that still exist (none once every `hosts` block has exited)."""
+    mine = f"{PREFIX}{os.getpid()}c"
+    return [line.split(" ")[0] for line in _ip("netns", "list", check=False).stdout.splitlines()
+            if line.startswith(mine)]

@@ -1,0 +1,181 @@
+"""tfscale under a real Slurm (Debian's slurm-wlm + munge, started by tests/cluster/slurm.py): srun across two
+hosts (network namespaces), the sbatch example of examples/slurm/ requeued and resumed from its checkpoint,
+and scancel ending every worker."""
+
+import json
+import os
+import re
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from procs import REPO, base_env, free_ports
+from tests.cluster import netns, slurm
+from tfscale.cluster.detection import slurm as slurm_layout
+from tfscale.errors import ClusterError
+
+pytestmark = pytest.mark.slow
+EXAMPLE = REPO / "examples" / "slurm"
+BIN = Path(sys.executable).parent  # tfscale and python, first on the tasks' PATH
+
+
+def _skip_without_slurm() -> None:
+    """Skips where Slurm cannot run (not root; installs it with apt-get where missing, when first needed)."""
+    reason = slurm.skip_reason() or netns.skip_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    """Two Slurm nodes h0 and h1, each a host (network namespace); the clients run on h0."""
+    _skip_without_slurm()
+    with netns.hosts(2) as hosts, slurm.cluster(hosts) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def one_node():
+    """One Slurm node ("localhost") on 127.0.0.1."""
+    _skip_without_slurm()
+    with slurm.cluster() as cluster:
+        yield cluster
+
+
+def task_env(**extra: str) -> dict[str, str]:
+    """What the job's tasks inherit (srun and sbatch export the submitting environment)."""
+    return base_env(PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **extra)
+
+
+def weights(path: Path) -> list[np.ndarray]:
+    with np.load(path) as data:
+        return [data[f"w{i}"] for i in range(sum(k[0] == "w" and k[1:].isdigit() for k in data.files))]
+
+
+@pytest.fixture(scope="module")
+def four_tasks(two_nodes, tmp_path_factory):
+    """`srun -N 2 -n 4 tfscale launch -- python train.py`: 2 tasks on each host; its output and weights."""
+    out = tmp_path_factory.mktemp("srun")
+    done = two_nodes.run(["srun", "-N", "2", "-n", "4", "--chdir", EXAMPLE, "tfscale", "launch", "--",
+                          "python", "train.py", "--checkpoint-dir", out / "ckpt", "--out", out / "w.npz"],
+                         env=task_env(), timeout=300, check=False)
+    return done, [weights(out / f"w.{rank}.npz") for rank in range(4) if (out / f"w.{rank}.npz").exists()]
+
+
+def test_ranks_follow_slurms_node_order_and_distribution():
+    assert slurm_layout.placement(["h9", "h10"], [2, 2]) == [("h9", 0), ("h9", 1), ("h10", 0), ("h10", 1)]
+    assert slurm_layout.placement(["h9", "h10"], [2, 1], "cyclic") == [("h9", 0), ("h10", 0), ("h9", 1)]
+    env = {"SLURM_PROCID": "1", "SLURM_STEP_NODELIST": "h[9-10]", "SLURM_STEP_TASKS_PER_NODE": "2(x2)",
+           "SLURM_STEP_NUM_TASKS": "4", "SLURMD_NODENAME": "h10", "SLURM_LOCALID": "0"}
+    cluster, rank = slurm_layout.cpu_cluster({**env, "SLURM_DISTRIBUTION": "cyclic"}, port_base=9000)
+    assert cluster["worker"] == ["h9:9000", "h10:9000", "h9:9001", "h10:9001"] and rank == 1
+    with pytest.raises(ClusterError, match="task 1 runs on h10 as its task 0") as e:
+        slurm_layout.cpu_cluster({**env, "SLURM_DISTRIBUTION": "plane=2"}, port_base=9000)
+    assert "--distribution=block" in e.value.fix
+
+
+def test_each_task_of_a_cyclic_step_is_given_its_own_node_and_port(two_nodes):
+    """`tfscale launch --dry-run` in every task of a real step whose ranks alternate between the nodes: TF_CONFIG's
+    entry for each task is its own node (a block step: the 4-task training run below)."""
+    show = ('echo "self $SLURM_PROCID $SLURMD_NODENAME $SLURM_LOCALID"; '
+            'tfscale launch --dry-run -- true')
+    done = two_nodes.run(["srun", "-N", "2", "-n", "4", "--distribution=cyclic", "sh", "-c", show],
+                         env=task_env(), timeout=60)
+    selves = re.findall(r"^self (\d) (h\d) (\d)$", done.stdout, re.M)
+    configs = re.findall(r"TF_CONFIG='([^']+)'", done.stdout)
+    assert len(selves) == 4 and len(configs) == 4, done.stdout
+    by_rank = {json.loads(c)["task"]["index"]: json.loads(c) for c in configs}
+    for rank, node, local in selves:
+        assert by_rank[int(rank)]["cluster"]["worker"][int(rank)] == f"{node}:{8888 + int(local)}", done.stdout
+    places = re.findall(r"TFSCALE_RANK=(\d) .*TFSCALE_LOCAL_RANK=(\d) TFSCALE_LOCAL_WORLD_SIZE=(\d)", done.stdout)
+    assert sorted(places) == sorted((rank, local, "2") for rank, _, local in selves), done.stdout
+    assert len({json.dumps(c["cluster"]) for c in by_rank.values()}) == 1  # one cluster, seen alike by all
+
+
+def test_srun_on_two_hosts_with_two_tasks_each_trains_to_identical_weights(four_tasks):
+    done, ranks = four_tasks
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for rank in range(4):
+        assert f"rank {rank} of 4: resumed after epoch 0, ran 3 epoch(s)" in done.stdout, done.stdout[-3000:]
+    assert len(ranks) == 4
+    for other in ranks[1:]:
+        for a, b in zip(ranks[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def _with_marker(marker: str) -> list[int]:
+    """Processes whose command line holds `marker` (workers, their launchers, srun, the batch script)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if marker.encode() in f.read():
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def _wait_until(condition, what: str, cluster, job: int, output: Path, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        state = cluster.job_state(job)
+        assert state in ("PENDING", "RUNNING", "REQUEUED", "COMPLETING"), \
+            f"job {job} is {state} before {what}:\n{output.read_text()[-4000:]}"
+        assert time.monotonic() < deadline, f"not {what} after {timeout} s:\n{output.read_text()[-4000:]}"
+        time.sleep(0.3)
+
+
+def test_sbatch_example_on_one_node_trains_like_the_four_task_run(one_node, four_tasks, tmp_path):
+    """examples/slurm/train.sbatch as one task: the job's output, and weights equal to the 4-task run's."""
+    output = tmp_path / "job.out"
+    job = one_node.sbatch(["--nodes=1", "--ntasks-per-node=1", "--chdir", EXAMPLE, f"--output={output}",
+                           EXAMPLE / "train.sbatch", "--out", tmp_path / "w.npz"],
+                          env=task_env(CHECKPOINTS=str(tmp_path / "ckpt"), TFSCALE_PORT=str(free_ports(1)[0])))
+    assert one_node.wait_job(job, ("COMPLETED", "FAILED", "CANCELLED"), timeout=240) == "COMPLETED", \
+        output.read_text()[-4000:]
+    text = output.read_text()
+    assert f"job {job} on localhost: run 1, checkpoints in {tmp_path / 'ckpt'}" in text, text
+    assert "rank 0 of 1: resumed after epoch 0, ran 3 epoch(s)" in text and f"job {job}: done" in text, text
+    _, uninterrupted = four_tasks
+    one = weights(tmp_path / "w.0.npz")
+    assert len(one) == len(uninterrupted[0]) == 4
+    for a, b in zip(one, uninterrupted[0]):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    print(f"1 task vs 4 tasks: largest weight difference {max(np.abs(a - b).max() for a, b in zip(one, uninterrupted[0])):.2e}")
+
+
+def test_sbatch_example_requeued_resumes_from_its_checkpoint_and_scancel_ends_every_worker(two_nodes, tmp_path):
+    """examples/slurm/train.sbatch on 2 nodes x 1 task: `scontrol requeue` after the first checkpoint, the
+    second run resumes after that epoch; then `scancel` ends every process of the job within 10 s."""
+    marker = f"slurm-{uuid.uuid4().hex[:12]}"
+    output, checkpoints = tmp_path / "job.out", tmp_path / "ckpt"
+    job = two_nodes.sbatch(["--chdir", EXAMPLE, f"--output={output}", EXAMPLE / "train.sbatch",
+                            "--epochs", "1000", "--out", tmp_path / f"{marker}.npz"],
+                           env=task_env(CHECKPOINTS=str(checkpoints)))
+    _wait_until((checkpoints / "epoch-00001.weights.h5").exists, "checkpointed", two_nodes, job, output)
+    two_nodes.run(["scontrol", "requeue", str(job)], timeout=30)
+
+    def resumed():
+        second = output.read_text().partition(f"job {job} on h[0-1]: run 2")[2]
+        return re.search(r"Epoch (\d+)/1000", second)
+    _wait_until(resumed, "resumed", two_nodes, job, output)
+    first_epoch = int(resumed().group(1))
+    assert first_epoch >= 2, output.read_text()[-4000:]  # not from the start: from a checkpoint
+    _wait_until((checkpoints / f"epoch-{first_epoch:05d}.weights.h5").exists, "training again", two_nodes, job,
+                output)
+    assert len(_with_marker(marker)) >= 4, "2 launchers and 2 workers expected"
+
+    two_nodes.run(["scancel", str(job)], timeout=30)
+    cancelled = time.monotonic()
+    while _with_marker(marker) and time.monotonic() - cancelled < 30:
+        time.sleep(0.1)
+    took, left = time.monotonic() - cancelled, _with_marker(marker)
+    assert not left and took < 10, f"{len(left)} process(es) left {took:.1f} s after scancel:\n{output.read_text()}"
+    assert two_nodes.wait_job(job, ("CANCELLED",), timeout=60) == "CANCELLED"
+    print(f"requeued job resumed at epoch {first_epoch}; scancel: every process gone after {took:.1f} s")
