@@ -20,8 +20,8 @@ import tempfile
 import time
 from typing import IO
 
-from tfscale.cluster.launch.launcher import (GroupInterrupted, GroupTimeout, ProcessSpec, WorkerFailure, describe_exit,
-                                      forwarded_signals, start_group)
+from tfscale.cluster.launch.group import (GroupInterrupted, GroupTimeout, ProcessSpec, WorkerFailure, describe_exit,
+                                          forwarded_signals, start_group)
 from tfscale.cluster.launch.plan import thread_env
 from tfscale.cluster.launch.ports import PortReservation
 from tfscale.errors import ClusterError, ConfigError
