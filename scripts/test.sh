@@ -34,11 +34,10 @@ fi
 # The layering of docs/DESIGN.md, as contracts in pyproject.toml ([tool.importlinter]): a broken one fails here.
 lint-imports --no-logo
 # Tests run in parallel, a file's tests on one worker (its module fixtures are built once); most tests start
-# TensorFlow processes of their own, so more than 4 pytest workers gain little; one more than the cores, as the
-# cluster tests spend much of their time waiting (daemons, timeouts: 2 workers kept 2 cores ~80% busy).
-# TFSCALE_TEST_WORKERS=0: serial.
+# TensorFlow processes of their own, so more than 4 pytest workers gain little (3 on 2 cores: 21.0 min of tests
+# against ~21 with 2, and more timing-bound tests at risk). TFSCALE_TEST_WORKERS=0: serial.
 cores=$(nproc 2>/dev/null || echo 2)
-workers=${TFSCALE_TEST_WORKERS:-$(( cores < 2 ? 3 : (cores > 3 ? 4 : cores + 1) ))}
+workers=${TFSCALE_TEST_WORKERS:-$(( cores < 2 ? 2 : (cores > 4 ? 4 : cores) ))}
 if [ "$workers" -gt 0 ]; then
     python -m pytest -q -n "$workers" --dist loadfile --durations=25 "$@"
 else

@@ -8,7 +8,7 @@ peer it is:
 - before starting anything, every host name of the cluster must resolve (`check_names`), else a
   ConfigError naming it (TensorFlow would retry the lookup until the job's timeout);
 - when a worker here fails because it lost a peer (exit code 75, `worker_env.PEER_LOST_EXIT`, or
-  TensorFlow's abort), or the job times out, every worker of the other hosts is probed (`probe`: a TCP
+  TensorFlow's abort or crash while tearing down), or the job times out, every worker of the other hosts is probed (`probe`: a TCP
   connection, then the start of an HTTP/2 exchange, which a worker's gRPC server answers), and the
   error names those that do not answer and why (`Peers.explain`, `Peers.explain_timeout`). Every
   failure names this host too: "worker w1 (node 1, 10.0.0.2) was killed by SIGKILL".
@@ -35,9 +35,10 @@ GRPC, OTHER, REFUSED = "grpc", "other", "refused"
 # The client's HTTP/2 connection preface and an empty SETTINGS frame: a gRPC server replies with SETTINGS.
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 _H2_SETTINGS = 0x4
-# How a worker whose peer is gone ends: its collective's error (tf_engine), or TensorFlow's abort (SIGABRT) when
-# its coordination service finds a peer's heartbeats stopped. Other failures are this worker's own.
-PEER_LOST = (PEER_LOST_EXIT, -signal.SIGABRT)
+# How a worker whose peer is gone ends: its collective's error (tf_engine), TensorFlow's abort (SIGABRT) when its
+# coordination service finds a peer's heartbeats stopped, or a crash (SIGSEGV: seen once in CI, a collective timed
+# out with the link down). Other failures are this worker's own; a probe costs at most 2 s per host.
+PEER_LOST = (PEER_LOST_EXIT, -signal.SIGABRT, -signal.SIGSEGV)
 
 
 def _resolve(name: str) -> str | None:
