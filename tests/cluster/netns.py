@@ -109,7 +109,7 @@ class Host:
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
+            kill_group(proc)
             proc.communicate()
             raise
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
@@ -127,7 +127,8 @@ class Host:
         return [int(p) for p in done.stdout.split() if p.isdigit()]
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILLs the process group of `proc` (started with its own session) and reaps it."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -223,7 +224,7 @@ def hosts(n: int, private_scratch: bool = False) -> Iterator[list[Host]]:
     finally:
         for host in members:
             for proc in host._procs:
-                _kill_group(proc)
+                kill_group(proc)
         for name in reversed(made):
             _remove_namespace(name)
         if scratch:

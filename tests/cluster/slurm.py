@@ -44,6 +44,10 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from procs import free_ports
+
+from tests.cluster.netns import kill_group
+
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("srun", "sbatch", "scancel", "squeue", "scontrol", "sinfo")
 PACKAGES = ("slurm-wlm", "munge")
@@ -118,7 +122,7 @@ class Cluster:
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
+            kill_group(proc)
             out, err = proc.communicate()
             raise AssertionError(f"{' '.join(cmd)} timed out after {timeout} s:\n{out[-3000:]}\n{err[-3000:]}\n"
                                  f"{self.logs()}") from None
@@ -159,27 +163,6 @@ class Cluster:
             text = path.read_text(errors="replace")
             parts.append(f"--- {path.relative_to(self.folder)}\n{text[-2000:]}")
         return "\n".join(parts)
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _slurm_conf(folder: Path, nodes: list[str], addresses: list[str], ports: list[int], cpus: int) -> str:
@@ -275,7 +258,7 @@ def cluster(hosts: list | None = None, *, cpus: int = 2, start_timeout: float = 
         nodes, addresses = [f"h{i}" for i in range(len(hosts))], [h.addr for h in hosts]
         ports = [6817, 6818]  # fresh namespaces: Slurm's own ports are free there
     else:
-        nodes, addresses, ports = ["localhost"], ["127.0.0.1"], _free_ports(2)
+        nodes, addresses, ports = ["localhost"], ["127.0.0.1"], free_ports(2)
     env = {"SLURM_CONF": str(folder / "slurm.conf"), "TFSCALE_TEST_SLURM": str(folder)}
     cl = Cluster(folder, nodes, addresses, env, list(hosts) if hosts else None)
     try:
@@ -312,7 +295,7 @@ def _stop(cl: Cluster) -> None:
     for proc in reversed(cl._daemons):
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        _kill_group(proc)
+        kill_group(proc)
     _kill_marked(cl.env["TFSCALE_TEST_SLURM"])
     shutil.rmtree(cl.folder, ignore_errors=True)
 
