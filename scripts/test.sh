@@ -33,13 +33,14 @@ fi
 [ "$step" = install ] && exit 0
 # The layering of docs/DESIGN.md, as contracts in pyproject.toml ([tool.importlinter]): a broken one fails here.
 lint-imports --no-logo
-# Tests run in parallel, a file's tests on one worker (its module fixtures are built once); most tests start
+# Tests run in parallel, a file's tests on one worker (its module fixtures are built once), the longest files
+# first (tests/conftest.py orders them; --no-loadscope-reorder keeps that order); most tests start
 # TensorFlow processes of their own, so more than 4 pytest workers gain little (3 on 2 cores: 21.0 min of tests
 # against ~21 with 2, and more timing-bound tests at risk). TFSCALE_TEST_WORKERS=0: serial.
 cores=$(nproc 2>/dev/null || echo 2)
 workers=${TFSCALE_TEST_WORKERS:-$(( cores < 2 ? 2 : (cores > 4 ? 4 : cores) ))}
 if [ "$workers" -gt 0 ]; then
-    python -m pytest -q -n "$workers" --dist loadfile --durations=25 "$@"
+    python -m pytest -q -n "$workers" --dist loadfile --no-loadscope-reorder --durations=25 "$@"
 else
     python -m pytest -q --durations=25 "$@"
 fi

@@ -189,12 +189,20 @@ def test_two_nodes_train_together_and_ray_restarts_resume_from_tfscale_checkpoin
           f"{max(float(np.abs(a - b).max()) for a, b in zip(single, _weights(out / 'rank-1.npz')[0])):.2e}")
 
 
-def test_ray_data_shards_train_as_already_sharded_input(cluster, tmp_path):
+@pytest.fixture(scope="module")
+def live_driver(cluster, tmp_path_factory):
+    """One driver on the live cluster: Ray Data shards, then the mistakes (the two tests below read its output)."""
     h0, _, token, _ = cluster
-    out = tmp_path / "out"
+    work = tmp_path_factory.mktemp("live")
+    out = work / "out"
     out.mkdir()
-    done = _driver(h0, token, "data", str(out), str(tmp_path / "ray_results"))
-    assert done.returncode == 0 and "DATA done" in done.stdout, done.stdout[-6000:]
+    done = _driver(h0, token, "data+mistakes", str(out), str(work / "ray_results"))
+    return done, out
+
+
+def test_ray_data_shards_train_as_already_sharded_input(live_driver):
+    done, out = live_driver
+    assert "DATA done" in done.stdout, done.stdout[-6000:]
     (w0, info0), (w1, info1) = (_weights_and_ids(out / f"rank-{rank}.npz") for rank in (0, 1))
     ids0, ids1 = set(info0["ids"]), set(info1["ids"])
     assert ids0 and ids1 and not ids0 & ids1, "each worker must read its own rows"
@@ -213,10 +221,9 @@ def _weights_and_ids(path: Path) -> tuple[list[np.ndarray], dict]:
         return ws, {"ids": data["ids"].tolist(), "steps": data["steps"].item(), "iterations": data["iterations"].item()}
 
 
-def test_mistakes_on_a_live_cluster_are_tfscale_errors_at_once(cluster, tmp_path):
-    h0, _, token, _ = cluster
-    done = _driver(h0, token, "mistakes", str(tmp_path / "ray_results"))
-    assert done.returncode == 0, done.stdout[-6000:]
+def test_mistakes_on_a_live_cluster_are_tfscale_errors_at_once(live_driver):
+    done, _ = live_driver
+    assert done.returncode == 0 and "MISTAKES " in done.stdout, done.stdout[-6000:]
     found = json.loads(done.stdout.split("MISTAKES ", 1)[1].splitlines()[0])
     kind, message = found["too_many_workers"]
     assert kind == "ClusterError" and "can hold 2 worker(s)" in message and "num_workers=5" in message, message

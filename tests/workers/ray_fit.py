@@ -143,6 +143,9 @@ def main(argv):
         return mistakes(out)
     if mode == "data":
         return ray_data(out, argv[2])
+    if mode == "data+mistakes":  # one driver for both (each driver's start costs seconds of CPU)
+        ray_data(out, argv[2])
+        return mistakes(argv[2])
     if mode == "single":
         print(json.dumps(train_fn({"out": out, "checkpoint_dir": os.path.join(out, "ckpt")})))
         return
