@@ -8,6 +8,7 @@ process itself runs Keras on TensorFlow, which the "JAX strategy in a TensorFlow
 from __future__ import annotations
 
 import json
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -120,12 +121,21 @@ def test_model_parallel_holds_about_half_the_parameters_per_device(arms):
 def test_killed_jax_worker_job_resumes_and_ends_like_an_uninterrupted_run(tmp_path):
     worker = str(WORKERS / "train_resume.py")
     run_one([worker, str(tmp_path / "ref.npz"), str(tmp_path / "ref_ckpt"), "-"], env=JAX, timeout=300)
+    (tmp_path / "tmp").mkdir()
     job = run_one(["-m", "tfscale", "launch", "-n", "2", "--backend", "jax", "--max-restarts", "1", "--",
                    sys.executable, worker, str(tmp_path / "out.npz"), str(tmp_path / "ckpt"), "-",
-                   str(tmp_path / "killed")], timeout=400)
+                   str(tmp_path / "killed")], env={"TMPDIR": str(tmp_path / "tmp")}, timeout=400)
     assert (tmp_path / "killed").exists(), job.stdout  # worker 1 really died mid-epoch once
     assert "restarting all 2 worker(s)" in job.stdout
     ref, chief, other = (np.load(tmp_path / n) for n in ("ref.npz", "out.0.npz", "out.1.npz"))
+    # the restarted chief took its programs from the launch's compilation cache, which is gone with the launch
+    # (JAX writes it from process 0 only, and on CPU the other process's programs differ: it compiles again);
+    # the single process (no launcher) had none
+    cache = str(chief["cache_dir"])
+    assert cache.startswith(str(tmp_path / "tmp")) and str(other["cache_dir"]) == cache, cache
+    assert int(chief["cache_hits"]) >= 3, int(chief["cache_hits"])
+    assert (str(ref["cache_dir"]), int(ref["cache_hits"])) == ("", 0)
+    assert os.listdir(tmp_path / "tmp") == [], "the launch left temporary folders behind"
     assert (int(chief["resumed_from_epoch"]), int(other["resumed_from_epoch"])) == (1, 1)
     assert (int(chief["epochs_run"]), int(ref["epochs_run"])) == (2, 3)
     keys = [k for k in ref.files if k.startswith("w")]

@@ -5,6 +5,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -101,6 +102,31 @@ def test_one_owner_of_restarts():
     assert job["spec"]["backoffLimit"] == 6  # pod failures: a group restart can cost one per pod
     plan, _ = printer.plan(LaunchOptions(workers=2, max_restarts=2), {})
     assert plan.manager == "kubernetes" and plan.world_size == 2  # what pod 0 will do: no restarts of its own
+
+
+def test_restarted_jax_workers_and_only_they_share_a_compilation_cache_of_the_launch(monkeypatch, tmp_path):
+    """The variables `supervise` gives every worker: a cache folder only for JAX with restarts, unless the user
+    chose one; the folder is gone when the launch ends (test_jax_engine: the restarted chief hits it)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # TMPDIR, as read once per process
+    monkeypatch.delenv(backends.JAX_CACHE_DIR, raising=False)
+    monkeypatch.delenv(backends.JAX_CACHE_MIN_SECONDS, raising=False)
+    local = backends.choose(LaunchOptions(workers=2), {})
+    jax_plan, reservation = local.plan(LaunchOptions(workers=2, backend="jax"), {})
+    tf_plan, tf_reservation = local.plan(LaunchOptions(workers=2), {})
+    for held in (reservation, tf_reservation):
+        if held is not None:
+            held.close()
+    with backends.compilation_cache(jax_plan, max_restarts=1) as env:
+        folder = env[backends.JAX_CACHE_DIR]
+        assert os.path.isdir(folder) and folder.startswith(str(tmp_path)) and env[backends.JAX_CACHE_MIN_SECONDS] == "0"
+    assert not os.path.exists(folder)
+    for plan, restarts in ((jax_plan, 0), (tf_plan, 1)):
+        with backends.compilation_cache(plan, max_restarts=restarts) as env:
+            assert env == {}
+    monkeypatch.setenv(backends.JAX_CACHE_DIR, str(tmp_path / "mine"))
+    with backends.compilation_cache(jax_plan, max_restarts=1) as env:
+        assert env == {}  # the user's cache, as it is
+    assert os.listdir(tmp_path) == []
 
 
 def test_the_cli_refuses_max_restarts_under_srun():

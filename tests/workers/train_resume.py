@@ -26,6 +26,15 @@ scale = ts.Scale.auto()
 
 import keras  # noqa: E402
 
+# JAX: programs this start took from the persistent compilation cache (`tfscale launch --max-restarts` gives
+# restarted JAX workers the programs their last start compiled)
+cache_hits = []
+if keras.backend.backend() == "jax":
+    import jax
+
+    jax.monitoring.register_event_listener(
+        lambda event, **_: cache_hits.append(event) if event == "/jax/compilation_cache/cache_hits" else None)
+
 EPOCHS, STEPS, GLOBAL_BATCH = 3, 8, 16
 KILL_EPOCH, KILL_BATCH = 1, 3  # 0-based: the fourth step of the second epoch
 
@@ -79,5 +88,6 @@ result = ts.fit(build_model, (x, y), scale=scale, epochs=EPOCHS, global_batch_si
                 checkpoint_dir=checkpoint_dir, tensorboard_dir=tensorboard_dir, verbose=2, callbacks=[KillOnce()])
 path = out if scale.num_workers == 1 else out.replace(".npz", f".{scale.rank}.npz")
 np.savez(path, resumed_from_epoch=result.resumed_from_epoch, epochs_run=len(result.history.epoch),
+         cache_hits=len(cache_hits), cache_dir=os.environ.get("JAX_COMPILATION_CACHE_DIR", ""),
          **{f"w{i}": w for i, w in enumerate(result.model.get_weights())})
 print(f"rank {scale.rank}: resumed after epoch {result.resumed_from_epoch}, ran {len(result.history.epoch)} epoch(s)")

@@ -35,6 +35,7 @@ Standard library only (never TensorFlow, Keras or JAX).
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import logging
 import os
@@ -273,23 +274,53 @@ def supervise(plan: Plan, argv: Sequence[str], options: LaunchOptions, *, output
     `peers`: the other hosts of a multi-host plan, named in failures and timeouts (`Peers.explain`).
     """
     deadline = None if options.timeout is None else time.monotonic() + options.timeout
-    for attempt in range(max_restarts + 1):
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            return _attempt(specs_for(plan, argv, options, attempt), remaining, output, signal_grace)
-        except GroupTimeout as timeout:
-            if peers is None:
-                raise
-            raise peers.explain_timeout(timeout) from None
-        except WorkerFailure as failure:
-            if peers is not None:
-                failure = peers.explain(failure)
-            if attempt == max_restarts:
-                raise failure from None
-            log.warning("worker %s %s%s; restarting all %d worker(s) (restart %d of %d)", failure.label,
-                        describe_exit(failure.returncode), failure.peers_note, len(plan.ranks), attempt + 1,
-                        max_restarts)
+    with compilation_cache(plan, max_restarts) as cache_env:
+        for attempt in range(max_restarts + 1):
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            specs = [dataclasses.replace(spec, env={**spec.env, **cache_env})
+                     for spec in specs_for(plan, argv, options, attempt)]
+            try:
+                return _attempt(specs, remaining, output, signal_grace)
+            except GroupTimeout as timeout:
+                if peers is None:
+                    raise
+                raise peers.explain_timeout(timeout) from None
+            except WorkerFailure as failure:
+                if peers is not None:
+                    failure = peers.explain(failure)
+                if attempt == max_restarts:
+                    raise failure from None
+                log.warning("worker %s %s%s; restarting all %d worker(s) (restart %d of %d)", failure.label,
+                            describe_exit(failure.returncode), failure.peers_note, len(plan.ranks), attempt + 1,
+                            max_restarts)
     raise AssertionError("unreachable")
+
+
+# JAX's own variables (jax.config reads JAX_* names at import): its persistent compilation cache
+JAX_CACHE_DIR = "JAX_COMPILATION_CACHE_DIR"
+JAX_CACHE_MIN_SECONDS = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"
+
+
+@contextlib.contextmanager
+def compilation_cache(plan: Plan, max_restarts: int):
+    """The variables that give restarted JAX workers the programs their last start compiled.
+
+    A restart starts new processes, which compile every XLA program again: a tiny model's train step,
+    initializers and collectives take ~0.9 s of CPU a worker here, a large model minutes. Where tfscale
+    restarts JAX workers (``--max-restarts``), they share a persistent compilation cache in a temporary
+    folder of this launch (JAX writes it from process 0; programs of any compile time are kept), removed
+    when the launch ends. Nothing is set for TensorFlow workers, without restarts, or where the user set
+    JAX_COMPILATION_CACHE_DIR (theirs is used as it is).
+    """
+    env = plan.env[0] if plan.env else {}
+    if not max_restarts or env.get("KERAS_BACKEND") != "jax" or JAX_CACHE_DIR in os.environ or JAX_CACHE_DIR in env:
+        yield {}
+        return
+    folder = tempfile.mkdtemp(prefix="tfscale-jax-cache-")
+    try:
+        yield {JAX_CACHE_DIR: folder, JAX_CACHE_MIN_SECONDS: os.environ.get(JAX_CACHE_MIN_SECONDS, "0")}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _attempt(specs: list[ProcessSpec], timeout: float | None, output, signal_grace: float | None = None) -> list[int]:
