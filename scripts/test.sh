@@ -26,11 +26,14 @@ if [ "$step" != test ]; then
         fi
     fi
     python -m pip install --quiet --upgrade pip
-    # compiled at install (pip's default): where PYTHONDONTWRITEBYTECODE is set, as on CI, nothing is compiled
-    # later, and every process would compile TensorFlow anew (~27 s of CPU per start-up here instead of ~10 s)
-    python -m pip install --quiet -e ".[test]"
+    # --no-compile: pip would compile all ~20,000 files of the dependencies (~100 s of CPU, one core); the tests
+    # write the bytecode of the modules they import instead, once (PYTHONDONTWRITEBYTECODE is unset for them below)
+    python -m pip install --quiet --no-compile -e ".[test]"
 fi
 [ "$step" = install ] && exit 0
+# Bytecode is written at the first import of each module (pip compiled nothing): where PYTHONDONTWRITEBYTECODE
+# is set, as on CI, every process would compile TensorFlow anew (~27 s of CPU per start-up here instead of ~10 s).
+unset PYTHONDONTWRITEBYTECODE
 # The layering of docs/DESIGN.md, as contracts in pyproject.toml ([tool.importlinter]): a broken one fails here.
 lint-imports --no-logo
 # Tests run in parallel, a file's tests on one worker (its module fixtures are built once), the longest files

@@ -56,8 +56,9 @@ while wanted:
 print("\n".join(deps))
 PY
 )
-    python -m pip install --quiet "${deps[@]}" "tensorflow==$TF_VERSION" \
-        "pytest>=8" "pytest-timeout>=2.3" "pytest-xdist>=3.5" "psutil>=5.9"
+    # --no-compile, as in scripts/test.sh: the tests write the bytecode of what they import
+    python -m pip install --quiet --no-compile "${deps[@]}" "tensorflow==$TF_VERSION" \
+        "pytest>=8" "pytest-timeout>=2.3" "pytest-xdist>=3.7" "psutil>=5.9"
     if [ "$tpu" = 1 ]; then
         # 2. The same TensorFlow built for TPUs in its place, with a libtpu it can load. Its requirements are
         #    tensorflow's plus libtpu, so --no-deps keeps pip from bringing the `tensorflow` package back.
@@ -67,6 +68,7 @@ PY
 fi
 [ "$step" = deps ] && exit 0
 python -m pip install --quiet --no-deps -e .
+unset PYTHONDONTWRITEBYTECODE  # see scripts/test.sh
 
 TESTS=(tests/test_strategy.py tests/test_scale_equivalence.py tests/test_export_strategy.py)
 # QAT and pruning (tests/test_export_tfmot.py) run in a tf-keras child process that does not depend on the
@@ -78,7 +80,7 @@ import sys
 import tensorflow as tf
 print(f"TensorFlow {tf.__version__}")
 sys.exit(0 if tf.__version__.startswith("2.20.") else 1)'
-    python -m pytest -q -n 2 --dist loadfile "${TESTS[@]}" "${EXPORT_TESTS[@]}" "$@"
+    python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder "${TESTS[@]}" "${EXPORT_TESTS[@]}" "$@"
     exit 0
 fi
 # There is no TPU here: without this, libtpu waits for the Compute Engine metadata server in every process.
@@ -91,8 +93,8 @@ loaded = bool(tf.config.list_logical_devices("TPU_SYSTEM"))
 print(f"TensorFlow {tf.__version__}, libtpu loaded: {loaded}")
 sys.exit(0 if tf.__version__.startswith("2.20.") and loaded else 1)'
 # Strategies, equivalence, and export under a strategy, with libtpu loaded as on a TPU VM.
-python -m pytest -q -n 2 --dist loadfile "${TESTS[@]}" "$@"
+python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder "${TESTS[@]}" "$@"
 # The export tests train their models outside any strategy with Keras' jit_compile="auto", which turns XLA on
 # when it sees a device besides the CPU (TPU_SYSTEM here); the TPU build has no XLA for the CPU ("could not
 # find registered transfer manager for platform Host"). Without libtpu, it is TensorFlow 2.20 on a CPU machine.
-TPU_LOAD_LIBRARY=0 python -m pytest -q -n 2 --dist loadfile "${EXPORT_TESTS[@]}" "$@"
+TPU_LOAD_LIBRARY=0 python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder "${EXPORT_TESTS[@]}" "$@"

@@ -47,6 +47,7 @@ class BadRecords:
         self._counts: collections.Counter[str] = collections.Counter()
         self._seen: dict[str, collections.Counter[str]] = {}
         self._tables: dict[str, tf.lookup.experimental.MutableHashTable] = {}
+        self._coded: dict[tuple[str, ...], tf.lookup.experimental.MutableHashTable] = {}
         self.recent: collections.deque[str] = collections.deque(maxlen=keep_recent)
 
     def add(self, reason: str, keys: tf.Tensor, counts: tf.Tensor):
@@ -61,13 +62,31 @@ class BadRecords:
             table = self._tables[reason]
         return table.insert(keys, counts)
 
+    def add_coded(self, reasons: tuple[str, ...], keys: tf.Tensor, codes: tf.Tensor):
+        """In-graph: counts one record under each of `keys` for reason ``reasons[code - 1]`` (one table insert
+        for several checks; see `guard_codes`)."""
+        with self._lock:
+            if reasons not in self._coded:
+                with tf.init_scope():
+                    self._coded[reasons] = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, 0)
+            table = self._coded[reasons]
+        return table.insert(keys, tf.cast(codes, tf.int64))
+
     def _drain(self) -> None:
         for reason, table in list(self._tables.items()):
-            keys, counts = table.export()
-            if int(tf.size(keys)):
-                table.remove(keys)
-                for key, count in zip(keys.numpy(), counts.numpy()):
-                    self.note(reason, key.decode("utf-8", "replace"), int(count))
+            for key, count in self._emptied(table):
+                self.note(reason, key, count)
+        for reasons, table in list(self._coded.items()):
+            for key, code in self._emptied(table):
+                self.note(reasons[code - 1], key)
+
+    @staticmethod
+    def _emptied(table) -> list[tuple[str, int]]:
+        keys, values = table.export()
+        if not int(tf.size(keys)):
+            return []
+        table.remove(keys)
+        return [(key.decode("utf-8", "replace"), int(value)) for key, value in zip(keys.numpy(), values.numpy())]
 
     def note(self, reason: str, key: str, count: int = 1) -> None:
         """Counts `count` dropped records (called from the input pipeline)."""
@@ -159,6 +178,22 @@ def guard(ok: tf.Tensor, reason: str, key: tf.Tensor, *, on_error: str, records:
             tf.boolean_mask(tf.broadcast_to(tf.cast(count, tf.int64), tf.shape(bad)), bad)
         done = records.add(reason, bad_keys, counts)
     return after(ok, done)
+
+
+def guard_codes(codes: tf.Tensor, reasons: tuple[str, ...], key: tf.Tensor, *, records: BadRecords | None,
+                fixes: tuple[str, ...], in_service: bool = False) -> tf.Tensor:
+    """Skip mode, several checks of a vector of records at once: `codes` holds 0 (good) or i (bad for
+    ``reasons[i - 1]``) per record; returns codes == 0. The bad keys are added to `records` in one table
+    insert (a `guard` per reason costs ~13 us an image in a 16-image decode call here)."""
+    codes = tf.reshape(codes, [-1])
+    if in_service or records is None:  # printed by `guard`, one reason at a time
+        kept = [guard(tf.not_equal(codes, i + 1), reason, key, on_error="skip", records=records, fix=fix,
+                      in_service=in_service) for i, (reason, fix) in enumerate(zip(reasons, fixes))]
+        return tf.reduce_all(tf.stack(kept), axis=0)
+    good = tf.equal(codes, 0)
+    bad = tf.logical_not(good)
+    done = records.add_coded(reasons, tf.boolean_mask(tf.reshape(key, [-1]), bad), tf.boolean_mask(codes, bad))
+    return after(good, done)
 
 
 SERVICE_REASON = "bad record on a tf.data service worker (its log names it)"

@@ -36,6 +36,11 @@ class Build:
         return badrecords.guard(ok, reason, key, on_error=self.on_error, records=self.records, fix=fix,
                                 in_service=self.in_service, count=count)
 
+    def guard_codes(self, codes, reasons: tuple[str, ...], key, fixes: tuple[str, ...]):
+        """`badrecords.guard_codes` (skip mode: several checks, one verdict code per record)."""
+        return badrecords.guard_codes(codes, reasons, key, records=self.records, fixes=fixes,
+                                      in_service=self.in_service)
+
     def shuffled(self, units: tf.data.Dataset, count: int) -> tf.data.Dataset:
         if self.shuffle_units is None or count < 2:
             return units

@@ -216,8 +216,7 @@ class _Decoding:
         images, found = self.decoder.images(items, read_files=reads, check=lambda contents, _: verdict(contents),
                                             skip=True)
         where = self.where_of(items, reads)
-        kept = tf.logical_and(build.guard(tf.not_equal(found, 1), _CORRUPT, where, _FIX),
-                              build.guard(tf.not_equal(found, 2), TOO_LARGE, where, _FIX_LARGE))
+        kept = build.guard_codes(found, (_CORRUPT, TOO_LARGE), where, (_FIX, _FIX_LARGE))  # codes of `verdict`
         rest = tf.nest.map_structure(lambda t: tf.boolean_mask(t, kept), put_image(element, self.key, ()))
         lost = tf.size(kept, out_type=tf.int64) - tf.reduce_sum(tf.cast(kept, tf.int64))
         return put_image(rest, self.key, images), lost
