@@ -36,7 +36,8 @@ def free_ports(n: int) -> list[int]:
 # Packages TensorFlow/Keras import only because they are installed, which no test worker needs unless it
 # says so: hidden from the processes tests start (tests/lean_site/sitecustomize.py), as where they are not
 # installed. This also checks that tfscale's TensorFlow paths never need them.
-HIDDEN = ("sklearn", "pandas", "matplotlib", "jax")
+# IPython: Keras' saving.file_editor imports it (~0.4 s of a start-up's CPU here).
+HIDDEN = ("sklearn", "pandas", "matplotlib", "jax", "IPython")
 
 
 def hiding(*needed: str) -> tuple[str, ...]:

@@ -9,9 +9,10 @@ from procs import REPO, hiding, run_one
 @pytest.mark.slow
 @pytest.mark.timeout(1300)
 def test_thirty_kill_and_restart_cycles_leave_no_process_port_folder_or_stale_checkpoint():
-    # JAX workers: the same launcher, restarts and checkpoints at half the start-up CPU of TensorFlow's
+    # JAX workers: the same launcher, restarts and checkpoints at half the start-up CPU of TensorFlow's (and
+    # without requests, which only Keras' RemoteMonitor imports there: TensorFlow needs it, JAX does not)
     out = run_one([str(REPO / "scripts" / "soak.py"), "--cycles", "30", "--backend", "jax"], timeout=1200,
-                  hide=hiding("jax"))
+                  hide=hiding("jax") + ("requests", "urllib3"))
     result = json.loads(out.stdout)
     print(json.dumps(result))
     assert result["ok"], out.stdout

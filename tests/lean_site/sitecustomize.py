@@ -2,7 +2,7 @@
 
 TensorFlow and Keras import some packages only because they are installed: Keras' scikit-learn
 wrapper imports scikit-learn (and SciPy), its array adapters pandas, its plotting helpers matplotlib,
-and `tf.lite` imports JAX. That is about 4 of the 10 s of CPU a TensorFlow start-up costs here, and
+its saving helpers IPython, and `tf.lite` imports JAX. That is about 4 of the 10 s of CPU a TensorFlow start-up costs here, and
 the tests start a few hundred TensorFlow processes. The packages named in TFSCALE_TEST_HIDE are made
 unimportable, as in an environment without them, so such imports fall back as they do there. A test
 whose process needs one of them (the digits demo needs scikit-learn, reports need matplotlib, the JAX
