@@ -55,22 +55,20 @@ class BadRecords:
 
         Keys name records, so one pass adds each at most once (the tables are emptied at each pass's end).
         """
-        with self._lock:
-            if reason not in self._tables:
-                with tf.init_scope():  # made eagerly, also while a dataset function is traced
-                    self._tables[reason] = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, 0)
-            table = self._tables[reason]
-        return table.insert(keys, counts)
+        return self._table(self._tables, reason).insert(keys, counts)
 
     def add_coded(self, reasons: tuple[str, ...], keys: tf.Tensor, codes: tf.Tensor):
         """In-graph: counts one record under each of `keys` for reason ``reasons[code - 1]`` (one table insert
         for several checks; see `guard_codes`)."""
+        return self._table(self._coded, reasons).insert(keys, tf.cast(codes, tf.int64))
+
+    def _table(self, tables: dict, name) -> tf.lookup.experimental.MutableHashTable:
+        """`tables[name]`, made on first use (eagerly, also while a dataset function is traced)."""
         with self._lock:
-            if reasons not in self._coded:
+            if name not in tables:
                 with tf.init_scope():
-                    self._coded[reasons] = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, 0)
-            table = self._coded[reasons]
-        return table.insert(keys, tf.cast(codes, tf.int64))
+                    tables[name] = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, 0)
+            return tables[name]
 
     def _drain(self) -> None:
         for reason, table in list(self._tables.items()):
