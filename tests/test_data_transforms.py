@@ -176,3 +176,40 @@ def test_text_standardize_and_vectorize_adapted_on_a_sample():
     assert batches[0]["text"].shape == (10, 4) and batches[0]["text"].dtype == tf.int64
     last = batches[-1]["text"][-1].numpy().tolist()
     assert last == [vocab.index("a"), 1, 0, 0]  # "a bird": "bird" was not in the sample, so it is [UNK] (1)
+
+
+def _functions_of(ds: tf.data.Dataset) -> dict:
+    """name -> FunctionDef of every function in the dataset's graph."""
+    graph = tf.compat.v1.GraphDef()
+    graph.ParseFromString(tf.raw_ops.DatasetToGraphV2(input_dataset=ds._variant_tensor).numpy())
+    return {f.signature.name: f for f in graph.library.function}
+
+
+def _set_up_on_cpu(function_def) -> bool:
+    from tfscale.data.functions import ATTRIBUTE
+
+    return ATTRIBUTE in function_def.attr and function_def.attr[ATTRIBUTE].b
+
+
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_tfscale_functions_skip_grappler_at_set_up_and_the_users_do_not(tmp_path, on_error):
+    write_images(tmp_path, per_class=(5, 4), kinds=("png",))
+
+    def users_double(x, y):
+        return x * 2.0, y
+
+    pipe = ts.data.image_folder(str(tmp_path), image_size=(8, 8), on_error=on_error).map(users_double)
+    functions = _functions_of(pipe.dataset(batch_size=4))
+    decoders = [f for f in functions.values() if any(n.op == "ReadFile" for n in f.node_def)]
+    users = [f for name, f in functions.items() if "users_double" in name]
+    outer = [f for name, f in functions.items() if name.startswith("__inference") and "users_double" not in name]
+    assert decoders and users and outer
+    assert not any(_set_up_on_cpu(f) for f in users)  # the user's function: TensorFlow's default set-up
+    assert all(_set_up_on_cpu(f) for f in outer)  # tfscale's: decode call, rebatch, end-of-pass report
+    if on_error == "skip":
+        assert any("tail" in name for name in functions)  # the end-of-pass report is one of them
+    plain = ts.data.image_folder(str(tmp_path), image_size=(8, 8), on_error=on_error)
+    doubled = [x for x, _ in pipe.dataset(batch_size=4)]
+    assert sum(int(x.shape[0]) for x in doubled) == 9  # every image read, and the user's map ran on each
+    total = sum(float(tf.reduce_sum(x)) for x, _ in plain.dataset(batch_size=4))
+    assert total > 0 and sum(float(tf.reduce_sum(x)) for x in doubled) == pytest.approx(2 * total, rel=1e-5)

@@ -59,7 +59,7 @@ class BadRecords:
 
     def add_coded(self, reasons: tuple[str, ...], keys: tf.Tensor, codes: tf.Tensor):
         """In-graph: counts one record under each of `keys` for reason ``reasons[code - 1]`` (one table insert
-        for several checks; see `guard_codes`)."""
+        for several checks; see `count_codes`)."""
         return self._table(self._coded, reasons).insert(keys, tf.cast(codes, tf.int64))
 
     def _table(self, tables: dict, name) -> tf.lookup.experimental.MutableHashTable:
@@ -178,20 +178,16 @@ def guard(ok: tf.Tensor, reason: str, key: tf.Tensor, *, on_error: str, records:
     return after(ok, done)
 
 
-def guard_codes(codes: tf.Tensor, reasons: tuple[str, ...], key: tf.Tensor, *, records: BadRecords | None,
-                fixes: tuple[str, ...], in_service: bool = False) -> tf.Tensor:
-    """Skip mode, several checks of a vector of records at once: `codes` holds 0 (good) or i (bad for
-    ``reasons[i - 1]``) per record; returns codes == 0. The bad keys are added to `records` in one table
-    insert (a `guard` per reason costs ~13 us an image in a 16-image decode call here)."""
-    codes = tf.reshape(codes, [-1])
+def count_codes(bad_keys: tf.Tensor, bad_codes: tf.Tensor, reasons: tuple[str, ...], *,
+                records: BadRecords | None, fixes: tuple[str, ...], in_service: bool = False) -> tf.Tensor:
+    """Skip mode: counts records already picked out as bad, `bad_codes` i meaning ``reasons[i - 1]``, in one
+    table insert (a `guard` per reason costs ~13 us an image in a 16-image decode call here); returns a token
+    to wait on (`after`). Kept apart so that the call picking them out can stay free of stateful ops."""
     if in_service or records is None:  # printed by `guard`, one reason at a time
-        kept = [guard(tf.not_equal(codes, i + 1), reason, key, on_error="skip", records=records, fix=fix,
+        kept = [guard(tf.not_equal(bad_codes, i + 1), reason, bad_keys, on_error="skip", records=records, fix=fix,
                       in_service=in_service) for i, (reason, fix) in enumerate(zip(reasons, fixes))]
-        return tf.reduce_all(tf.stack(kept), axis=0)
-    good = tf.equal(codes, 0)
-    bad = tf.logical_not(good)
-    done = records.add_coded(reasons, tf.boolean_mask(tf.reshape(key, [-1]), bad), tf.boolean_mask(codes, bad))
-    return after(good, done)
+        return tf.stack(kept)
+    return records.add_coded(reasons, bad_keys, bad_codes)
 
 
 SERVICE_REASON = "bad record on a tf.data service worker (its log names it)"
@@ -247,12 +243,12 @@ def end_of_epoch(dataset: tf.data.Dataset, records: BadRecords, *, in_service: b
     except (TypeError, ValueError, AttributeError):
         return dataset  # exotic element (ragged/sparse): the Keras callback still reports
 
-    def report(_):
+    def tail(_):  # one small function (each costs milliseconds to set up when the pass ends)
         if in_service:
-            return tf.constant(0, tf.int64)
-        return tf.py_function(lambda: (records.report(), 0)[1], [], tf.int64)
+            return empty
+        return empty.take(tf.py_function(lambda: (records.report(), 0)[1], [], tf.int64))
 
-    return dataset.concatenate(tf.data.Dataset.range(1).map(report).flat_map(lambda _: empty))
+    return dataset.concatenate(tf.data.Dataset.range(1).flat_map(tail))
 
 
 def _zeros(spec):

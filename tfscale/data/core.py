@@ -36,9 +36,9 @@ class Build:
         return badrecords.guard(ok, reason, key, on_error=self.on_error, records=self.records, fix=fix,
                                 in_service=self.in_service, count=count)
 
-    def guard_codes(self, codes, reasons: tuple[str, ...], key, fixes: tuple[str, ...]):
-        """`badrecords.guard_codes` (skip mode: several checks, one verdict code per record)."""
-        return badrecords.guard_codes(codes, reasons, key, records=self.records, fixes=fixes,
+    def count_codes(self, bad_keys, bad_codes, reasons: tuple[str, ...], fixes: tuple[str, ...]):
+        """`badrecords.count_codes` (a token once records picked out as bad are counted)."""
+        return badrecords.count_codes(bad_keys, bad_codes, reasons, records=self.records, fixes=fixes,
                                       in_service=self.in_service)
 
     def shuffled(self, units: tf.data.Dataset, count: int) -> tf.data.Dataset:
@@ -110,6 +110,7 @@ class Op:
     agnostic: bool = False  # never looks inside elements (take, skip, repeat, shuffle, cache, batch)
     splits: bool = False  # per image: the same result on a batch and on its parts (decode, resize, normalize)
     carry: Callable[[tf.data.Dataset, Build], tf.data.Dataset] | None = None  # its apply on (batch, dropped)
+    own: bool = False  # its functions are tfscale's, CPU only: set up quickly (see functions.py); never a user's
 
     def vectorized_in(self, build: Build) -> bool:
         return self.vectorized(build) if callable(self.vectorized) else self.vectorized

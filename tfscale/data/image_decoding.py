@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfscale.data.badrecords import gate
+from tfscale.data.badrecords import after, gate
 from tfscale.data.core import AUTOTUNE, Build, Op
 from tfscale.data.image_codecs import TOO_LARGE, decode, image_ok, size_ok
 from tfscale.errors import ConfigError
@@ -160,8 +160,8 @@ class BatchDecoder:
         out, found = tf.map_fn(step, granules, parallel_iterations=1,
                                fn_output_signature=(self._spec(), tf.TensorSpec([GRANULE], tf.int32)))
         out, found = tf.reshape(out, tf.concat([[-1], tf.shape(out)[2:]], 0))[:n], tf.reshape(found, [-1])[:n]
-        if skip:
-            out = tf.boolean_mask(out, tf.equal(found, 0))  # before resizing, when one size: the smaller copy
+        if skip:  # before resizing, when one size: the smaller copy (dynamic_partition: one op, few to instantiate)
+            out = tf.dynamic_partition(out, tf.cast(found > 0, tf.int32), 2)[0]
         out = tf.cast(out, tf.float32)
         if self.uniform:  # scaled first (resizing is linear): the multiply runs on the smaller images
             out = tf.image.resize(out if self.scale is None else out * self.scale, self.image_size, method=self.method)
@@ -184,12 +184,12 @@ def decode_op(image_size, channels: int, key, read_files: bool, method: str, jpe
     name = f"decode_images({image_size}{f', jpeg 1/{jpeg_ratio}' if jpeg_ratio else ''})"
     batched = decoding.decoder is not None
     op = Op(name, decoding.apply, vectorized=batched, carry=decoding.carry if batched else None,
-            payload="decode", splits=True)
+            payload="decode", splits=True, own=True)
     if not batched or not check:
         return (op,)
     # only where workers slice global batches in skip mode: a check before batching (else a no-op)
     return Op("check_images", _check_op(key, read_files), vectorized=lambda b: not _checks_first(b),
-              agnostic=True, splits=True), op
+              agnostic=True, splits=True, own=True), op
 
 
 def _checks_first(build: Build) -> bool:
@@ -207,24 +207,30 @@ class _Decoding:
     def where_of(self, items, reads: bool):
         return items if reads else tf.fill(tf.shape(items), _IN_RECORD)
 
-    def checked(self, element, build: Build, reads: bool):
-        """(element decoded, bad images dropped and counted; how many were dropped).
+    def marked(self, element, reads: bool):
+        """(element decoded, bad images left out; the bad images' keys; their `verdict` codes).
 
-        The loop only tells the bad images (decoding stand-ins for them); they are counted once per
-        call, after it (bookkeeping inside the loop costs ~20 us an image here)."""
+        No stateful op here: one in a decode call (a table insert, even a print) cost 13-17 us an image in
+        a 16-image call when measured here, so the bad ones are counted by a small stage after it (`noted`)."""
         items = get_image(element, self.key)
         images, found = self.decoder.images(items, read_files=reads, check=lambda contents, _: verdict(contents),
                                             skip=True)
-        where = self.where_of(items, reads)
-        kept = build.guard_codes(found, (_CORRUPT, TOO_LARGE), where, (_FIX, _FIX_LARGE))  # codes of `verdict`
-        rest = tf.nest.map_structure(lambda t: tf.boolean_mask(t, kept), put_image(element, self.key, ()))
-        lost = tf.size(kept, out_type=tf.int64) - tf.reduce_sum(tf.cast(kept, tf.int64))
-        return put_image(rest, self.key, images), lost
+        bad = tf.cast(found > 0, tf.int32)
+        rest = tf.nest.map_structure(lambda t: tf.dynamic_partition(t, bad, 2)[0], put_image(element, self.key, ()))
+        return put_image(rest, self.key, images), tf.dynamic_partition(self.where_of(items, reads), bad, 2)[1], \
+            tf.dynamic_partition(found, bad, 2)[1]
+
+    @staticmethod
+    def noted(build: Build):
+        """The stage after `marked`: counts the bad images (one table insert), (element, keys, codes) -> element."""
+
+        def note(element, keys, codes):
+            done = build.count_codes(keys, codes, (_CORRUPT, TOO_LARGE), (_FIX, _FIX_LARGE))
+            return tf.nest.map_structure(lambda t: after(t, done), element)
+
+        return note
 
     def batch_call(self, element, build: Build, reads: bool, checks: bool):
-        if checks and build.on_error == "skip":
-            return self.checked(element, build, reads)[0]
-
         def guard(contents, granule):
             return checked_bytes(build, contents, self.where_of(granule, reads))
 
@@ -259,10 +265,17 @@ class _Decoding:
         par = dict(num_parallel_calls=AUTOTUNE, deterministic=build.deterministic)
         if self.decoder is None or get_image(ds.element_spec, self.key).shape.rank != 1:  # not batched
             return self.one_by_one(ds, build, reads, par)
-        ds = ds.map(lambda *a: self.batch_call(_element(a), build, reads, self.check and not checked_before), **par)
-        # skip: an image that passed the check but will not decode drops its part of the batch (TF logs it;
+        checks = self.check and not checked_before
+        if build.on_error == "raise":
+            return ds.map(lambda *a: self.batch_call(_element(a), build, reads, checks), **par)
+        if checks:
+            ds = ds.map(lambda *a: self.marked(_element(a), reads), **par)
+        else:
+            ds = ds.map(lambda *a: self.batch_call(_element(a), build, reads, False), **par)
+        # an image that passed the check but will not decode drops its part of the batch (TF logs it;
         # `tfscale data convert` decodes every image once, so shards never hold one)
-        return ds.ignore_errors(log_warning=True) if build.on_error == "skip" else ds
+        ds = ds.ignore_errors(log_warning=True)
+        return ds.map(self.noted(build)) if checks else ds
 
     def carry(self, ds, build: Build):
         """On a tf.data service in skip mode: (batch, dropped) in and out, bad images left out here."""
@@ -270,8 +283,8 @@ class _Decoding:
         def call(element, dropped):
             if not self.check:
                 return self.batch_call(element, build, self.read_files, False), dropped
-            element, lost = self.checked(element, build, self.read_files)
-            return element, dropped + lost
+            element, keys, codes = self.marked(element, self.read_files)
+            return self.noted(build)(element, keys, codes), dropped + tf.size(keys, out_type=tf.int64)
 
         return ds.map(call, num_parallel_calls=AUTOTUNE, deterministic=build.deterministic)
 
@@ -338,7 +351,7 @@ def record_decode_op(layout: dict, image_size, channels: int, method: str, scale
         return (images, tf.cast(row["label"], tf.int32)) if labels else images
 
     return Op(f"decode_records({layout['store']}, {image_size})", vector_map(fn), vectorized=True, fn=fn,
-              splits=True, payload=None if raw else "decode")  # raw pixels: too little work to split
+              splits=True, payload=None if raw else "decode", own=True)  # raw pixels: too little work to split
 
 
 def vector_map(fn):

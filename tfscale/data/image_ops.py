@@ -49,7 +49,7 @@ class ImageMethods:
         """Resizes images to (height, width); runs on whole batches when batched (float32 result)."""
         size = image_size_of(image_size)
         fn = element_map(lambda x: tf.image.resize(x, size, method=method), key)
-        return self.then(Op(f"resize({size})", vector_map(fn), vectorized=True, fn=fn, splits=True))
+        return self.then(Op(f"resize({size})", vector_map(fn), vectorized=True, fn=fn, splits=True, own=True))
 
     def normalize(self, scale: float = 1 / 255, offset: float = 0.0, *, mean=None, std=None, key=None):
         """x * scale + offset, then (x - mean) / std per channel when given; runs on whole batches."""
@@ -63,13 +63,13 @@ class ImageMethods:
             return x
 
         fn = element_map(norm, key)
-        return self.then(Op("normalize", vector_map(fn), vectorized=True, fn=fn, splits=True))
+        return self.then(Op("normalize", vector_map(fn), vectorized=True, fn=fn, splits=True, own=True))
 
     def augment(self, *, flip_left_right: bool = True, flip_up_down: bool = False, brightness: float = 0.0,
                 contrast: float = 0.0, seed: int | None = None, key=None):
         """Random flips and brightness/contrast changes, drawn per image (also inside a batch)."""
         fn = element_map(lambda x: _augment(x, flip_left_right, flip_up_down, brightness, contrast, seed), key)
-        return self.then(Op("augment", vector_map(fn), vectorized=True, fn=fn, splits=True))
+        return self.then(Op("augment", vector_map(fn), vectorized=True, fn=fn, splits=True, own=True))
 
 
 def _augment(x, flip_lr: bool, flip_ud: bool, brightness: float, contrast: float, seed):

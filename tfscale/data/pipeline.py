@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from tfscale.data import badrecords, service, sharding, transforms
 from tfscale.data.core import AUTOTUNE, Build, Op, Source
+from tfscale.data.functions import own_functions
 from tfscale.data.image_ops import ImageMethods
 from tfscale.data.text import TextMethods
 from tfscale.errors import ConfigError
@@ -131,7 +132,7 @@ class Pipeline(ImageMethods, TextMethods):
     def batch(self, batch_size: int, drop_remainder: bool = False) -> "Pipeline":
         """Batches elements; trailing vectorized maps run on the batches. Not for `scale.distribute`."""
         return self.then(Op(f"batch({batch_size})", transforms.batch_op(batch_size, drop_remainder),
-                            keeps_records=False, payload="batch", agnostic=True))
+                            keeps_records=False, payload="batch", agnostic=True, own=True))
 
     def deterministic(self, enabled: bool = True) -> "Pipeline":
         """Same order on every run (default off: parallel stages may reorder elements for speed)."""
@@ -214,7 +215,7 @@ class Pipeline(ImageMethods, TextMethods):
 
                 def batch(ds, b):
                     return sharding.per_replica_batches(ds, input_context, global_batch, batch_size, drop_remainder)
-        ops = self.ops + (Op("batch", batch, keeps_records=False, payload="batch", agnostic=True),)
+        ops = self.ops + (Op("batch", batch, keeps_records=False, payload="batch", agnostic=True, own=True),)
         ds = self.batched_records(build, ops, plan, chunks=plan is None or plan.mode != "slices")
         records = self._records_per_pass(plan)
         if records is not None:  # re-batched parts and chunks lose the count: Keras reads steps per epoch from it
@@ -284,9 +285,10 @@ class Pipeline(ImageMethods, TextMethods):
         chunked = chunks and bare and whole_units and type(self.source).read_chunks is not Source.read_chunks
 
         def read(some_units):
-            if chunked:
-                return self.source.read_chunks(some_units, build)
-            return self.source.read_bare(some_units, build) if bare else self.source.read(some_units, build)
+            with own_functions():  # the sources' functions are tfscale's (see functions.py)
+                if chunked:
+                    return self.source.read_chunks(some_units, build)
+                return self.source.read_bare(some_units, build) if bare else self.source.read(some_units, build)
 
         if plan is not None:
             ds = read(plan.units if plan.mode == "files" else units)
@@ -302,11 +304,13 @@ class Pipeline(ImageMethods, TextMethods):
                      len(units) if units else "no")
             ds = read(units).shard(workers, index)
         if not bare:
-            ds = self.source.parse(ds, build)
-            for keep in self.filters:
+            with own_functions():
+                ds = self.source.parse(ds, build)
+            for keep in self.filters:  # balance() may hold the user's label function
                 ds = ds.filter(keep)
-            ds = ds.map(lambda path, index, element: element, num_parallel_calls=AUTOTUNE,
-                        deterministic=build.deterministic)
+            with own_functions():
+                ds = ds.map(lambda path, index, element: element, num_parallel_calls=AUTOTUNE,
+                            deterministic=build.deterministic)
         if plan is not None and plan.take is not None:
             ds = transforms.take_records(ds, plan.take) if chunked else ds.take(plan.take)
         return ds, chunked

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 from typing import Any, Callable
 
@@ -11,6 +12,7 @@ import tensorflow as tf
 
 from tfscale.data import badrecords
 from tfscale.data.core import AUTOTUNE, Build, Op
+from tfscale.data.functions import own_functions
 from tfscale.errors import ConfigError
 
 _BUCKETS = 1 << 30  # hash resolution of sample() and balance(): fractions to ~1e-9
@@ -195,24 +197,36 @@ def apply_ops(ds: tf.data.Dataset, ops: tuple[Op, ...], build: Build, records) -
     while i < len(ordered):
         op = ordered[i]
         if not reported and op.name.startswith("repeat"):  # else at the end: after the decode op's drops
-            ds, reported = badrecords.end_of_epoch(ds, records, in_service=build.in_service), True
+            ds, reported = _end_of_epoch(ds, records, build), True
         run = _per_image_run(ordered, i, build)
         if run:  # decoded in parts, joined into whole batches (skip mode: whole again after drops)
             whole = dataclasses.replace(build, chunked=False)
-            ds = op.apply.parts(ds, build)
+            with own_functions():
+                ds = op.apply.parts(ds, build)
             for part in run:
-                ds = part.apply(ds, whole)
-            ds, i, build = op.apply.join(ds), i + len(run) + 1, whole
+                with own_functions() if part.own else contextlib.nullcontext():
+                    ds = part.apply(ds, whole)
+            with own_functions():
+                ds = op.apply.join(ds)
+            i, build = i + len(run) + 1, whole
             continue
-        ds = op.carried(ds, build) if carrying else op.apply(ds, build)
+        with own_functions() if op.own else contextlib.nullcontext():
+            ds = op.carried(ds, build) if carrying else op.apply(ds, build)
         if build.chunked and op.payload == "batch":
             build = dataclasses.replace(build, chunked=False)
         if build.carry and op.payload == "batch":  # from here on (batch, records dropped in making it)
-            ds, carrying = ds.map(lambda *e: (e[0] if len(e) == 1 else e, tf.constant(0, tf.int64))), True
+            with own_functions():
+                ds = ds.map(lambda *e: (e[0] if len(e) == 1 else e, tf.constant(0, tf.int64)))
+            carrying = True
         i += 1
     if not reported:
-        ds = badrecords.end_of_epoch(ds, records, in_service=build.in_service)
+        ds = _end_of_epoch(ds, records, build)
     return ds
+
+
+def _end_of_epoch(ds: tf.data.Dataset, records, build: Build) -> tf.data.Dataset:
+    with own_functions():
+        return badrecords.end_of_epoch(ds, records, in_service=build.in_service)
 
 
 def _per_image_run(ordered: list[Op], i: int, build: Build) -> list[Op]:
