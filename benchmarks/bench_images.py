@@ -178,7 +178,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=2000, help="images per set (>= 2000 for the reported figures)")
     parser.add_argument("--repeats", type=int, default=7, help="rounds per arm (>= 7); medians are reported")
-    parser.add_argument("--fit-repeats", type=int, default=7, help="rounds of the fit comparison")
+    parser.add_argument("--fit-repeats", type=int, default=15,
+                        help="rounds of the fit comparison (one round's ratio is noisy: see _bench_fit.py)")
     parser.add_argument("--size", type=int, default=96, help="decode and resize to SIZE x SIZE")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--cache", default=None, help="folder for the image files (default ~/.cache/tfscale-bench)")
