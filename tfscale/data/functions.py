@@ -40,9 +40,11 @@ _lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def own_functions():
-    """tf.data functions traced inside (in this thread) are tfscale's: CPU only, no captured device resource."""
-    if not _install():
+def own_functions(enabled: bool = True):
+    """tf.data functions traced inside (in this thread) are tfscale's: CPU only, no captured device resource.
+
+    `enabled=False` marks nothing (for a stage that may hold a user's function, `Op.own`)."""
+    if not enabled or not _install():
         yield
         return
     before = getattr(_state, "own", False)

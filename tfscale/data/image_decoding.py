@@ -216,9 +216,12 @@ class _Decoding:
         images, found = self.decoder.images(items, read_files=reads, check=lambda contents, _: verdict(contents),
                                             skip=True)
         bad = tf.cast(found > 0, tf.int32)
-        rest = tf.nest.map_structure(lambda t: tf.dynamic_partition(t, bad, 2)[0], put_image(element, self.key, ()))
-        return put_image(rest, self.key, images), tf.dynamic_partition(self.where_of(items, reads), bad, 2)[1], \
-            tf.dynamic_partition(found, bad, 2)[1]
+
+        def split(t):  # (good, bad)
+            return tf.dynamic_partition(t, bad, 2)
+
+        rest = tf.nest.map_structure(lambda t: split(t)[0], put_image(element, self.key, ()))
+        return put_image(rest, self.key, images), split(self.where_of(items, reads))[1], split(found)[1]
 
     @staticmethod
     def noted(build: Build):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 from typing import Any, Callable
 
@@ -204,13 +203,13 @@ def apply_ops(ds: tf.data.Dataset, ops: tuple[Op, ...], build: Build, records) -
             with own_functions():
                 ds = op.apply.parts(ds, build)
             for part in run:
-                with own_functions() if part.own else contextlib.nullcontext():
+                with own_functions(part.own):
                     ds = part.apply(ds, whole)
             with own_functions():
                 ds = op.apply.join(ds)
             i, build = i + len(run) + 1, whole
             continue
-        with own_functions() if op.own else contextlib.nullcontext():
+        with own_functions(op.own):
             ds = op.carried(ds, build) if carrying else op.apply(ds, build)
         if build.chunked and op.payload == "batch":
             build = dataclasses.replace(build, chunked=False)
