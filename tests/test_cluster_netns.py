@@ -52,7 +52,7 @@ def test_two_hosts_talk_over_their_addresses_until_a_link_goes_down_and_leave_no
         h1.link_down()
         cut = h1.run([sys.executable, "-c", CLIENT, h0.addr, "3"], timeout=30)
         assert cut.returncode == 3 and "failed:" in cut.stdout, cut
-        h1.link_up()
+        h1.link_up(peers=[h0])  # flushes the neighbour entries that failed while it was down, waits for carrier
         again = h1.run([sys.executable, "-c", CLIENT, h0.addr, "10"], timeout=30)
         assert again.stdout.strip() == f"hello {h1.addr}", again
         # private scratch: one path, different contents on each host

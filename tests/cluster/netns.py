@@ -118,8 +118,28 @@ class Host:
         """Pulls this host's cable: its end on the bridge goes down, so nothing reaches it or leaves it."""
         _ip("-n", self.switch, "link", "set", f"h{self.index}", "down")
 
-    def link_up(self) -> None:
+    def link_up(self, peers: Sequence[Host] = ()) -> None:
+        """Plugs the cable back in, as a re-plugged cable comes back, and returns once it carries traffic.
+
+        The kernel keeps the neighbour entries that failed while the link was down (state FAILED): the next
+        connection to such an address fails at once with EHOSTUNREACH ("No route to host") until the entry is
+        probed again. A re-plugged cable on a real machine gets a carrier event and gratuitous ARP from
+        network managers; here the FAILED entries of this host, and this host's entries in `peers`, are flushed,
+        and the call waits until both ends of the link report a carrier (LOWER_UP).
+        """
         _ip("-n", self.switch, "link", "set", f"h{self.index}", "up")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            ends = [_ip("-n", self.switch, "-o", "link", "show", f"h{self.index}", check=False).stdout,
+                    _ip("-n", self.name, "-o", "link", "show", "eth0", check=False).stdout]
+            if all("LOWER_UP" in end for end in ends):
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError(f"host {self.index}: its link did not come back up within 10 s")
+        _ip("-n", self.name, "neigh", "flush", "dev", "eth0", check=False)
+        for peer in peers:
+            _ip("-n", peer.name, "neigh", "flush", "to", self.addr, check=False)
 
     def pids(self) -> list[int]:
         """Every process in this host's network namespace."""
