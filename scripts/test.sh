@@ -9,13 +9,19 @@ case "${1:-}" in
     --no-install) step=test; shift ;;
 esac
 if [ "$step" != test ]; then
-    # System packages the tests use: a Redis server (sentiment example), Debian's Fashion-MNIST files, Slurm.
+    # System packages the tests use: a Redis server (sentiment example), Debian's Fashion-MNIST files, Slurm,
+    # iproute2 and util-linux.
     missing=()
     command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
     [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
-    # Slurm and munge for tests/test_slurm.py, which runs only as root (its fixture installs them too: ~30 s)
+    # Slurm and munge for tests/test_slurm.py, which runs only as root (its fixture installs them too: ~30 s);
+    # ip, ss, nsenter, unshare and mount for the hosts in network namespaces (tests/cluster/netns.py: the cluster,
+    # Slurm and Ray tests), setpriv for the unprivileged case of tests/test_bad_inputs.py (root only, too)
     if [ "$(id -u)" = 0 ]; then
         { command -v slurmctld && command -v slurmd && command -v munged; } >/dev/null 2>&1 || missing+=(slurm-wlm munge)
+        { command -v ip && command -v ss; } >/dev/null 2>&1 || missing+=(iproute2)
+        { command -v nsenter && command -v unshare && command -v setpriv; } >/dev/null 2>&1 || missing+=(util-linux)
+        command -v mount >/dev/null 2>&1 || missing+=(mount)
     fi
     if [ ${#missing[@]} -gt 0 ]; then
         if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -10,8 +10,9 @@ Each case makes one bad input in a fresh folder, runs one `tfscale` command (in 
 - nothing half-written: the folder holds exactly the files it held before (same bytes), so the output a
   command was asked to write does not exist, an existing one is unchanged, and no temporary file is left.
 
-Two cases run `python -m tfscale` in a fresh process: the launcher's (no TensorFlow there, so it is cheap)
-and one that needs its own TensorFlow (CPU replicas are fixed when TensorFlow first starts its devices).
+Three cases run `python -m tfscale` in a fresh process: the launcher's (no TensorFlow there, so it is cheap),
+one that needs its own TensorFlow (CPU replicas are fixed when TensorFlow first starts its devices), and an
+unreadable file's, as an unprivileged user (root reads any file: uid 65534 through `setpriv` there).
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import socket
 import struct
 import sys
+import tempfile
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,11 +110,8 @@ def taken_port(tmp: Path) -> dict:
 
 
 def unreadable(path: Path, data: str = "") -> Callable[[Path], None]:
-    def make(tmp: Path):
-        write(tmp / path, data).chmod(0)
-        if os.access(tmp / path, os.R_OK):
-            pytest.skip("running as root: a file without read permission is still readable")
-    return make
+    """A file without read permission (for root, still readable: run the case `unprivileged`)."""
+    return lambda tmp: write(tmp / path, data).chmod(0)
 
 
 # --------------------------------------------------------------------------- the table
@@ -132,6 +132,7 @@ class Case:
         out: the path (relative to tmp) the call was asked to write: it must not exist afterwards,
             unless `make` wrote it, and then it must be unchanged.
         fresh: run `python -m tfscale` in a new process.
+        unprivileged: with `fresh`, as uid 65534 where this process is root (file permissions bind it then).
         env: environment variables for the case.
     """
 
@@ -142,6 +143,7 @@ class Case:
     says: tuple[str, ...]
     out: str | None = None
     fresh: bool = False
+    unprivileged: bool = False
     env: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
@@ -164,7 +166,7 @@ CASES = [
     Case("train-path-through-a-file", lambda t: write(t / "run.toml", ""), ("train", "{tmp}/run.toml/x.toml"),
          ConfigError, ("x.toml", "cannot be read")),
     Case("train-unreadable", unreadable(Path("run.toml"), "x = 1"), ("train", "{tmp}/run.toml"), ConfigError,
-         ("run.toml", "cannot be read")),
+         ("run.toml", "cannot be read"), fresh=True, unprivileged=True),
     Case("train-not-utf8", not_utf8(Path("run.toml")), ("train", "{tmp}/run.toml"), ConfigError,
          ("run.toml", "UTF-8")),
     Case("train-empty-file", lambda t: write(t / "run.toml", ""), ("train", "{tmp}/run.toml"), ConfigError,
@@ -471,6 +473,28 @@ def created(monkeypatch):
     return made
 
 
+# uid and gid 65534 (nobody, nogroup) for an unprivileged case, where this process is root; else it runs as is.
+AS_NOBODY = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"] if os.geteuid() == 0 else []
+
+
+@pytest.fixture
+def folder(case: Case, tmp_path: Path, monkeypatch) -> Iterator[Path]:
+    """The case's folder: tmp_path, but for an unprivileged case run as nobody (pytest's tmp_path is private to
+    root) a folder under /tmp that nobody can reach, and beside it a HOME and TMPDIR that nobody can write."""
+    if not (case.unprivileged and AS_NOBODY):
+        yield tmp_path
+        return
+    top = Path(tempfile.mkdtemp(prefix="tfscale-nobody-"))
+    top.chmod(0o755)
+    for name in ("case", "home"):
+        (top / name).mkdir()
+        (top / name).chmod(0o777)
+    monkeypatch.setenv("HOME", str(top / "home"))
+    monkeypatch.setenv("TMPDIR", str(top / "home"))
+    yield top / "case"
+    shutil.rmtree(top, ignore_errors=True)
+
+
 # A fresh process: `python -m tfscale ...`, also naming the class of the error it printed.
 _FRESH = ("import atexit, json, runpy, sys\n"
           "import tfscale.errors as errors\n"
@@ -484,43 +508,44 @@ _FRESH = ("import atexit, json, runpy, sys\n"
           "runpy.run_module('tfscale', run_name='__main__', alter_sys=True)\n")
 
 
-def _fresh(argv: list[str], env: dict[str, str], cwd: Path):
+def _fresh(argv: list[str], env: dict[str, str], cwd: Path, unprivileged: bool = False):
     import subprocess
 
-    proc = subprocess.run([sys.executable, "-c", _FRESH, *argv], env=procs.base_env(**env), cwd=cwd,
+    as_user = AS_NOBODY if unprivileged else []
+    proc = subprocess.run([*as_user, sys.executable, "-c", _FRESH, *argv], env=procs.base_env(**env), cwd=cwd,
                           capture_output=True, text=True, timeout=240)
     out, _, made = proc.stdout.rpartition("tfscale errors: ")
     return proc.returncode, out, proc.stderr, [(name, text) for name, text in json.loads(made or "[]")]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case: Case, tmp_path, models, created, capsys, monkeypatch):
+def test_bad_input(case: Case, folder, models, created, capsys, monkeypatch):
     for key, value in case.env.items():
         monkeypatch.setenv(key, value)
     if "TF_CONFIG" not in case.env:
         monkeypatch.delenv("TF_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)  # anything written relative to the working directory is seen below
+    monkeypatch.chdir(folder)  # anything written relative to the working directory is seen below
     monkeypatch.setattr(sys, "path", list(sys.path))  # `tfscale train` adds the run file's folder
 
     def launched(code):  # `tfscale launch` ends its process after the workers: a bad input never gets there
         raise AssertionError(f"the launcher ran its workers (exit code {code})")
 
     monkeypatch.setattr(launch_cli, "_exit_now", launched)
-    made = case.make(tmp_path) if case.make else None
+    made = case.make(folder) if case.make else None
     made = made if isinstance(made, dict) else {}
-    values = {"tmp": str(tmp_path), "models": str(models.dir), **{k: v for k, v in made.items() if k != "_close"}}
-    before = tree(tmp_path)
+    values = {"tmp": str(folder), "models": str(models.dir), **{k: v for k, v in made.items() if k != "_close"}}
+    before = tree(folder)
     try:
         if callable(case.run):
             with pytest.raises(TfscaleError) as raised:
-                case.run(tmp_path, models)
+                case.run(folder, models)
             error, message = raised.value, str(raised.value)
             assert isinstance(error, case.error), f"{type(error).__name__}: {error}"
             assert error.where and error.fix, f"the error lacks where or fix: {error}"
         else:
             argv = [part.format(**values) for part in case.run]
             if case.fresh:
-                code, out, err, made_there = _fresh(argv, case.env, tmp_path)
+                code, out, err, made_there = _fresh(argv, case.env, folder, case.unprivileged)
             else:
                 code = main(argv)
                 out, err = capsys.readouterr()
@@ -539,10 +564,10 @@ def test_bad_input(case: Case, tmp_path, models, created, capsys, monkeypatch):
     finally:
         for thing in made.get("_close", ()):
             thing.close()
-    after = tree(tmp_path)
+    after = tree(folder)
     assert after == before, f"files changed: {sorted(set(after.items()) ^ set(before.items()))}"
     if case.out and case.out + "/" not in before and case.out not in before:
-        assert not (tmp_path / case.out).exists()
+        assert not (folder / case.out).exists()
 
 
 # --------------------------------------------------------------------------- the same inputs, allowed

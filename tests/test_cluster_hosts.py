@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 import procs
+from require import skip_or_fail
 from tests.cluster import netns
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(netns.skip_reason() is not None, reason=str(netns.skip_reason()))]
+pytestmark = pytest.mark.slow
 
 WORKERS = procs.REPO / "tests" / "workers"
 RESUME, FIT = str(WORKERS / "train_resume.py"), str(WORKERS / "launch_fit.py")
@@ -64,6 +64,12 @@ def max_diff(a: dict, b: dict) -> float:
     keys = [k for k in a if re.fullmatch(r"w\d+", k)]
     assert keys and sorted(keys) == sorted(k for k in b if re.fullmatch(r"w\d+", k))
     return max(float(np.max(np.abs(a[k] - b[k]))) for k in keys)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _hosts_can_be_made():
+    if reason := netns.skip_reason():
+        skip_or_fail(reason)
 
 
 @pytest.fixture(scope="module")

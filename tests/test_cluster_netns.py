@@ -7,9 +7,15 @@ import sys
 
 import pytest
 
+from require import skip_or_fail
 from tests.cluster import netns
 
-pytestmark = pytest.mark.skipif(netns.skip_reason() is not None, reason=str(netns.skip_reason()))
+
+@pytest.fixture(scope="module", autouse=True)
+def _hosts_can_be_made():
+    if reason := netns.skip_reason():
+        skip_or_fail(reason)
+
 
 SERVER = """
 import socket, sys

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from procs import base_env
 from tfscale import StrategyConfig
@@ -118,7 +119,6 @@ def test_srun_tfscale_launch_runs_the_command_with_the_slurm_tf_config():
 
 
 def test_print_manifest_gives_pods_the_cluster_that_detection_reads(capsys):
-    yaml = pytest.importorskip("yaml")
     assert main(["launch", "-n", "3", "--print-manifest", "--job-name", "mnist", "--image", "me/img:1",
                  "--replicas-per-worker", "2", "--", "python", "train.py"]) == 0
     service, job = yaml.safe_load_all(capsys.readouterr().out)

@@ -15,14 +15,13 @@ import subprocess
 import sys
 
 import pytest
+import yaml
+from kubernetes import client as k8s
 
 from procs import base_env
 from tfscale.cli import main
 from tfscale.cluster.launch import backends
 from tfscale.errors import ConfigError
-
-k8s = pytest.importorskip("kubernetes.client", reason="the official kubernetes client is a test dependency")
-yaml = pytest.importorskip("yaml")
 
 MODELS = {("v1", "Service"): k8s.V1Service, ("batch/v1", "Job"): k8s.V1Job}
 INDEX_ANNOTATION = "metadata.annotations['batch.kubernetes.io/job-completion-index']"

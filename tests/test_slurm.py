@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from procs import REPO, base_env, free_ports
+from require import skip_or_fail
 from tests.cluster import netns, slurm
 from tfscale.cluster.detection import slurm as slurm_layout
 from tfscale.errors import ClusterError
@@ -24,10 +25,10 @@ BIN = Path(sys.executable).parent  # tfscale and python, first on the tasks' PAT
 
 
 def _skip_without_slurm() -> None:
-    """Skips where Slurm cannot run (not root; installs it with apt-get where missing, when first needed)."""
+    """Skips (fails in CI) where Slurm cannot run (not root; apt-get installs it where missing, when first needed)."""
     reason = slurm.skip_reason() or netns.skip_reason()
     if reason:
-        pytest.skip(reason)
+        skip_or_fail(reason)
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,10 @@
 """Hosts for tests: network namespaces joined by a bridge, on a private /24 that exists only inside them.
 
+    from require import skip_or_fail       # tests/require.py: a skip here, a failure in CI
     from tests.cluster import netns
 
     if netns.skip_reason():
-        pytest.skip(netns.skip_reason())
+        skip_or_fail(netns.skip_reason())
     with netns.hosts(2) as (h0, h1):
         server = h0.popen(["python", "-m", "http.server", "--bind", h0.addr, "8000"])
         h1.run(["curl", f"http://{h0.addr}:8000/"], timeout=30)

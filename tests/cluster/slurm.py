@@ -1,9 +1,10 @@
 """A real Slurm cluster for tests: Debian's slurm-wlm and munge, private to one temporary folder.
 
+    from require import skip_or_fail       # tests/require.py: a skip here, a failure in CI
     from tests.cluster import netns, slurm
 
     if slurm.skip_reason():
-        pytest.skip(slurm.skip_reason())
+        skip_or_fail(slurm.skip_reason())
     with netns.hosts(2) as hs, slurm.cluster(hs) as cl:      # two nodes, one per host (namespace)
         done = cl.run(["srun", "-N", "2", "-n", "4", "hostname"], timeout=60)
     with slurm.cluster() as cl:                              # one node on 127.0.0.1, no namespace
