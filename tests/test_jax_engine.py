@@ -228,5 +228,5 @@ def test_train_run_file_on_jax_trains_and_exports_through_a_tensorflow_process(t
     assert set(rows) == {"float32", "int8"} and all("error" not in r for r in rows.values())
     assert rows["int8"]["size_bytes"] < rows["float32"]["size_bytes"]
     assert (tmp_path / "out" / "int8.tflite").stat().st_size == rows["int8"]["size_bytes"]
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["epoch-00001.weights.h5",
-                                                                     "epoch-00002.weights.h5"]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["epoch-00001.json", "epoch-00001.weights.h5",
+                                                                     "epoch-00002.json", "epoch-00002.weights.h5"]

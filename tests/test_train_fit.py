@@ -48,11 +48,13 @@ def test_resumed_run_ends_where_an_uninterrupted_one_does(scale, tmp_path):
 def test_a_corrupt_newest_checkpoint_falls_back_and_partial_files_go(scale, tmp_path):
     ckpt = tmp_path / "ckpt"
     ts.fit(build_model, (X, Y), scale=scale, epochs=2, checkpoint_dir=ckpt, **OPTIONS)
-    (ckpt / "epoch-00002.weights.h5").write_bytes(b"half a file")  # a crash mid-write without the rename
-    (ckpt / ".tmp-123-epoch-00003.weights.h5").write_bytes(b"partial")
+    (ckpt / "epoch-00002.weights.h5").write_bytes(b"half a file")  # damaged after its commit: hash mismatch
+    (ckpt / ".tmp-123-epoch-00003.weights.h5").write_bytes(b"partial")  # a crash mid-write
+    (ckpt / "epoch-00004.weights.h5").write_bytes(b"uploaded, never committed")  # no manifest
     resumed = ts.fit(build_model, (X, Y), scale=scale, epochs=3, checkpoint_dir=ckpt, **OPTIONS)
     assert resumed.resumed_from_epoch == 1
-    assert sorted(os.listdir(ckpt)) == ["epoch-00002.weights.h5", "epoch-00003.weights.h5"]
+    assert sorted(os.listdir(ckpt)) == ["epoch-00002.json", "epoch-00002.weights.h5", "epoch-00003.json",
+                                        "epoch-00003.weights.h5"]
 
 
 def test_checkpoint_of_another_model_is_an_error_not_a_silent_half_restore(scale, tmp_path):
@@ -88,7 +90,7 @@ def test_nan_loss_stops_at_once_naming_the_step_and_keeps_the_last_good_checkpoi
 
 def test_unwritable_checkpoint_folder_is_a_clear_error(scale, tmp_path):
     (tmp_path / "a_file").write_text("not a folder")
-    with pytest.raises(ConfigError, match=r"cannot write checkpoint dir to .*a_file/ckpt") as e:
+    with pytest.raises(ConfigError, match=r"a_file is a file, so the folder .*a_file/ckpt cannot exist") as e:
         ts.fit(build_model, (X, Y), scale=scale, epochs=1, checkpoint_dir=tmp_path / "a_file" / "ckpt", **OPTIONS)
     assert "Where: checkpoint_dir" in str(e.value)
 

@@ -42,7 +42,8 @@ def test_two_kills_in_a_row_resume_and_end_like_an_uninterrupted_run(tmp_path):
         np.testing.assert_allclose(chief[key], ref[key], atol=1e-5)
         np.testing.assert_array_equal(chief[key], other[key])
     # Only the chief's folders exist; the other worker's temporary ones are gone, and so are partial files.
-    assert sorted(os.listdir(tmp_path / "ckpt")) == ["epoch-00002.weights.h5", "epoch-00003.weights.h5"]
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["epoch-00002.json", "epoch-00002.weights.h5",
+                                                     "epoch-00003.json", "epoch-00003.weights.h5"]
     assert os.listdir(tmp_path / "tb" / "train")
     assert not [n for n in os.listdir(tmp_path / "tmp") if n.startswith("tfscale-")]
     # Progress on the chief only.

@@ -32,6 +32,10 @@ SLURM_DEFAULT_PORT = 8888   # port base under Slurm: host's first task listens h
 # The exit code of a worker whose cluster broke under it (a peer gone or silent: TensorFlow's Unavailable,
 # DeadlineExceeded, Aborted, Cancelled errors): EX_TEMPFAIL. Its launcher then looks for the peer (peers.py).
 PEER_LOST_EXIT = 75
+# The exit code of a worker that saved a checkpoint on a preemption signal (SIGTERM, Slurm's --signal) and
+# stopped: 128 + SIGTERM, as a shell reports a process ended by SIGTERM, and what Kubernetes' pod failure
+# policies and Slurm's requeue expect of a terminated job. "Restart me": the run resumes from that checkpoint.
+PREEMPTED_EXIT = 143
 
 RANK = "TFSCALE_RANK"                              # this worker's place among all workers
 WORLD_SIZE = "TFSCALE_WORLD_SIZE"                  # workers in the whole cluster

@@ -22,9 +22,9 @@ from tfscale import __version__, quiet
 STARTED = time.monotonic()  # "done in" counts from here: TensorFlow's start-up is part of the run
 
 # Command modules, in the order `tfscale --help` lists them.
-_COMMANDS = ("info", "demo", "train", "launch", "data", "export", "quantize", "tune")
+_COMMANDS = ("info", "demo", "train", "launch", "checkpoints", "data", "export", "quantize", "tune")
 # Commands that never load TensorFlow in this process: no stderr filter, only the workers' environment.
-_NO_TENSORFLOW = ("launch",)
+_NO_TENSORFLOW = ("launch", "checkpoints")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

@@ -40,10 +40,15 @@ class TrainConfig:
         steps_per_execution: steps run per call of the compiled training function.
         loss: a Keras loss (a name in a config); None keeps the compile done by the model function.
         metrics: Keras metrics (names in a config).
-        checkpoint_dir: where the chief keeps checkpoints; a restarted job resumes from the latest.
+        checkpoint_dir: where the chief keeps checkpoints, a folder or an object-store URL (s3://bucket/run,
+            gs://bucket/run); a restarted job resumes from the newest, at the exact step.
         tensorboard_dir: where the chief writes TensorBoard logs.
         keep_checkpoints: how many of the latest checkpoints to keep.
         resume: restore the latest checkpoint in `checkpoint_dir` first (false: start over).
+        checkpoint_every_steps: also save every this many steps (epoch ends always save).
+        checkpoint_every_seconds: also save once this many seconds passed since the last save.
+        save_on_preemption: on SIGTERM or SIGUSR1, save at the end of the step on every worker, then exit
+            with 143 ("restart me").
         seed: seeds Python, NumPy and Keras before the model is built (None: not seeded).
         verbose: Keras progress output on the chief ("auto", 0, 1, 2); other workers are silent.
     """
@@ -69,6 +74,9 @@ class TrainConfig:
     tensorboard_dir: str | None = None
     keep_checkpoints: int = 2
     resume: bool = True
+    checkpoint_every_steps: int | None = None
+    checkpoint_every_seconds: float | None = None
+    save_on_preemption: bool = True
     seed: int | None = None
     verbose: int | str = "auto"
 
@@ -80,11 +88,15 @@ class TrainConfig:
                               fix='give true, false or "auto"')
         for key, low in (("epochs", 1), ("global_batch_size", 1), ("per_replica_batch_size", 1),
                          ("steps_per_epoch", 1), ("base_batch_size", 1), ("warmup_steps", 0), ("decay_steps", 1),
-                         ("gradient_accumulation_steps", 1), ("steps_per_execution", 1), ("keep_checkpoints", 1)):
+                         ("gradient_accumulation_steps", 1), ("steps_per_execution", 1), ("keep_checkpoints", 1),
+                         ("checkpoint_every_steps", 1)):
             value = getattr(self, key)
             if value is not None and value < low:
                 raise ConfigError(f"{key} must be at least {low}, got {value}", where=f"train.{key}",
                                   fix=f"give a whole number >= {low}" + ("" if key == "epochs" else ", or leave it out"))
+        if self.checkpoint_every_seconds is not None and not self.checkpoint_every_seconds > 0:
+            raise ConfigError(f"checkpoint_every_seconds must be positive, got {self.checkpoint_every_seconds}",
+                              where="train.checkpoint_every_seconds", fix="give seconds > 0, or leave it out")
         if not self.base_lr > 0:
             raise ConfigError(f"base_lr must be positive, got {self.base_lr}", where="train.base_lr",
                               fix="give a learning rate such as 1e-3")

@@ -15,6 +15,7 @@ import keras
 
 from tfscale.scale.checkpoint import Checkpoints, ensure_writable, worker_dir
 from tfscale.scale.guards import TerminateOnNaN
+from tfscale.scale.preemption import DEFAULT_SIGNALS
 from tfscale.scale.throughput import InputTimer, Throughput
 
 
@@ -50,15 +51,26 @@ def build_callbacks(scale, *, checkpoint_dir: str | os.PathLike | None = None,
                     tensorboard_dir: str | os.PathLike | None = None, keep_checkpoints: int = 2, resume: bool = True,
                     throughput: bool = True, terminate_on_nan: bool = True, global_batch_size: int | None = None,
                     input_timer: InputTimer | None = None, learning_rate: float | None = None,
+                    checkpoint_every_steps: int | None = None, checkpoint_every_seconds: float | None = None,
+                    save_on_preemption: bool = True, preemption_signals: Sequence[str] = DEFAULT_SIGNALS,
+                    steps_per_epoch: int | None = None, storage_options: dict | None = None,
                     extra: Sequence[keras.callbacks.Callback] = (), **tensorboard_options) -> list:
     """The callbacks for `model.fit` under `scale`, in the order they must run.
 
     Args:
         scale: the `tfscale.Scale` training runs under.
-        checkpoint_dir: where the chief keeps checkpoints; training resumes from the latest one.
+        checkpoint_dir: where the chief keeps checkpoints, a folder or an object-store URL (s3://bucket/run,
+            gs://bucket/run); training resumes from the newest one.
         tensorboard_dir: where the chief writes TensorBoard logs.
         keep_checkpoints: how many of the latest checkpoints to keep.
         resume: restore the latest checkpoint at the start of `fit` (a restarted job continues).
+        checkpoint_every_steps: also save every this many steps (epoch ends always save).
+        checkpoint_every_seconds: also save once this many seconds passed since the last save.
+        save_on_preemption: on SIGTERM or SIGUSR1 (`preemption_signals`), every worker saves at the end of
+            the step and `fit` raises `Preempted`: the process exits with 143, to be restarted.
+        preemption_signals: the signals that mean preemption (e.g. what Slurm's --signal names).
+        steps_per_epoch: steps in one epoch, recorded in the checkpoints (default: what Keras reports).
+        storage_options: for an object-store checkpoint_dir, passed to its file system (fsspec).
         throughput: log examples/s, steps/s, per replica and input wait each epoch (chief).
         terminate_on_nan: stop with an error naming the step at the first NaN/inf loss.
         global_batch_size: for the throughput figures (default: the one given to `scale.distribute`).
@@ -80,10 +92,18 @@ def build_callbacks(scale, *, checkpoint_dir: str | os.PathLike | None = None,
         batch = global_batch_size or (min(sizes) if len(sizes) == 1 else None)
         callbacks.append(Throughput(batch, scale.num_replicas, timer=input_timer, verbose=chief))
     if checkpoint_dir is not None:
+        sizes = getattr(scale, "distributed_batch_sizes", ())
+        run = {"global_batch_size": global_batch_size or (min(sizes) if len(sizes) == 1 else None),
+               "steps_per_epoch": steps_per_epoch, "num_workers": scale.num_workers,
+               "num_replicas": scale.num_replicas, "backend": scale.backend, "strategy": scale.name,
+               "mesh": scale.engine.describe().get("mesh")}
         callbacks.append(Checkpoints(os.fspath(checkpoint_dir), is_chief=chief, rank=rank,
-                                     keep=keep_checkpoints, resume=resume, scope=scale.scope,
-                                     host_weights=scale.engine.host_weights,
-                                     exchange=scale.engine.exchange if scale.engine.num_processes > 1 else None))
+                                     keep=keep_checkpoints, resume=resume, every_steps=checkpoint_every_steps,
+                                     every_seconds=checkpoint_every_seconds, preemption=save_on_preemption,
+                                     signals=preemption_signals, run=run, scope=scale.scope,
+                                     host_weights=scale.engine.host_weights, storage_options=storage_options,
+                                     exchange=scale.engine.exchange if scale.engine.num_processes > 1 else None,
+                                     forget=scale.engine.forget))
     if tensorboard_dir is not None:
         logdir = os.fspath(tensorboard_dir) if chief else worker_dir(os.fspath(tensorboard_dir), "tb", rank)
         if not chief:

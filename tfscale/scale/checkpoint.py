@@ -1,18 +1,26 @@
-"""Fault-tolerant checkpoints: the chief keeps them, every worker resumes from them, none is ever half-written.
+"""Fault-tolerant checkpoints: saved every N steps, every T seconds, at epoch ends and on preemption; restored
+at the exact step; never half-written; in a folder or behind an object-store URL.
 
-Each epoch the training state (weights and optimizer, including its step count)
-is written to a temporary file, flushed, and renamed to ``epoch-NNNNN.weights.h5``,
-so a worker killed mid-write leaves the previous checkpoint intact. All workers
-take part in saving (reading distributed variables may need them all), but only
-the chief writes into `directory`; the others write into a private temporary
-folder that is removed. On (re)start every worker loads the latest checkpoint of
-the chief's folder, so a job restarted by `tfscale launch --max-restarts` resumes
-at the epoch it reached (the folder must be shared between hosts, e.g. NFS or GCS
-fuse, when workers are on several machines). Before restoring, every worker checks that it sees the
-chief's folder: the chief writes a marker holding a fresh token there, the token reaches every worker
-through the engine (`Engine.exchange`: TensorFlow's coordination service), and a worker that reads
-another token or none makes every worker raise a ClusterError: hosts that share no disk would each
-resume from checkpoints of their own and silently diverge.
+What a checkpoint is, and how it is committed, listed and verified: `checkpoint_store.py`. This module is
+the Keras callback that decides when to save and restores when training starts:
+
+- **When.** At each epoch's end; every `every_steps` steps; every `every_seconds` seconds (the chief's
+  clock, agreed with the others at a step's end); and on a preemption signal (`preemption.py`), after
+  which every worker stops at the same step and `fit` raises `Preempted` (exit code 143, "restart me").
+- **Who.** Every worker takes part in a save (reading weights sharded across processes needs them all);
+  only the chief writes to the checkpoint folder, the others write into a private temporary folder that
+  is removed. The chief's upload and commit run in a background thread (`async_save`), so the next steps
+  do not wait for storage; one save is in flight at a time, and `fit` ends only once the last is committed.
+- **Where resumed.** On (re)start every worker restores the newest intact checkpoint of the chief's folder
+  (the previous one when the newest does not match its hash). A checkpoint names its position (epochs
+  done, steps into the next); `tfscale.fit` resumes at that exact step, the input skipping the batches
+  already trained (`tfscale.data.sharding.skip_examples`). Plain `model.fit` with `scale.callbacks()`
+  restarts the interrupted epoch at its first batch (a warning says how many steps run again).
+- **Shared.** Before restoring, every worker checks that it sees the chief's folder: the chief writes a
+  marker holding a fresh token there, the token reaches every worker through the engine
+  (`Engine.exchange`), and a worker that reads another token or none makes every worker raise a
+  ClusterError: hosts that share no disk would each resume from checkpoints of their own. An object-store
+  URL is seen by every host that can reach it.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 import warnings
@@ -33,36 +42,34 @@ import weakref
 
 import keras
 
-from tfscale.errors import ClusterError, ConfigError
+from tfscale.errors import ClusterError, ConfigError, TfscaleError
+from tfscale.scale.checkpoint_store import (WEIGHTS, CheckpointInfo, CheckpointStore, CorruptCheckpoint,
+                                            check_resumable, checkpoint_name, local_scratch)
 from tfscale.scale.guards import TrainingError
+from tfscale.scale.preemption import DEFAULT_SIGNALS, Preempted, SignalFlag
+from tfscale.storage import Store
 
 log = logging.getLogger("tfscale")
 
-_NAME = re.compile(r"^epoch-(\d+)\.weights\.h5$")
-_TMP_PREFIX = ".tmp-"
 SHARED_MARKER = ".tfscale-chief"  # the chief's token, read back by every worker (`Checkpoints.check_shared`)
 MARKER_WAIT_S = 3.0  # how long a worker retries reading it (an NFS client may cache the folder's listing)
 _checks = itertools.count()  # one key per check, the same sequence on every worker
-
-
-def checkpoint_name(epoch: int) -> str:
-    return f"epoch-{epoch:05d}.weights.h5"
+_TMP_PREFIX = ".tmp-"
 
 
 def list_checkpoints(directory: str) -> list[tuple[int, str]]:
-    """(epoch, path) of the complete checkpoints in `directory`, newest first."""
+    """(epoch, path of the weights) of the committed epoch-end checkpoints in `directory`, newest first."""
     if not os.path.isdir(directory):
         return []
-    found = [(int(m.group(1)), os.path.join(directory, name)) for name in os.listdir(directory)
-             if (m := _NAME.match(name))]
-    return sorted(found, reverse=True)
+    store = CheckpointStore(directory)
+    return [(i.epoch, store.store.join(i.name + WEIGHTS)) for i in store.list() if i.step == 0]
 
 
 def worker_dir(directory: str, kind: str, rank: int) -> str:
     """A non-chief worker's private folder for `directory`, the same across restarts (so a restart cleans it)."""
     user = str(os.getuid()) if hasattr(os, "getuid") else ""
-    digest = hashlib.sha1(f"{user}:{os.path.abspath(directory)}".encode()).hexdigest()[:10]
-    return os.path.join(tempfile.gettempdir(), f"tfscale-{kind}-{digest}-worker{rank}")
+    digest = hashlib.sha1(f"{user}:{directory if '://' in directory else os.path.abspath(directory)}".encode())
+    return os.path.join(tempfile.gettempdir(), f"tfscale-{kind}-{digest.hexdigest()[:10]}-worker{rank}")
 
 
 def ensure_writable(directory: str, what: str) -> str:
@@ -79,46 +86,97 @@ def ensure_writable(directory: str, what: str) -> str:
 
 
 class Checkpoints(keras.callbacks.Callback):
-    """Saves the training state every epoch and restores the latest one when training starts.
+    """Saves the training state and restores the newest one when training starts (see the module docstring).
 
     Args:
-        directory: the chief's checkpoint folder, read by every worker on restore.
+        directory: the checkpoint folder or object-store URL (s3://bucket/run, gs://bucket/run).
         is_chief: this process writes into `directory`.
         rank: this worker's rank (names a non-chief worker's temporary folder).
-        keep: how many of the latest checkpoints to keep.
-        resume: restore from the latest checkpoint found at the start of `fit`.
-        scope: the context the optimizer is built in before a restore (`scale.scope`; default: the
-            model's tf.distribute strategy, if it has one).
-        host_weights: a context in which every weight can be read on this host (`scale.engine.host_weights`:
-            on JAX it gathers weights sharded across processes; every worker saves, so every one enters it).
-        exchange: every process's value of a key (`scale.engine.exchange`), for `check_shared` (several
-            processes); None: no check.
+        keep: how many of the newest checkpoints to keep.
+        resume: restore from the newest checkpoint at the start of `fit`.
+        every_steps: also save every this many training steps (None: not by steps).
+        every_seconds: also save when this many seconds passed since the last save (None: not by time).
+        preemption: on one of `signals`, save at the end of the step and stop (`Preempted`).
+        signals: the signals that mean preemption (default SIGTERM and SIGUSR1).
+        async_save: commit in a background thread while training goes on.
+        run: what the checkpoint is made under, recorded in its manifest and checked on resume:
+            {"global_batch_size", "steps_per_epoch", "num_workers", "num_replicas", "backend", "strategy", "mesh"}.
+        scope: the context the optimizer is built in before a restore (`scale.scope`).
+        host_weights: a context in which every weight can be read on this host (`scale.engine.host_weights`).
+        exchange: every process's value of a key (`scale.engine.exchange`), on several processes; None: one.
+        forget: drops this process's value of an exchanged key (`scale.engine.forget`).
+        storage_options: for an object-store URL, passed to its file system (fsspec).
     """
 
     def __init__(self, directory: str, *, is_chief: bool = True, rank: int = 0, keep: int = 2, resume: bool = True,
-                 scope=None, host_weights=None, exchange=None):
+                 every_steps: int | None = None, every_seconds: float | None = None, preemption: bool = True,
+                 signals=DEFAULT_SIGNALS, async_save: bool = True, run: dict | None = None, scope=None,
+                 host_weights=None, exchange=None, forget=None, storage_options: dict | None = None):
         super().__init__()
-        self.exchange = exchange
-        self.scope = scope
+        for key, value in (("checkpoint_every_steps", every_steps), ("checkpoint_every_seconds", every_seconds)):
+            if value is not None and not value > 0:
+                raise ConfigError(f"{key} is {value!r}", where=key, fix="give a positive number, or leave it unset")
+        self.exchange, self.forget, self.scope = exchange, forget, scope
         self.host_weights = host_weights or (lambda model: contextlib.nullcontext())
-        self.directory = os.path.abspath(directory)
-        self.is_chief = is_chief
-        self.keep = max(1, keep)
-        self.resume = resume
-        self.write_dir = self.directory if is_chief else worker_dir(self.directory, "ckpt", rank)
-        if not is_chief:
-            shutil.rmtree(self.write_dir, ignore_errors=True)  # left over by a killed run
-            weakref.finalize(self, shutil.rmtree, self.write_dir, True)
-        ensure_writable(self.write_dir, "checkpoint dir")
+        self.checkpoints = CheckpointStore(directory, storage_options=storage_options)
+        self.directory = self.checkpoints.url
+        self.is_chief, self.rank = is_chief, rank
+        self.keep, self.resume = max(1, keep), resume
+        self.every_steps, self.every_seconds = every_steps, every_seconds
+        self.async_save = async_save
+        self.run = dict(run or {})
+        self.flag = SignalFlag(signals) if preemption else None
+        self.scratch = worker_dir(self.directory, "ckpt", rank)
+        shutil.rmtree(self.scratch, ignore_errors=True)  # left over by a killed run
+        os.makedirs(self.scratch, exist_ok=True)
+        weakref.finalize(self, shutil.rmtree, self.scratch, True)
+        if is_chief:
+            self.checkpoints.check()  # before training: unreachable store, missing credentials, no such bucket
+        self.restored: CheckpointInfo | None = None
         self.restored_epoch = 0
+        self.start_offset = 0  # steps of the first epoch of this fit that its input skips (tfscale.fit)
+        self.preempted: Preempted | None = None
+        self._restored_here = False
+        self._epoch = self._step = self._global_step = 0
+        self._last_save = time.monotonic()
+        self._last_saved: tuple[int, int] | None = None
+        self._pending: threading.Thread | None = None
+        self._pending_error: BaseException | None = None
+        self._syncs = itertools.count()
 
     # ------------------------------------------------------------------ restore
 
     def on_train_begin(self, logs=None):
-        self._remove_partial_files()
-        if self.resume:
-            self.check_shared()
-        self.restored_epoch = self.restore() if self.resume else 0
+        if self.resume and not self._restored_here:
+            self.restore_now()
+            if self.restored is not None and self.restored.step:
+                log.warning("resuming %s with plain model.fit: the interrupted epoch %d starts again at its first "
+                            "batch, so %d step(s) run twice (tfscale.fit resumes at the exact step)",
+                            self.restored.name, self.restored.epoch + 1, self.restored.step)
+        if self._restored_here and self.restored is not None and self.restored.step and self.start_offset == 0:
+            self._global_step -= self.restored.step  # the interrupted epoch starts again at its first batch
+        self._restored_here = False  # a later fit() restores again, as a new run would
+        self._last_save = time.monotonic()
+        if self.flag is not None:
+            self.flag.received = None
+            self.flag.install()
+
+    def restore_now(self) -> CheckpointInfo | None:
+        """Checks the folder is shared, then loads the newest intact checkpoint; returns it (None: none).
+
+        Call it once the model is compiled (its optimizer is built here); `fit` then does not restore again.
+
+        Raises:
+            ConfigError: the checkpoint does not fit this model or optimizer (naming the variable and both
+                shapes), or was trained with another global batch.
+            ClusterError: the workers do not all see the chief's folder.
+        """
+        self.check_shared()
+        self.restored = self._restore()
+        self.restored_epoch = self.restored.epoch if self.restored else 0
+        self._global_step = self.restored.global_step if self.restored else 0
+        self._restored_here = True
+        return self.restored
 
     def check_shared(self) -> None:
         """Every worker sees the chief's folder, or every worker raises a ClusterError (before any step).
@@ -130,37 +188,59 @@ class Checkpoints(keras.callbacks.Callback):
             return
         key = f"checkpoint_dir/{next(_checks)}"
         token = uuid.uuid4().hex if self.is_chief else "-"
+        store = self.checkpoints.store
         if self.is_chief:
-            _write_marker(self.directory, token)
+            store.write_bytes(store.join(SHARED_MARKER), token.encode())
         tokens = self.exchange(f"{key}/token", token)
         if tokens is None or len(tokens) < 2:  # nothing to check (one process), or no way to (the engine)
             if self.is_chief:
-                _remove(os.path.join(self.directory, SHARED_MARKER))
+                store.remove(store.join(SHARED_MARKER))
             return
         chief_token = next((t for t in tokens if t != "-"), "")
-        seen = "1" if self.is_chief or _sees_marker(self.directory, chief_token) else "0"
+        seen = "1" if self.is_chief or _sees_marker(store, chief_token) else "0"
         blind = [rank for rank, s in enumerate(self.exchange(f"{key}/seen", seen) or []) if s != "1"]
         if blind:
             raise ClusterError(f"checkpoint_dir {self.directory!r} is not shared between the hosts: worker(s) "
                                f"{', '.join(map(str, blind))} do not see the marker the chief wrote there, so they "
                                "could not resume from the chief's checkpoints", where="checkpoint_dir",
-                               fix="give a checkpoint_dir that every host sees at the same path (NFS, or a gs:// or "
-                                   "s3:// bucket mounted on every host), or train with resume=False")
+                               fix="give a checkpoint_dir that every host sees at the same path (NFS), or an "
+                                   "object-store URL (s3://bucket/run, gs://bucket/run), or train with resume=False")
 
-    def restore(self) -> int:
-        """Loads the newest readable checkpoint of the chief's folder; returns its epoch (0: none)."""
-        for epoch, path in list_checkpoints(self.directory):
+    def _restore(self) -> CheckpointInfo | None:
+        if self.is_chief:
+            removed = self.checkpoints.remove_uncommitted()
+            if removed:
+                log.info("removed %d uncommitted checkpoint file(s) of an interrupted save: %s", len(removed),
+                         ", ".join(sorted(removed)))
+        for info in self.checkpoints.list():
             try:
-                self._load(path)
-            except OSError as e:  # unreadable (a disk error): fall back to the one before
-                log.warning("checkpoint %s is unreadable (%s); trying the previous one", path, e)
+                path = self.checkpoints.fetch(info, self.scratch)
+            except CorruptCheckpoint as e:
+                log.warning("checkpoint %s is corrupted (%s): skipped, trying the one before", info.name, e)
                 continue
-            self.model._initial_epoch = epoch
-            log.info("resuming from %s: epoch %d done", path, epoch)
-            return epoch
-        return 0
+            except (OSError, TfscaleError) as e:
+                log.warning("checkpoint %s cannot be read (%s): skipped, trying the one before", info.name, e)
+                continue
+            check_resumable(info, global_batch_size=self.run.get("global_batch_size"), where="checkpoint_dir")
+            try:
+                self._load(path, info)
+            except OSError as e:  # unreadable (a disk error): fall back to the one before
+                log.warning("checkpoint %s is unreadable (%s); trying the one before", info.name, e)
+                continue
+            finally:
+                if not self.checkpoints.store.is_local:
+                    _remove(path)
+            self.model._initial_epoch = info.epoch
+            was = (f" (it was written on {info.num_replicas} replica(s), {info.num_workers} worker(s))"
+                   if (info.num_replicas, info.num_workers) != (self.run.get("num_replicas", info.num_replicas),
+                                                                self.run.get("num_workers", info.num_workers))
+                   else "")
+            log.info("resuming from %s: epoch %d done, %d step(s) into the next%s", info.name, info.epoch,
+                     info.step, was)
+            return info
+        return None
 
-    def _load(self, path: str) -> None:
+    def _load(self, path: str, info: CheckpointInfo) -> None:
         model = self.model
         strategy = getattr(model, "distribute_strategy", None)
         scope = self.scope or (strategy.scope if strategy is not None else contextlib.nullcontext)
@@ -172,79 +252,180 @@ class Checkpoints(keras.callbacks.Callback):
             try:
                 model.load_weights(path)
             except ValueError as e:
-                raise _mismatch(path, str(e)) from None
+                raise _mismatch(info.name, str(e)) from None
         # Keras only warns when the optimizer differs (e.g. another precision): a silent half-restore.
         skipped = [str(w.message) for w in caught if "loading" in str(w.message) or "could not be" in str(w.message)]
         if skipped:
-            raise _mismatch(path, skipped[0])
+            raise _mismatch(info.name, skipped[0])
 
-    # ------------------------------------------------------------------ save
+    # ------------------------------------------------------------------ when to save
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch, self._step = epoch, self.start_offset
+
+    def on_train_batch_end(self, batch, logs=None):
+        done = self.start_offset + batch + 1
+        self._global_step += done - self._step
+        self._step = done
+        reason = self._reason_now()
+        if reason is None:
+            return
+        last_of_epoch = self.params.get("steps") is not None and batch + 1 >= self.params["steps"]
+        if reason == "preemption":
+            self.save(self._epoch, self._step, reason)
+            self.wait()
+            self.preempted = Preempted(self._last_name, self.flag.received or "a peer's signal")
+            self.model.stop_training = True
+        elif not last_of_epoch:  # the epoch's end saves it
+            self.save(self._epoch, self._step, reason)
+
+    def _reason_now(self) -> str | None:
+        preempt = self.flag is not None and self.flag.received is not None
+        timed = (self.every_seconds is not None and self.is_chief
+                 and time.monotonic() - self._last_save >= self.every_seconds)
+        if self.exchange is not None and (self.flag is not None or self.every_seconds is not None):
+            mine = "p" if preempt else "s" if timed else "-"
+            sync = next(self._syncs)
+            everyone = self.exchange(f"ckpt/{sync}", mine)
+            if sync >= 2 and self.forget is not None:  # every process has read it: it wrote `sync - 1` after
+                self.forget(f"ckpt/{sync - 2}")
+            if everyone is not None:  # the same list on every worker: the same decision
+                preempt, timed = "p" in everyone, "s" in everyone
+        if preempt:
+            return "preemption"
+        if self.every_steps is not None and self._global_step % self.every_steps == 0:
+            return "steps"
+        return "seconds" if timed else None
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.preempted is not None:  # Keras ends the epoch early once stop_training is set
+            return
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             log.warning("epoch %d ended with loss %s: not saving it over the last good checkpoint", epoch + 1, loss)
             return
-        self.save(epoch + 1)
-
-    def save(self, epoch: int) -> str:
-        """Writes the state after `epoch` epochs: temporary file, flush, rename; then prunes old ones."""
-        final = os.path.join(self.write_dir, checkpoint_name(epoch))
-        partial = os.path.join(self.write_dir, f"{_TMP_PREFIX}{os.getpid()}-{checkpoint_name(epoch)}")
-        try:
-            os.makedirs(self.write_dir, exist_ok=True)  # a non-chief's folder goes at the end of each fit
-            with self.host_weights(self.model):
-                self.model.save_weights(partial, overwrite=True)
-            with open(partial, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(partial, final)
-        except OSError as e:
-            _remove(partial)
-            raise TrainingError(f"could not write checkpoint {final!r}: {e.strerror or e}", where="checkpoint_dir",
-                                fix="free disk space or fix the folder's permissions; earlier checkpoints "
-                                    "are intact") from None
-        for _, old in list_checkpoints(self.write_dir)[self.keep:]:
-            _remove(old)
-        return final
-
-    def _remove_partial_files(self) -> None:
-        for name in os.listdir(self.write_dir):
-            if name.startswith(_TMP_PREFIX):
-                _remove(os.path.join(self.write_dir, name))
+        self.save(epoch + 1, 0, "epoch")
 
     def on_train_end(self, logs=None):
         self.model._initial_epoch = None  # a later fit() starts where it is told
+        self.start_offset = 0
+        if self.flag is not None:
+            self.flag.uninstall()
+        self.wait()
+        if self.is_chief and self.exchange is not None:
+            self.checkpoints.store.remove(self.checkpoints.store.join(SHARED_MARKER))  # read by all long ago
+        if self.preempted is not None:
+            preempted, self.preempted = self.preempted, None
+            log.warning("%s", preempted)
+            raise preempted
+
+    # ------------------------------------------------------------------ saving
+
+    @property
+    def _last_name(self) -> str:
+        return checkpoint_name(*self._last_saved) if self._last_saved else "nothing"
+
+    def save(self, epoch: int, step: int = 0, reason: str = "epoch") -> str:
+        """Saves the state after `epoch` epochs and `step` steps of the next; every worker calls it together.
+
+        Returns the checkpoint's name. The chief commits it in the background (`async_save`); `wait()`
+        returns once it is committed.
+        """
+        steps = self.run.get("steps_per_epoch") or (self.params or {}).get("steps")
+        if step and steps and step >= steps:
+            epoch, step = epoch + 1, 0
+        if self._last_saved == (epoch, step):
+            return checkpoint_name(epoch, step)
+        self.wait()  # one save in flight at a time
+        name = checkpoint_name(epoch, step)
+        local = os.path.join(self.scratch, f"{_TMP_PREFIX}{os.getpid()}-{name}{WEIGHTS}")
+        if self.is_chief and self.checkpoints.store.is_local:  # renamed into place: no copy
+            local = self.checkpoints.store.join(f"{_TMP_PREFIX}{os.getpid()}-{name}{WEIGHTS}")
+        try:
+            with self.host_weights(self.model):
+                self.model.save_weights(local, overwrite=True)
+        except OSError as e:
+            _remove(local)
+            raise _write_error(name, e) from None
+        self._last_saved, self._last_save = (epoch, step), time.monotonic()
         if not self.is_chief:
-            shutil.rmtree(self.write_dir, ignore_errors=True)
-        elif self.exchange is not None:
-            _remove(os.path.join(self.directory, SHARED_MARKER))  # every worker read it long ago
+            _remove(local)
+            return name
+        info = CheckpointInfo(
+            name=name, epoch=epoch, step=step, global_step=self._global_step, steps_per_epoch=steps,
+            global_batch_size=self.run.get("global_batch_size"), num_workers=int(self.run.get("num_workers", 1)),
+            num_replicas=int(self.run.get("num_replicas", 1)), backend=str(self.run.get("backend", keras.backend.backend())),
+            strategy=str(self.run.get("strategy", "")), mesh=self.run.get("mesh"), reason=reason, created=0.0,
+            files={})
+        if self.async_save and reason != "preemption":
+            self._pending = threading.Thread(target=self._commit, args=(local, info), name=f"tfscale-save-{name}",
+                                             daemon=True)
+            self._pending.start()
+        else:
+            self._commit(local, info)
+            self._raise_pending()
+        return name
+
+    def _commit(self, local: str, info: CheckpointInfo) -> None:
+        try:
+            self.checkpoints.commit(local, info)
+            self.checkpoints.prune(self.keep)
+            log.info("checkpoint %s saved (%s)", info.name, info.reason)
+        except BaseException as e:  # noqa: BLE001 - raised in the training thread by wait()
+            self._pending_error = e
+        finally:
+            _remove(local)
+
+    def wait(self) -> None:
+        """Returns once the save in flight (if any) is committed; raises its error in this thread."""
+        if self._pending is not None:
+            self._pending.join()
+            self._pending = None
+        self._raise_pending()
+
+    def _raise_pending(self) -> None:
+        error, self._pending_error = self._pending_error, None
+        if error is None:
+            return
+        if isinstance(error, TfscaleError):
+            raise error
+        if isinstance(error, OSError):
+            raise _write_error(self._last_name, error) from None
+        raise error
 
 
-def _mismatch(path: str, detail: str) -> ConfigError:
-    return ConfigError(f"checkpoint {path!r} does not fit this model and optimizer: {detail.strip()}",
+def _write_error(name: str, e: OSError) -> TrainingError:
+    return TrainingError(f"could not write checkpoint {name}: {e.strerror or e}", where="checkpoint_dir",
+                         fix="free disk space or fix the folder's permissions; earlier checkpoints are intact")
+
+
+_SHAPES = re.compile(r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))")
+_PATH = re.compile(r"Target variable: <Variable path=([^,\s]+)")
+_COUNT = re.compile(r"A total of (\d+) objects could not be loaded")
+
+
+def _mismatch(name: str, detail: str) -> ConfigError:
+    """Keras' message, shortened to the variable and both shapes (it prints the variable's whole value)."""
+    shapes, path, count = _SHAPES.search(detail), _PATH.search(detail), _COUNT.search(detail)
+    if shapes and path:
+        detail = (f"variable {path.group(1)} has shape {shapes.group(1)} in this model and {shapes.group(2)} in the "
+                  "checkpoint" + (f" ({count.group(1)} objects differ)" if count else ""))
+    else:
+        detail = detail.strip().split("\n")[0][:400]
+    return ConfigError(f"checkpoint {name} does not fit this model and optimizer: {detail}",
                        where="checkpoint_dir", fix="use a new checkpoint_dir for a different model, optimizer or "
                        "precision, or pass resume=False to start over")
 
 
-def _write_marker(directory: str, token: str) -> None:
-    partial = os.path.join(directory, f"{_TMP_PREFIX}{os.getpid()}-marker")
-    with open(partial, "w") as f:
-        f.write(token)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(partial, os.path.join(directory, SHARED_MARKER))
-
-
-def _sees_marker(directory: str, token: str) -> bool:
-    """This worker reads `token` in `directory`'s marker (retried for `MARKER_WAIT_S`: NFS caches listings)."""
+def _sees_marker(store: Store, token: str) -> bool:
+    """This worker reads `token` in the folder's marker (retried for `MARKER_WAIT_S`: NFS caches listings)."""
     deadline = time.monotonic() + MARKER_WAIT_S
     while True:
         try:
-            os.listdir(directory)  # revalidates a cached listing (NFS)
-            with open(os.path.join(directory, SHARED_MARKER)) as f:
-                if f.read() == token:
-                    return True
-        except OSError:
+            store.listdir()  # revalidates a cached listing (NFS)
+            if store.read_bytes(store.join(SHARED_MARKER)).decode() == token:
+                return True
+        except (OSError, TfscaleError):
             pass
         if time.monotonic() > deadline:
             return False

@@ -162,6 +162,9 @@ class Engine(abc.ABC):
         """
         return [value] if self.num_processes < 2 else None
 
+    def forget(self, key: str) -> None:
+        """Drops this process's value of an `exchange` key once every process has read it (frees the store)."""
+
     def host_weights(self, model):
         """A context in which every weight of `model` (and its optimizer) can be read on this host, as
         saving needs; entered by every process together (it may gather across them)."""

@@ -120,6 +120,13 @@ class TensorFlowEngine(Engine):
         return [ctx.get_config_key_value(f"tfscale/{key}/{rank}", int(timeout * 1000))
                 for rank in range(self.num_processes)]
 
+    def forget(self, key: str) -> None:
+        if self.num_processes < 2 or self.name != "multi_worker":
+            return
+        from tensorflow.python.eager import context
+
+        context.context().delete_config_key_value(f"tfscale/{key}/{self.rank}")
+
     def float16_capable(self) -> bool:
         import tensorflow as tf
 

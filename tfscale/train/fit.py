@@ -39,7 +39,8 @@ class FitResult:
         learning_rate: the peak learning rate after scaling.
         precision: the Keras dtype policy trained with.
         throughput: the last epoch's examples/s, steps/s, per replica and input-wait figures.
-        resumed_from_epoch: the epoch a checkpoint was restored from (0: a fresh start).
+        resumed_from_epoch: the epochs done in the checkpoint restored (0: a fresh start).
+        resumed_from_step: the steps into the next epoch it resumed at (0: at an epoch's start).
     """
 
     model: keras.Model
@@ -50,6 +51,7 @@ class FitResult:
     precision: str
     throughput: dict[str, float]
     resumed_from_epoch: int = 0
+    resumed_from_step: int = 0
 
 
 def fit(build_model: Callable[..., keras.Model] | str, train_data, *, scale=None, validation_data=None,
@@ -91,35 +93,92 @@ def fit(build_model: Callable[..., keras.Model] | str, train_data, *, scale=None
                       cfg.gradient_accumulation_steps)
     policy = for_scale(cfg.precision, scale)
     timer = InputTimer()  # times tf.data input (the wait for each batch); other input has no figure
-    train = distribute(scale.engine, train_data, global_batch_size=plan.global_batch_size,
-                       per_replica_batch_size=plan.per_replica_batch_size, wrap=timer.wrap, where="train_data")
-    validation = None if validation_data is None else distribute(
-        scale.engine, validation_data, global_batch_size=plan.global_batch_size,
-        per_replica_batch_size=plan.per_replica_batch_size, drop_remainder=False, where="validation_data")
+
+    def batches(data, drop_remainder=True, where="train_data", wrap=None):
+        return distribute(scale.engine, data, global_batch_size=plan.global_batch_size,
+                          per_replica_batch_size=plan.per_replica_batch_size, drop_remainder=drop_remainder,
+                          wrap=wrap, where=where)
+
+    train = batches(train_data, wrap=timer.wrap)
+    validation = None if validation_data is None else batches(validation_data, False, "validation_data")
     if cfg.seed is not None:
         backend.set_random_seed(cfg.seed)
     model, learning_rate = _build_and_compile(build_model, model_args, scale, cfg, plan, policy)
     all_callbacks = build_callbacks(
         scale, checkpoint_dir=cfg.checkpoint_dir, tensorboard_dir=cfg.tensorboard_dir,
         keep_checkpoints=cfg.keep_checkpoints, resume=cfg.resume, global_batch_size=plan.global_batch_size,
-        input_timer=timer, learning_rate=learning_rate, extra=callbacks)
+        input_timer=timer, learning_rate=learning_rate, checkpoint_every_steps=cfg.checkpoint_every_steps,
+        checkpoint_every_seconds=cfg.checkpoint_every_seconds, save_on_preemption=cfg.save_on_preemption,
+        steps_per_epoch=_steps_per_epoch(train, cfg), extra=callbacks)
+    checkpoints = next((c for c in all_callbacks if isinstance(c, Checkpoints)), None)
+    start = (0, 0)
+    if checkpoints is not None and cfg.resume:
+        checkpoints.set_model(model)
+        restored = checkpoints.restore_now()
+        start = restored.position if restored is not None else (0, 0)
     log.info("training: %s, batch %d (%d per replica, %d per update), precision %s", scale, plan.global_batch_size,
              plan.per_replica_batch_size, plan.effective_batch_size, policy)
+    histories = []
     with warnings.catch_warnings():
         # Keras warns at the end of every epoch of a dataset whose length it does not know yet.
         warnings.filterwarnings("ignore", message="Your input ran out of data")
-        try:
-            history = model.fit(train, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch, shuffle=False,
-                                validation_data=validation, callbacks=all_callbacks,
-                                verbose=_verbosity(cfg.verbose) if scale.is_chief else 0)
-        except Exception as e:  # a bad record found by a tfscale pipeline's raise-mode check
-            error = _as_data_error(e)
-            if error is None:
-                raise
-            raise error from None
+        first_epoch, step = start
+        if step and first_epoch < cfg.epochs:  # the rest of the interrupted epoch, at the exact next batch
+            rest = _skipped(train_data, step, plan.global_batch_size, cfg)
+            if rest is None:
+                log.warning("resuming %d step(s) into epoch %d: this input's order depends on the number of workers "
+                            "(a tfscale.data pipeline) or on steps_per_epoch, so the epoch starts again at its first "
+                            "batch and those steps run twice", step, first_epoch + 1)
+            else:
+                checkpoints.start_offset = step
+                histories.append(_fit(model, batches(rest, wrap=timer.wrap), cfg, scale, validation, all_callbacks,
+                                      first_epoch, first_epoch + 1))
+                first_epoch += 1
+        if first_epoch < cfg.epochs or not histories:
+            histories.append(_fit(model, train, cfg, scale, validation, all_callbacks, first_epoch, cfg.epochs))
     speed = next((c.summary for c in all_callbacks if isinstance(c, Throughput)), {})
-    resumed = next((c.restored_epoch for c in all_callbacks if isinstance(c, Checkpoints)), 0)
-    return FitResult(model, history, scale, plan, learning_rate, policy, speed, resumed)
+    return FitResult(model, _merged(histories), scale, plan, learning_rate, policy, speed, start[0], start[1])
+
+
+def _fit(model, train, cfg: TrainConfig, scale, validation, callbacks, initial_epoch: int, epochs: int):
+    model._initial_epoch = None  # the checkpoint's position was read by tfscale.fit, which passes it here
+    try:
+        return model.fit(train, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=cfg.steps_per_epoch,
+                         shuffle=False, validation_data=validation, callbacks=callbacks,
+                         verbose=_verbosity(cfg.verbose) if scale.is_chief else 0)
+    except Exception as e:  # a bad record found by a tfscale pipeline's raise-mode check
+        error = _as_data_error(e)
+        if error is None:
+            raise
+        raise error from None
+
+
+def _skipped(train_data, steps: int, global_batch_size: int, cfg: TrainConfig):
+    """`train_data` after `steps` global batches, or None where that is not the exact position."""
+    if cfg.steps_per_epoch is not None or cfg.gradient_accumulation_steps != 1:
+        return None
+    from tfscale.data.sharding import skip_examples
+
+    return skip_examples(train_data, steps * global_batch_size)
+
+
+def _steps_per_epoch(train, cfg: TrainConfig) -> int | None:
+    if cfg.steps_per_epoch is not None:
+        return cfg.steps_per_epoch
+    try:
+        steps = len(train)
+    except TypeError:
+        steps = getattr(train, "_cardinality", None)
+    return int(steps) if isinstance(steps, int) and steps > 0 else None
+
+
+def _merged(histories: list):
+    """One History of the fits that trained this run (the rest of an interrupted epoch, then the others)."""
+    merged = histories[-1]
+    for earlier in reversed(histories[:-1]):
+        merged.epoch = earlier.epoch + merged.epoch
+        merged.history = {k: earlier.history.get(k, []) + v for k, v in merged.history.items()}
+    return merged
 
 
 def _train_config(config: TrainConfig | None, options: Mapping[str, Any]) -> TrainConfig:

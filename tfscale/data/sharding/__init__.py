@@ -31,7 +31,7 @@ log = logging.getLogger("tfscale")
 _LAZY = {"AlreadySharded": "plans", "Shardable": "plans", "Plan": "plans", "deal_units": "plans", "plan_for": "plans",
          "per_replica_batches": "plans", "steps_per_epoch": "plans", "equal_steps": "plans",
          "without_auto_shard": "plans", "as_dataset": "tf_distribute", "_replicas_end_together": "tf_distribute",
-         "process_batches": "processes"}
+         "process_batches": "processes", "skip_examples": "position"}
 
 __all__ = ["batch_sizes", "distribute", "is_tf_input", *sorted(_LAZY)]
 

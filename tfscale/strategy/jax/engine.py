@@ -97,6 +97,22 @@ class JaxEngine(Engine):
 
             multihost_utils.sync_global_devices(name)
 
+    def exchange(self, key: str, value: str, timeout: float = 600.0) -> list[str] | None:
+        """Through the key-value store of JAX's distributed runtime (its coordination service), by rank."""
+        if self.num_processes < 2:
+            return [value]
+        client = runtime.key_value_client()
+        if client is None:
+            return None
+        client.key_value_set(f"tfscale/{key}/{self.rank}", value)
+        return [client.blocking_key_value_get(f"tfscale/{key}/{rank}", int(timeout * 1000))
+                for rank in range(self.num_processes)]
+
+    def forget(self, key: str) -> None:
+        client = runtime.key_value_client() if self.num_processes > 1 else None
+        if client is not None:
+            client.key_value_delete(f"tfscale/{key}/{self.rank}")
+
     @contextlib.contextmanager
     def host_weights(self, model):
         """Weights sharded over devices of other processes (a model-parallel mesh across hosts) are

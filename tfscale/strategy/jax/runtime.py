@@ -134,3 +134,19 @@ def probe(topology):
     if topology.accelerator == "TPU" and accelerator != "TPU":
         return dataclasses.replace(topology, reasons=reasons)  # a TPU was announced: `tpu` says none is here
     return dataclasses.replace(topology, accelerator=accelerator, local_accelerators=local, reasons=reasons)
+
+
+def key_value_client():
+    """The distributed runtime's key-value client of this process, or None (one process, not initialized).
+
+    Private JAX API (`jax._src.distributed.global_state.client`, a `DistributedRuntimeClient` with
+    `key_value_set` and `blocking_key_value_get`), checked on jax 0.10.2: JAX has no public key-value
+    store (`jax.experimental.multihost_utils` only broadcasts arrays, a collective on every device).
+    Renamed upstream, this returns None and `JaxEngine.exchange` reports that it cannot exchange.
+    """
+    try:
+        from jax._src import distributed
+    except ImportError:
+        return None
+    client = getattr(getattr(distributed, "global_state", None), "client", None)
+    return client if hasattr(client, "key_value_set") and hasattr(client, "blocking_key_value_get") else None

@@ -1,0 +1,198 @@
+"""Checkpoints at step granularity, in one process: every N steps, keep K, preemption by a real signal, resume
+at the exact next batch, integrity (hash), and the errors before training. Multi-process and elastic resume:
+test_checkpoints_cluster.py."""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import procs
+import tfscale as ts
+from tfscale.errors import ConfigError
+from tfscale.scale.checkpoint_store import CheckpointStore
+from tfscale.scale.preemption import Preempted
+
+EPOCHS, STEPS, BATCH = 3, 6, 8
+RNG = np.random.RandomState(0)
+X = RNG.rand(STEPS * BATCH, 5).astype("float32")
+Y = (X.sum(1) > 2.5).astype("int32")
+OPTIONS = {"global_batch_size": BATCH, "optimizer": "sgd", "optimizer_args": {"momentum": 0.9}, "base_lr": 0.1,
+           "warmup_steps": 5, "loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True), "seed": 7,
+           "verbose": 0}
+
+
+def build_model():
+    return keras.Sequential([keras.Input((5,)), keras.layers.Dense(6, activation="relu"), keras.layers.Dense(2)])
+
+
+@pytest.fixture(scope="module")
+def scale():
+    return ts.Scale("default")
+
+
+@pytest.fixture(scope="module")
+def straight(scale):
+    """The uninterrupted run every resumed one must end equal to."""
+    return ts.fit(build_model, (X, Y), scale=scale, epochs=EPOCHS, **OPTIONS).model.get_weights()
+
+
+class SignalAt(keras.callbacks.Callback):
+    """Sends this process a real signal at the end of global step `step` (as a platform would)."""
+
+    def __init__(self, step, sig=signal.SIGTERM):
+        super().__init__()
+        self.step, self.sig, self.seen = step, sig, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.step:
+            signal.raise_signal(self.sig)
+
+
+def _names(directory):
+    return [i.name for i in CheckpointStore(str(directory)).list()]
+
+
+def _assert_same(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_every_n_steps_keeps_the_newest_k_with_manifests(scale, tmp_path):
+    ts.fit(build_model, (X, Y), scale=scale, epochs=2, checkpoint_dir=tmp_path, checkpoint_every_steps=4,
+           keep_checkpoints=3, **OPTIONS)
+    # steps 4, 8 (= epoch 1 + 2), the end of epoch 1 (6) and of epoch 2 (12): the newest 3 kept
+    assert _names(tmp_path) == ["epoch-00002", "epoch-00001-step-0000002", "epoch-00001"]
+    assert sorted(os.listdir(tmp_path)) == sorted(f"{n}{ext}" for n in _names(tmp_path) for ext in (".json",
+                                                                                                     ".weights.h5"))
+    manifest = json.loads((tmp_path / "epoch-00001-step-0000002.json").read_text())
+    assert (manifest["epoch"], manifest["step"], manifest["global_step"], manifest["reason"]) == (1, 2, 8, "steps")
+    assert (manifest["global_batch_size"], manifest["steps_per_epoch"], manifest["num_replicas"]) == (BATCH, STEPS, 1)
+    assert manifest["files"]["epoch-00001-step-0000002.weights.h5"]["bytes"] == \
+        os.path.getsize(tmp_path / "epoch-00001-step-0000002.weights.h5")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_preemption_signal_saves_at_that_step_and_the_rerun_resumes_there_exactly(scale, straight, tmp_path, sig):
+    at = STEPS + 2  # mid-epoch 2
+    with pytest.raises(Preempted) as stopped:
+        ts.fit(build_model, (X, Y), scale=scale, epochs=EPOCHS, checkpoint_dir=tmp_path, callbacks=[SignalAt(at, sig)],
+               **OPTIONS)
+    assert stopped.value.code == 143 and stopped.value.signal_name == signal.Signals(sig).name
+    # the signal arrives after tfscale's check of step `at`: saved at the end of the next step, nothing lost
+    newest = CheckpointStore(str(tmp_path)).list()[0]
+    assert (newest.reason, newest.global_step) == ("preemption", at + 1), newest
+    assert stopped.value.checkpoint == newest.name == "epoch-00001-step-0000003"
+    assert signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler)  # handlers given back
+    resumed = ts.fit(build_model, (X, Y), scale=scale, epochs=EPOCHS, checkpoint_dir=tmp_path, **OPTIONS)
+    assert (resumed.resumed_from_epoch, resumed.resumed_from_step) == (1, 3)
+    assert resumed.history.epoch == [1, 2]  # the rest of epoch 2, then epoch 3
+    _assert_same(resumed.model.get_weights(), straight)
+
+
+def test_resume_from_a_step_checkpoint_skips_exactly_the_batches_trained(scale, straight, tmp_path):
+    ts.fit(build_model, (X, Y), scale=scale, epochs=EPOCHS, checkpoint_dir=tmp_path, checkpoint_every_steps=5,
+           keep_checkpoints=20, **OPTIONS)
+    store = CheckpointStore(str(tmp_path))
+    for info in store.list():  # keep only the checkpoint 5 steps in: the run "died" at step 7
+        if info.name != "epoch-00000-step-0000005":
+            store.remove(info)
+    resumed = ts.fit(build_model, (X, Y), scale=scale, epochs=EPOCHS, checkpoint_dir=tmp_path, **OPTIONS)
+    assert (resumed.resumed_from_epoch, resumed.resumed_from_step) == (0, 5)
+    _assert_same(resumed.model.get_weights(), straight)
+    # the same from a tf.data.Dataset (skipped with Dataset.skip)
+    import tensorflow as tf
+
+    for info in store.list():
+        store.remove(info)
+    ts.fit(build_model, (X, Y), scale=scale, epochs=1, checkpoint_dir=tmp_path, checkpoint_every_steps=4, **OPTIONS)
+    store.remove(store.list()[0])  # the epoch's end: the step-4 checkpoint is the newest
+    dataset = tf.data.Dataset.from_tensor_slices((X, Y))
+    resumed = ts.fit(build_model, dataset, scale=scale, epochs=EPOCHS, checkpoint_dir=tmp_path, **OPTIONS)
+    assert (resumed.resumed_from_epoch, resumed.resumed_from_step) == (0, 4)
+    _assert_same(resumed.model.get_weights(), straight)
+
+
+def test_a_corrupted_checkpoint_is_skipped_with_a_warning_naming_it(scale, tmp_path, caplog):
+    ts.fit(build_model, (X, Y), scale=scale, epochs=2, checkpoint_dir=tmp_path, **OPTIONS)
+    newest = tmp_path / "epoch-00002.weights.h5"
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped bit: same size, another hash
+    newest.write_bytes(bytes(data))
+    (tmp_path / "epoch-00003.weights.h5").write_bytes(b"half a file, never committed")
+    with caplog.at_level(logging.WARNING, logger="tfscale"):
+        resumed = ts.fit(build_model, (X, Y), scale=scale, epochs=3, checkpoint_dir=tmp_path, **OPTIONS)
+    assert resumed.resumed_from_epoch == 1
+    assert "checkpoint epoch-00002 is corrupted" in caplog.text and "SHA-256" in caplog.text
+    assert _names(tmp_path) == ["epoch-00003", "epoch-00002"]  # rewritten from the good one
+    assert CheckpointStore(str(tmp_path)).verify(CheckpointStore(str(tmp_path)).list()[0]) is None
+
+
+def test_another_global_batch_is_refused_before_training_saying_what_works(scale, tmp_path):
+    ts.fit(build_model, (X, Y), scale=scale, epochs=1, checkpoint_dir=tmp_path, **OPTIONS)
+    with pytest.raises(ConfigError) as e:
+        ts.fit(build_model, (X, Y), scale=scale, epochs=2, checkpoint_dir=tmp_path, **{**OPTIONS,
+                                                                                       "global_batch_size": 4})
+    message = str(e.value)
+    assert "trained with global batch 8, and this run uses 4" in message
+    assert "resume with global_batch_size=8" in message and "Where: checkpoint_dir" in message
+
+
+def test_a_checkpoint_of_another_model_names_the_variable_and_both_shapes(scale, tmp_path):
+    ts.fit(build_model, (X, Y), scale=scale, epochs=1, checkpoint_dir=tmp_path, **OPTIONS)
+
+    def wider():
+        return keras.Sequential([keras.Input((5,)), keras.layers.Dense(9, activation="relu"), keras.layers.Dense(2)])
+
+    with pytest.raises(ConfigError) as e:
+        ts.fit(wider, (X, Y), scale=scale, epochs=2, checkpoint_dir=tmp_path, **OPTIONS)
+    message = str(e.value)
+    assert "does not fit this model" in message and "(5, 6)" in message and "(5, 9)" in message, message
+
+
+def test_plain_model_fit_with_scale_callbacks_saves_every_n_steps_and_resumes(scale, tmp_path, caplog):
+    x, y = X, Y
+    with scale.scope():
+        model = build_model()
+        model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    train = scale.distribute((x, y), global_batch_size=BATCH)
+    model.fit(train, epochs=2, verbose=0, callbacks=scale.callbacks(checkpoint_dir=tmp_path, checkpoint_every_steps=4,
+                                                                    keep_checkpoints=5))
+    assert _names(tmp_path) == ["epoch-00002", "epoch-00001-step-0000002", "epoch-00001",
+                                "epoch-00000-step-0000004"]
+    store = CheckpointStore(str(tmp_path))
+    store.remove(store.list()[0])
+    with caplog.at_level(logging.WARNING, logger="tfscale"):
+        history = model.fit(train, epochs=2, verbose=0, callbacks=scale.callbacks(checkpoint_dir=tmp_path))
+    assert history.epoch == [1]  # resumed in epoch 2
+    assert "2 step(s) run twice" in caplog.text  # plain fit restarts the epoch; said, not hidden
+
+
+def test_tfscale_checkpoints_lists_what_will_resume(scale, tmp_path):
+    ts.fit(build_model, (X, Y), scale=scale, epochs=2, checkpoint_dir=tmp_path, checkpoint_every_steps=4,
+           keep_checkpoints=2, **OPTIONS)
+    (tmp_path / "epoch-00002.weights.h5").write_bytes(b"damaged")
+    listed = subprocess.run([sys.executable, "-m", "tfscale", "checkpoints", str(tmp_path), "--verify"],
+                            capture_output=True, text=True, env=procs.base_env(), timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split()[:5] == ["checkpoint", "epochs", "+steps", "step", "why"]
+    assert lines[2].split()[:5] == ["epoch-00002", "2", "0", "12", "epoch"] and "NO: " in lines[2]
+    assert lines[3].split()[:5] == ["epoch-00001-step-0000002", "1", "2", "8", "steps"] and lines[3].endswith("yes")
+    assert lines[-1] == "a restarted run resumes from epoch-00001-step-0000002"
+    as_json = json.loads(subprocess.run([sys.executable, "-m", "tfscale", "checkpoints", str(tmp_path), "--json"],
+                                        capture_output=True, text=True, env=procs.base_env(), timeout=120).stdout)
+    assert [c["global_batch_size"] for c in as_json["checkpoints"]] == [BATCH, BATCH]
+    assert "tensorflow" not in subprocess.run(
+        [sys.executable, "-c", "import sys; from tfscale.cli import main; main(['checkpoints', sys.argv[1]]); "
+                               "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', "
+                               "'jax')))", str(tmp_path)],
+        capture_output=True, text=True, env=procs.base_env(), timeout=120).stdout.splitlines()[-1]

@@ -1,0 +1,65 @@
+"""The preemption worker: `tfscale.fit` with step checkpoints under `Scale.auto()`, preempted once by a real signal.
+
+Usage: python preempt_resume.py OUT.npz CHECKPOINT_DIR [SIGNAL_AT]
+Trains an MLP on fixed arrays (EPOCHS x STEPS steps of GLOBAL_BATCH). With SIGNAL_AT (a global step), rank 0
+sends SIGTERM at the end of that step: to its parent when it runs under `tfscale launch` (which forwards it to
+every worker, as Kubernetes or a spot VM signals a whole job), else to itself. tfscale then saves on every worker
+at an agreed step and the process exits with 143. Run again without SIGNAL_AT, it resumes at that exact step.
+REPLICAS=N in the environment: N CPU replicas per worker. EVERY_STEPS=N: also a checkpoint every N steps.
+Writes OUT (rank 0; OUT.<rank>.npz for the others) with the weights and where it resumed.
+"""
+
+import json
+import os
+import signal
+import sys
+
+import numpy as np
+
+out, checkpoint_dir = sys.argv[1], sys.argv[2]
+signal_at = int(sys.argv[3]) if len(sys.argv) > 3 else None
+
+import tfscale as ts  # noqa: E402
+
+replicas = int(os.environ["REPLICAS"]) if os.environ.get("REPLICAS") else None
+scale = ts.Scale.auto(replicas=replicas)
+
+import keras  # noqa: E402
+
+EPOCHS, STEPS, GLOBAL_BATCH = 3, 10, 24
+rng = np.random.RandomState(0)
+x = rng.rand(STEPS * GLOBAL_BATCH, 12).astype("float32")
+y = (x[:, :6].sum(1) > x[:, 6:].sum(1)).astype("int32")
+
+
+def build_model():
+    return keras.Sequential([keras.Input((12,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2)])
+
+
+class SignalAt(keras.callbacks.Callback):
+    """Rank 0 sends SIGTERM at the end of global step `signal_at` (its launcher forwards it to every worker)."""
+
+    def __init__(self):
+        super().__init__()
+        self.step = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if signal_at is not None and self.step == signal_at and scale.rank == 0:
+            launched = os.environ.get("TFSCALE_WORLD_SIZE") is not None
+            with open(out + ".signal.json", "w") as f:
+                json.dump({"step": signal_at, "to": "launcher" if launched else "self"}, f)
+            os.kill(os.getppid() if launched else os.getpid(), signal.SIGTERM)
+
+
+every = int(os.environ["EVERY_STEPS"]) if os.environ.get("EVERY_STEPS") else None
+result = ts.fit(build_model, (x, y), scale=scale, epochs=EPOCHS, global_batch_size=GLOBAL_BATCH, optimizer="sgd",
+                optimizer_args={"momentum": 0.9}, base_lr=0.05, warmup_steps=4, seed=3,
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), checkpoint_dir=checkpoint_dir,
+                checkpoint_every_steps=every, verbose=0, callbacks=[SignalAt()])
+path = out if scale.rank == 0 else out.replace(".npz", f".{scale.rank}.npz")
+np.savez(path, resumed=(result.resumed_from_epoch, result.resumed_from_step), replicas=scale.num_replicas,
+         workers=scale.num_workers, epochs=len(result.history.epoch),
+         **{f"w{i}": w for i, w in enumerate(result.model.get_weights())})
+print(f"rank {scale.rank}: {scale.num_replicas} replica(s), resumed at {result.resumed_from_epoch}:"
+      f"{result.resumed_from_step}", flush=True)

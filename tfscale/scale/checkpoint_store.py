@@ -1,0 +1,239 @@
+"""The checkpoint format: what a checkpoint holds, how it is named, committed, listed, verified and pruned.
+
+A checkpoint is two objects in one folder (a local path or an object-store URL, `tfscale.storage.Store`):
+
+    epoch-00002-step-0000013.weights.h5    the model's weights and the optimizer's state (Keras' .weights.h5)
+    epoch-00002-step-0000013.json          its manifest, written last: the commit
+
+The name is the input position the checkpoint resumes at: 2 epochs done and 13 steps into the third
+(``epoch-00002.weights.h5`` at an epoch's end). The manifest records what the checkpoint was made under
+(global batch, workers, replicas, backend, strategy, mesh, steps per epoch), why it was written (epoch end,
+every N steps, every T seconds, preemption) and each file's size and SHA-256. A checkpoint exists only once
+its manifest does: the weights are written first (locally to a temporary file renamed into place; to an
+object store as one upload, which appears whole), so a writer killed at any point leaves either the previous
+set of checkpoints or the new one, never a partial one that restores. A checkpoint whose file does not
+match its manifest's hash (a bit flip, a truncated copy) is skipped with a warning naming it, and the one
+before is used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+
+from tfscale.errors import ConfigError
+from tfscale.storage import Store
+
+log = logging.getLogger("tfscale")
+
+FORMAT = 1
+WEIGHTS = ".weights.h5"
+MANIFEST = ".json"
+_NAME = re.compile(r"^epoch-(\d{5,})(?:-step-(\d{7,}))?$")
+REASONS = ("epoch", "steps", "seconds", "preemption")
+
+
+def checkpoint_name(epoch: int, step: int = 0) -> str:
+    """The name of the checkpoint taken after `epoch` whole epochs and `step` steps of the next one."""
+    return f"epoch-{epoch:05d}" + (f"-step-{step:07d}" if step else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointInfo:
+    """One committed checkpoint, as its manifest describes it.
+
+    Attributes:
+        name: e.g. "epoch-00002-step-0000013".
+        epoch: whole epochs done.
+        step: steps done in the next epoch (0: at an epoch's end).
+        global_step: training steps done in all (batches over all epochs).
+        steps_per_epoch: steps in one epoch of the run that wrote it (None: not known).
+        global_batch_size: examples per step over all replicas (None: not known).
+        num_workers, num_replicas: the cluster it was written on.
+        backend, strategy: the engine and strategy (e.g. "tensorflow", "multi_worker").
+        mesh: the device mesh, {axis name: size} (JAX), else None.
+        reason: "epoch", "steps", "seconds" or "preemption".
+        created: seconds since the epoch when it was committed.
+        files: {file name: {"bytes": n, "sha256": hex}}.
+    """
+
+    name: str
+    epoch: int
+    step: int
+    global_step: int
+    steps_per_epoch: int | None
+    global_batch_size: int | None
+    num_workers: int
+    num_replicas: int
+    backend: str
+    strategy: str
+    mesh: dict[str, int] | None
+    reason: str
+    created: float
+    files: dict[str, dict]
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return self.epoch, self.step
+
+    @property
+    def bytes(self) -> int:
+        return sum(int(f.get("bytes", 0)) for f in self.files.values())
+
+    def to_json(self) -> dict:
+        return {"format": FORMAT, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "CheckpointInfo":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
+
+class CorruptCheckpoint(Exception):
+    """A checkpoint whose files do not match its manifest (internal: restore skips it)."""
+
+
+class CheckpointStore:
+    """The checkpoints of one folder or URL (see the module docstring).
+
+    Args:
+        url: a local folder, or an object-store URL (s3://bucket/run, gs://bucket/run).
+        storage_options: passed to the object store's file system (fsspec), e.g. {"anon": False}.
+    """
+
+    def __init__(self, url: str | os.PathLike, *, storage_options: dict | None = None):
+        self.store = Store(url, storage_options=storage_options)
+        self.url = self.store.url
+
+    def check(self) -> None:
+        """Proves the folder can be written and read now (a tfscale error saying what to fix otherwise)."""
+        self.store.check()
+
+    # ------------------------------------------------------------------ reading
+
+    def list(self) -> list[CheckpointInfo]:
+        """The committed checkpoints, newest position first (manifests read; files not hashed)."""
+        found = []
+        names = set(self.store.listdir())
+        for entry in names:
+            if not entry.endswith(MANIFEST) or not _NAME.match(entry[:-len(MANIFEST)]):
+                continue
+            try:
+                info = CheckpointInfo.from_json(json.loads(self.store.read_bytes(self.store.join(entry))))
+            except (ValueError, TypeError, KeyError) as e:
+                log.warning("checkpoint manifest %s is unreadable (%s): skipped", self.store.join(entry), e)
+                continue
+            if all(name in names for name in info.files):
+                found.append(info)
+        return sorted(found, key=lambda i: (i.epoch, i.step), reverse=True)
+
+    def verify(self, info: CheckpointInfo) -> str | None:
+        """None when every file of `info` matches its manifest (size and SHA-256), else what differs."""
+        for name, expected in info.files.items():
+            path = self.store.join(name)
+            if not self.store.exists(path):
+                return f"{name} is missing"
+            digest, size = _hash_stream(self.store.read_chunks(path))
+            if size != expected.get("bytes") or digest != expected.get("sha256"):
+                return f"{name} has {size} bytes with SHA-256 {digest[:12]}…, its manifest says " \
+                       f"{expected.get('bytes')} bytes, {str(expected.get('sha256'))[:12]}…"
+        return None
+
+    def fetch(self, info: CheckpointInfo, local_dir: str) -> str:
+        """A local, verified copy of `info`'s weights file (the file itself when the store is local).
+
+        Raises:
+            CorruptCheckpoint: the file does not match the manifest.
+        """
+        name = info.name + WEIGHTS
+        expected = info.files[name]
+        if self.store.is_local:
+            local = self.store.join(name)
+        else:
+            local = os.path.join(local_dir, name)
+            self.store.get_file(self.store.join(name), local)
+        with open(local, "rb") as f:
+            digest, size = _hash_stream(iter(lambda: f.read(1 << 20), b""))
+        if size != expected.get("bytes") or digest != expected.get("sha256"):
+            raise CorruptCheckpoint(f"{self.store.join(name)} has {size} bytes with SHA-256 {digest[:12]}…, its "
+                                    f"manifest {info.name}{MANIFEST} says {expected.get('bytes')} bytes, "
+                                    f"{str(expected.get('sha256'))[:12]}…")
+        return local
+
+    # ------------------------------------------------------------------ writing (the chief only)
+
+    def commit(self, local_weights: str, info: CheckpointInfo) -> CheckpointInfo:
+        """Stores `local_weights` as `info`'s weights, then its manifest (the commit); returns the final info."""
+        with open(local_weights, "rb") as f:
+            digest, size = _hash_stream(iter(lambda: f.read(1 << 20), b""))
+        name = info.name + WEIGHTS
+        info = dataclasses.replace(info, files={name: {"bytes": size, "sha256": digest}}, created=time.time())
+        if self.store.is_local and os.path.dirname(os.path.abspath(local_weights)) == self.url:
+            with open(local_weights, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(local_weights, self.store.join(name))  # written in the folder: renamed, not copied
+        else:
+            self.store.put_file(local_weights, self.store.join(name))
+        self.store.write_bytes(self.store.join(info.name + MANIFEST),
+                               json.dumps(info.to_json(), indent=1, sort_keys=True).encode())
+        return info
+
+    def prune(self, keep: int) -> None:
+        """Removes all but the newest `keep` checkpoints (the manifest first, so none is left half-visible)."""
+        for info in self.list()[max(1, keep):]:
+            self.remove(info)
+
+    def remove(self, info: CheckpointInfo) -> None:
+        self.store.remove(self.store.join(info.name + MANIFEST))
+        for name in info.files:
+            self.store.remove(self.store.join(name))
+
+    def remove_uncommitted(self) -> list[str]:
+        """Removes weights files without a manifest (a writer killed before its commit) and temporary files."""
+        names = set(self.store.listdir())
+        removed = []
+        for entry in names:
+            stem = entry[:-len(WEIGHTS)] if entry.endswith(WEIGHTS) else None
+            orphan = stem is not None and _NAME.match(stem) and stem + MANIFEST not in names
+            if orphan or entry.startswith(".tmp-"):
+                self.store.remove(self.store.join(entry))
+                removed.append(entry)
+        return removed
+
+
+def _hash_stream(chunks: Iterator[bytes]) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    for chunk in chunks:
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def check_resumable(info: CheckpointInfo, *, global_batch_size: int | None, where: str) -> None:
+    """A ConfigError, before training, when this run cannot go on from `info` with the same trajectory.
+
+    The global batch must be the one the checkpoint was trained with (the order of examples and the
+    learning-rate schedule are defined per global batch). The number of workers, replicas and the mesh may
+    differ (elastic resume): the weights file holds whole variables, which load onto any layout, and the
+    batch plan has already checked that the replicas divide the global batch.
+    """
+    if info.global_batch_size and global_batch_size and info.global_batch_size != global_batch_size:
+        works = [n for n in range(1, info.global_batch_size + 1) if info.global_batch_size % n == 0]
+        raise ConfigError(f"checkpoint {info.name} was trained with global batch {info.global_batch_size}, and this "
+                          f"run uses {global_batch_size}: the examples of each step and the learning-rate schedule "
+                          "would differ", where=where,
+                          fix=f"resume with global_batch_size={info.global_batch_size} (on any number of replicas "
+                              f"that divides it: {', '.join(map(str, works[:12]))}), or start over in a new "
+                              "checkpoint_dir or with resume=False")
+
+
+def local_scratch(prefix: str = "tfscale-ckpt-") -> str:
+    """A private temporary folder for checkpoint files on their way to or from the store."""
+    return tempfile.mkdtemp(prefix=prefix)
