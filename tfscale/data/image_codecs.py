@@ -53,7 +53,7 @@ def _size_weights() -> np.ndarray:
     Columns: PNG width and height (big-endian, bytes 16 and 20), GIF width and height (little-endian
     16-bit, bytes 6 and 8), BMP width and height (little-endian 32-bit, bytes 18 and 22; 16-bit with the
     old 12-byte header) and the BMP header's size (bytes 14). JPEG keeps its size in a frame header that
-    can sit anywhere: TensorFlow's decoder refuses a JPEG over 2**29 bytes itself, before decoding.
+    can sit anywhere: `jpeg_pixels` reads it.
     """
     weights = np.zeros((26, 9))
 
@@ -72,7 +72,7 @@ _SIZE_WEIGHTS = _size_weights()
 
 
 def size_ok(contents: tf.Tensor) -> tf.Tensor:
-    """True unless a PNG, GIF or BMP header claims more than `MAX_PIXELS`; no branch, no decoding."""
+    """True unless a PNG, GIF, BMP or JPEG header claims more than `MAX_PIXELS`; no branch, no decoding."""
     head = tf.io.decode_raw(tf.strings.substr(contents, 0, 26), tf.uint8, fixed_length=26)
     values = tf.tensordot(tf.cast(head, tf.float64), tf.constant(_SIZE_WEIGHTS), 1)
     signed = tf.where(values >= 2.0**31, 2.0**32 - values, values)  # BMP: a negative height is top-down
@@ -84,7 +84,44 @@ def size_ok(contents: tf.Tensor) -> tf.Tensor:
     pixels = tf.where(starts(b"\x89PNG\r\n\x1a\n"), values[..., 0] * values[..., 1],
                       tf.where(starts(b"GIF8"), values[..., 2] * values[..., 3],
                                tf.where(starts(b"BM"), bmp, tf.zeros_like(bmp))))
-    return pixels <= MAX_PIXELS
+    return tf.logical_and(pixels <= MAX_PIXELS, jpeg_pixels(contents) <= MAX_PIXELS)
+
+
+def _tiny_jpeg() -> tf.Tensor:
+    """A whole 1 x 1 JPEG: what `jpeg_pixels` reads in place of bytes that are not a whole JPEG (no branch)."""
+    global _TINY_JPEG
+    if _TINY_JPEG is None:
+        with tf.init_scope():
+            _TINY_JPEG = tf.io.encode_jpeg(tf.zeros([1, 1, 1], tf.uint8)).numpy()
+    return tf.constant(_TINY_JPEG)
+
+
+_TINY_JPEG = None
+
+
+def jpeg_pixels(contents: tf.Tensor) -> tf.Tensor:
+    """The pixels a whole JPEG's frame header claims (float64), 0 for other bytes; a scalar or a vector.
+
+    A JPEG keeps its size in a frame header that can sit after any number of other segments (EXIF, ICC), so
+    it is read with `extract_jpeg_shape`, which parses the markers only (~2 us), never the pixels. Bytes that
+    are not a whole JPEG (`image_ok`) are replaced by a 1 x 1 JPEG first, so no branch is needed. Without
+    this a JPEG claiming 65,000 x 65,000 pixels was decoded at 1/8 scale into 200 MB of grey, or failed
+    deep in TensorFlow without naming its file.
+    """
+    jpeg = tf.logical_and(tf.equal(tf.strings.substr(contents, 0, 3), b"\xff\xd8\xff"), image_ok(contents))
+    safe = tf.where(jpeg, contents, _tiny_jpeg())
+
+    def pixels_of(data):
+        shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.float64)
+        return shape[0] * shape[1]
+
+    if safe.shape.rank == 0:
+        found = pixels_of(safe)
+    elif safe.shape[0] is not None:  # a granule of known size: one op per image, unrolled
+        found = tf.stack([pixels_of(d) for d in tf.unstack(safe)]) if safe.shape[0] else tf.zeros([0], tf.float64)
+    else:
+        found = tf.map_fn(pixels_of, safe, fn_output_signature=tf.float64)
+    return tf.where(jpeg, found, tf.zeros_like(found))
 
 
 def image_ok(contents: tf.Tensor) -> tf.Tensor:
@@ -240,7 +277,7 @@ def one_decoded_size(paths, jpeg_ratio: int | None) -> tuple[int, int] | None:
         size = decoded_size(data, jpeg_ratio)
         if size is None and data.startswith(b"\xff\xd8"):  # a long EXIF block: the frame header comes later
             size = decoded_size(head(path, -1), jpeg_ratio)
-        if size is None or (first is not None and size != first):
+        if size is None or (first is not None and size != first) or too_large(data):  # a bomb: no stand-in of its size
             return None
         first = size
     return first
