@@ -1,0 +1,332 @@
+"""Benchmark: what tfscale's checkpoints cost on a 2-core CPU, against no checkpoint and against Keras' own callbacks.
+
+One model throughout: an MLP 784-512-512-10 (~0.67M parameters, Adam: an ~8 MB .weights.h5 with the optimizer's
+state) on random Fashion-MNIST-shaped arrays, global batch 64, TensorFlow under `Scale("default")`. Each round
+runs three parts, one after the other; within a part the arms alternate (the order flips every round):
+
+1. Training: `tfscale.fit` for --warmup + --steps steps in one epoch, with a checkpoint every --every steps
+   ("checkpoint_every_N") or with no checkpoint_dir at all ("none"). examples/s is timed by a callback from
+   the end of step --warmup (the step compiled) to the end of training, so the timed steps hold
+   steps / every saves (the last one the epoch end's), and the wait for the last commit.
+2. One save, the same trained model, three ways (the median of --saves-per-round saves per round, after one
+   untimed save each): tfscale's `Checkpoints.save(...)` then `.wait()` (weights, SHA-256, fsync, rename,
+   manifest, prune: a committed checkpoint), and as "tfscale_blocking" the part of that same call the training
+   thread waits for (without the background commit); `keras.callbacks.ModelCheckpoint(save_weights_only=True)`
+   and `keras.callbacks.BackupAndRestore`, each attached with `set_model` and saving through its public
+   `on_epoch_end` (what `fit` calls at an epoch's end: `model.save_weights` and, for BackupAndRestore, its JSON).
+3. Preemption: benchmarks/_checkpoint_worker.py trains the same model with a checkpoint_dir (no checkpoint by
+   steps) and prints a line per step; after --sigterm-after steps it gets SIGTERM, and the time until the
+   process has exited is measured. It must exit with 143 with a "preemption" checkpoint, else the benchmark
+   fails. Target: one step + 5 s.
+
+Ratios: checkpoint_every_N / none examples/s (target >= 0.97); Keras' save seconds / tfscale's (>= 1.0: tfscale
+is as fast or faster). Usage: python benchmarks/bench_checkpoint.py [--rounds 5] [--steps 300] [--every 50]
+[--dir DIR] [--quick]. Prints the JSON to stdout and a summary to stderr; on a shared machine compare
+``load_average_before_after`` between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import queue
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+
+from bench_launch import _env  # noqa: E402
+
+WORKER = str(Path(__file__).resolve().parent / "_checkpoint_worker.py")
+EXAMPLES = 64 * 64  # repeated as long as each run needs
+START_TIMEOUT_S, EXIT_TIMEOUT_S = 300, 120
+SIGTERM_MARGIN_S = 5.0
+
+
+def build_model():
+    import keras
+
+    return keras.Sequential([keras.Input((784,)), keras.layers.Dense(512, activation="relu"),
+                             keras.layers.Dense(512, activation="relu"), keras.layers.Dense(10)])
+
+
+def examples():
+    """A repeated tf.data.Dataset of random (784 floats, label) pairs, the shape of flattened Fashion-MNIST."""
+    import tensorflow as tf
+
+    rng = np.random.RandomState(0)
+    x = rng.rand(EXAMPLES, 784).astype("float32")
+    y = rng.randint(0, 10, size=EXAMPLES).astype("int32")
+    return tf.data.Dataset.from_tensor_slices((x, y)).repeat()
+
+
+def _loss():
+    import keras
+
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+# ---------------------------------------------------------------------- 1. training with and without checkpoints
+
+def training_arm(scale, data, args, checkpoint_dir: str | None) -> float:
+    """examples/s of `tfscale.fit` over the --steps steps after --warmup, checkpointing into `checkpoint_dir`."""
+    import keras
+
+    import tfscale as ts
+
+    class Clock(keras.callbacks.Callback):  # runs after tfscale's own callbacks (their saves, the last wait)
+        start = end = None
+
+        def on_train_batch_end(self, batch, logs=None):
+            if batch + 1 == args.warmup:
+                self.start = time.perf_counter()
+
+        def on_train_end(self, logs=None):
+            self.end = time.perf_counter()
+
+    clock = Clock()
+    ts.fit(build_model, data, scale=scale, epochs=1, steps_per_epoch=args.warmup + args.steps,
+           global_batch_size=args.batch, seed=0, loss=_loss(), checkpoint_dir=checkpoint_dir,
+           checkpoint_every_steps=args.every if checkpoint_dir else None, verbose=0, callbacks=[clock])
+    return args.steps * args.batch / (clock.end - clock.start)
+
+
+# ---------------------------------------------------------------------- 2. one save: tfscale against Keras
+
+class Savers:
+    """One trained model and the three ways to save it, each attached to it as `fit` would attach it."""
+
+    def __init__(self, scale, data, folder: str, batch: int):
+        import keras
+
+        from tfscale.scale.checkpoint import Checkpoints
+
+        with scale.scope():
+            self.model = build_model()
+            self.model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=_loss())
+        self.model.fit(data.batch(batch), steps_per_epoch=5, epochs=1, verbose=0)  # the optimizer's state exists
+        callbacks = scale.callbacks(checkpoint_dir=os.path.join(folder, "tfscale"), resume=False,
+                                    save_on_preemption=False, throughput=False, terminate_on_nan=False)
+        self.tfscale = next(c for c in callbacks if isinstance(c, Checkpoints))
+        self.modelcheckpoint = keras.callbacks.ModelCheckpoint(os.path.join(folder, "keras", "model.weights.h5"),
+                                                               save_weights_only=True)
+        self.backup = keras.callbacks.BackupAndRestore(os.path.join(folder, "backup"))
+        for callback in (self.tfscale, self.modelcheckpoint, self.backup):
+            callback.set_model(self.model)
+        self.saves = 0
+
+    def save_tfscale(self) -> tuple[float, float]:
+        """(seconds the training thread waits, seconds until the checkpoint is committed) of one save."""
+        self.saves += 1
+        start = time.perf_counter()
+        self.tfscale.save(self.saves, 0, "epoch")  # a new position each time (the same one is not saved twice)
+        blocking = time.perf_counter() - start
+        self.tfscale.wait()
+        return blocking, time.perf_counter() - start
+
+    def save_keras(self, callback) -> float:
+        self.saves += 1
+        start = time.perf_counter()
+        callback.on_epoch_end(self.saves, logs={})  # what fit calls at an epoch's end: the save, nothing else
+        return time.perf_counter() - start
+
+    def round(self, n: int, flip: bool) -> dict[str, float]:
+        """The median seconds of n saves per arm, alternated."""
+        times = {"tfscale": [], "tfscale_blocking": [], "keras_modelcheckpoint": [], "keras_backup": []}
+        arms = {"tfscale": None, "keras_modelcheckpoint": self.modelcheckpoint, "keras_backup": self.backup}
+        order = list(arms)[::-1] if flip else list(arms)
+        for _ in range(n):
+            for name in order:
+                if arms[name] is None:
+                    blocking, seconds = self.save_tfscale()
+                    times["tfscale_blocking"].append(blocking)
+                else:
+                    seconds = self.save_keras(arms[name])
+                times[name].append(seconds)
+        return {k: statistics.median(v) for k, v in times.items()}
+
+    def bytes(self) -> int:
+        info = self.tfscale.checkpoints.list()[0]
+        return info.bytes
+
+
+# ---------------------------------------------------------------------- 3. SIGTERM to exit
+
+def _lines(stream, into: queue.Queue) -> None:
+    for line in stream:
+        into.put(line)
+    into.put(None)
+
+
+def preempt_once(args, folder: str, index: int) -> dict:
+    """Starts the worker, sends SIGTERM after --sigterm-after steps; its step time and seconds until it exited."""
+    from tfscale.scale.checkpoint_store import CheckpointStore
+
+    directory = os.path.join(folder, f"preempt-{index}")
+    err_path = os.path.join(folder, f"preempt-{index}.stderr")
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen([sys.executable, WORKER, directory, "--batch", str(args.batch)], env=_env(),
+                                stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
+    steps: list[float] = []
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while len(steps) < args.sigterm_after:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            if line is None:
+                raise RuntimeError(f"the preemption worker exited ({proc.wait()}) after {len(steps)} step(s)")
+            if line.startswith("STEP "):
+                steps.append(float(line.split()[2]))
+        sent_at, sent = time.time(), time.perf_counter()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=EXIT_TIMEOUT_S)
+        seconds = time.perf_counter() - sent
+    except (queue.Empty, subprocess.TimeoutExpired, RuntimeError) as e:
+        raise RuntimeError(f"preemption round {index}: {type(e).__name__} {e}\n{Path(err_path).read_text()[-3000:]}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    saved = CheckpointStore(directory).list()
+    if code != 143 or not saved or saved[0].reason != "preemption":
+        raise RuntimeError(f"preemption round {index}: exit {code}, checkpoints "
+                           f"{[(i.name, i.reason) for i in saved]} (expected 143 and a 'preemption' one)\n"
+                           + Path(err_path).read_text()[-3000:])
+    steady = steps[len(steps) // 2:]  # the first steps compile
+    return {"seconds": seconds, "step_seconds": statistics.median(b - a for a, b in zip(steady, steady[1:])),
+            "to_commit_seconds": saved[0].created - sent_at, "exit_code": code, "checkpoint": saved[0].name,
+            "reason": saved[0].reason, "steps_after_signal": saved[0].global_step - len(steps)}
+
+
+# ---------------------------------------------------------------------- the run
+
+def _figures(values: list[float], digits: int) -> dict:
+    return {"median": round(statistics.median(values), digits), "all": [round(v, digits) for v in values]}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=64, help="the global batch")
+    parser.add_argument("--steps", type=int, default=300, help="timed training steps per run")
+    parser.add_argument("--warmup", type=int, default=50, help="untimed steps first (the compile)")
+    parser.add_argument("--every", type=int, default=50, help="checkpoint every this many steps")
+    parser.add_argument("--saves-per-round", type=int, default=5)
+    parser.add_argument("--sigterm-after", type=int, default=100, help="steps the preempted worker trains first")
+    parser.add_argument("--dir", default=None, help="where checkpoints are written (default: a temporary folder)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 2 rounds, 100 timed steps")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.steps, args.saves_per_round, args.sigterm_after = 2, 100, 2, 30
+    return args
+
+
+def measure(args) -> dict:
+    """Every round's raw figures: {"training": {arm: [examples/s]}, "saves": {arm: [s]}, "preempted": [...]}."""
+    import tfscale as ts
+
+    scale = ts.Scale("default")
+    data = examples()
+    folder = tempfile.mkdtemp(prefix="bench-checkpoint-", dir=args.dir)
+    arm = f"checkpoint_every_{args.every}"
+    training = {arm: [], "none": []}
+    saves = {"tfscale": [], "tfscale_blocking": [], "keras_modelcheckpoint": [], "keras_backup": []}
+    preempted = []
+    try:
+        savers = Savers(scale, data, os.path.join(folder, "saves"), args.batch)
+        savers.round(1, False)  # untimed: the first save of each arm opens files, imports, builds
+        for r in range(args.rounds):
+            for name in ([arm, "none"] if r % 2 == 0 else ["none", arm]):
+                directory = os.path.join(folder, f"train-{r}") if name == arm else None
+                training[name].append(training_arm(scale, data, args, directory))
+                if directory:
+                    shutil.rmtree(directory)
+            for name, seconds in savers.round(args.saves_per_round, flip=r % 2 == 1).items():
+                saves[name].append(seconds)
+            preempted.append(preempt_once(args, folder, r))
+            print(f"round {r}: {arm} {training[arm][-1]:.0f} vs none {training['none'][-1]:.0f} examples/s; save "
+                  + ", ".join(f"{k} {v[-1] * 1000:.1f} ms" for k, v in saves.items())
+                  + f"; SIGTERM to exit {preempted[-1]['seconds']:.2f} s", file=sys.stderr)
+        return {"arm": arm, "training": training, "saves": saves, "preempted": preempted,
+                "params": savers.model.count_params(), "checkpoint_bytes": savers.bytes()}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def build_report(args, raw: dict, started: float, load_before: float) -> dict:
+    import keras
+
+    arm, training, saves, preempted = raw["arm"], raw["training"], raw["saves"], raw["preempted"]
+    save_median = {k: statistics.median(v) for k, v in saves.items()}
+    step = statistics.median(p["step_seconds"] for p in preempted)
+    exit_seconds = [p["seconds"] for p in preempted]
+    ratios = {
+        f"{arm}_vs_none": round(statistics.median(training[arm]) / statistics.median(training["none"]), 3),
+        "keras_modelcheckpoint_over_tfscale": round(save_median["keras_modelcheckpoint"] / save_median["tfscale"], 3),
+        "keras_backup_over_tfscale": round(save_median["keras_backup"] / save_median["tfscale"], 3),
+        "keras_modelcheckpoint_over_tfscale_blocking": round(
+            save_median["keras_modelcheckpoint"] / save_median["tfscale_blocking"], 3),
+    }
+    targets = {f"{arm}_vs_none": 0.97, "keras_modelcheckpoint_over_tfscale": 1.0, "keras_backup_over_tfscale": 1.0,
+               "sigterm_to_exit_seconds_max": round(step + SIGTERM_MARGIN_S, 3)}
+    met = {k: ratios[k] >= t for k, t in targets.items() if k in ratios}
+    met["sigterm_to_exit_seconds_max"] = statistics.median(exit_seconds) <= step + SIGTERM_MARGIN_S
+    return {
+        "benchmark": "checkpoint", "rounds": args.rounds, "seconds": round(time.time() - started),
+        "settings": {"batch": args.batch, "steps": args.steps, "warmup": args.warmup, "every": args.every,
+                     "saves_per_round": args.saves_per_round, "sigterm_after": args.sigterm_after,
+                     "model": "MLP 784-512-512-10, Adam, random Fashion-MNIST-shaped data",
+                     "params": raw["params"], "checkpoint_bytes": raw["checkpoint_bytes"], "scale": "default",
+                     "backend": keras.backend.backend(), "keras": keras.__version__,
+                     "python": platform.python_version(), "cpus": os.cpu_count()},
+        "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "examples_per_s": {n: {"median": round(statistics.median(v), 1), "best": round(max(v), 1),
+                               "all": [round(x, 1) for x in v]} for n, v in training.items()},
+        "saves_per_timed_run": args.steps // args.every,
+        "save_seconds": {k: _figures(v, 4) for k, v in saves.items()},
+        "tfscale_blocking_seconds": round(save_median["tfscale_blocking"], 4),
+        "sigterm_to_exit_seconds": _figures(exit_seconds, 3),
+        "sigterm_to_commit_seconds": _figures([p["to_commit_seconds"] for p in preempted], 3),
+        "step_seconds": _figures([p["step_seconds"] for p in preempted], 4),
+        "sigterm": {"exit_codes": [p["exit_code"] for p in preempted], "reasons": [p["reason"] for p in preempted],
+                    "checkpoints": [p["checkpoint"] for p in preempted],
+                    "steps_after_signal": [p["steps_after_signal"] for p in preempted],
+                    "target": f"step + {SIGTERM_MARGIN_S:g} s"},
+        "ratios": ratios,
+        "round_ratios": {f"{arm}_vs_none": [round(a / b, 3) for a, b in zip(training[arm], training["none"])]},
+        "targets": targets,
+        "targets_met": met,
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    load_before, started = os.getloadavg()[0], time.time()
+    report = build_report(args, measure(args), started, load_before)
+    ratios, saves = report["ratios"], report["save_seconds"]
+    print(f"checkpoint every {args.every} steps vs none: {ratios[f'checkpoint_every_{args.every}_vs_none']:.3f} "
+          f"(target 0.97); one save: tfscale {saves['tfscale']['median'] * 1000:.1f} ms "
+          f"({saves['tfscale_blocking']['median'] * 1000:.1f} ms blocking), ModelCheckpoint "
+          f"{saves['keras_modelcheckpoint']['median'] * 1000:.1f} ms, BackupAndRestore "
+          f"{saves['keras_backup']['median'] * 1000:.1f} ms; SIGTERM to exit "
+          f"{report['sigterm_to_exit_seconds']['median']:.2f} s (target "
+          f"{report['targets']['sigterm_to_exit_seconds_max']:.2f} s)", file=sys.stderr)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""benchmarks/bench_checkpoint.py --quick runs to its end and reports every figure it names.
+
+A smoke test: the script runs in a subprocess as a user would run it, its stdout is one JSON object, and the
+preemption arm's worker really exited with 143 leaving a "preemption" checkpoint (the script fails otherwise).
+Nothing here asserts on time: the figures only have to be there and positive.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from procs import REPO, base_env
+
+SCRIPT = REPO / "benchmarks" / "bench_checkpoint.py"
+QUICK_ROUNDS = 2
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    # 540 s: under pytest's timeout, so that a hang fails with the script's output
+    run = subprocess.run([sys.executable, str(SCRIPT), "--quick"], env=base_env(), cwd=REPO, capture_output=True,
+                         text=True, timeout=540)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return json.loads(run.stdout)
+
+
+@pytest.mark.slow
+def test_bench_checkpoint_reports_its_named_figures_and_positive_ratios(report):
+    assert report["benchmark"] == "checkpoint" and report["rounds"] == QUICK_ROUNDS
+    ratios = report["ratios"]
+    for name in ("checkpoint_every_50_vs_none", "keras_modelcheckpoint_over_tfscale", "keras_backup_over_tfscale"):
+        assert isinstance(ratios[name], float) and ratios[name] > 0, (name, ratios)
+    assert set(report["examples_per_s"]) == {"checkpoint_every_50", "none"}
+    assert set(report["save_seconds"]) == {"tfscale", "tfscale_blocking", "keras_modelcheckpoint", "keras_backup"}
+    for figures in (*report["examples_per_s"].values(), *report["save_seconds"].values(),
+                    report["sigterm_to_exit_seconds"], report["step_seconds"]):
+        assert len(figures["all"]) == QUICK_ROUNDS and figures["median"] > 0, figures
+    assert report["tfscale_blocking_seconds"] > 0
+    assert report["settings"]["checkpoint_bytes"] > 4 * report["settings"]["params"]  # weights and Adam's state
+
+
+@pytest.mark.slow
+def test_bench_checkpoint_sigterm_arm_exits_143_with_a_preemption_checkpoint(report):
+    sigterm = report["sigterm"]
+    assert sigterm["exit_codes"] == [143] * QUICK_ROUNDS, sigterm
+    assert sigterm["reasons"] == ["preemption"] * QUICK_ROUNDS, sigterm
+    assert all(name.startswith("epoch-00000-step-") for name in sigterm["checkpoints"]), sigterm
+    assert report["targets"]["sigterm_to_exit_seconds_max"] > 5.0  # one step + 5 s
