@@ -8,9 +8,10 @@ the Keras callback that decides when to save and restores when training starts:
   clock, agreed with the others at a step's end); and on a preemption signal (`preemption.py`), after
   which every worker stops at the same step and `fit` raises `Preempted` (exit code 143, "restart me").
 - **Who.** Every worker takes part in a save (reading weights sharded across processes needs them all);
-  only the chief writes to the checkpoint folder, the others write into a private temporary folder that
-  is removed. The chief's upload and commit run in a background thread (`async_save`), so the next steps
-  do not wait for storage; one save is in flight at a time, and `fit` ends only once the last is committed.
+  only the chief writes. With `async_save` the chief copies the values at the step (a few ms) and a
+  background thread writes the `.weights.h5` from the copies (`keras_saving.capture`), hashes, uploads and
+  commits it, so the next steps do not wait for the disk or the store; one save is in flight at a time,
+  and `fit` ends only once the last is committed. A preemption save is written before the process exits.
 - **Where resumed.** On (re)start every worker restores the newest intact checkpoint of the chief's folder
   (the previous one when the newest does not match its hash). A checkpoint names its position (epochs
   done, steps into the next); `tfscale.fit` resumes at that exact step, the input skipping the batches
@@ -43,6 +44,7 @@ import weakref
 import keras
 
 from tfscale.errors import ClusterError, ConfigError, TfscaleError
+from tfscale.scale import keras_saving
 from tfscale.scale.checkpoint_store import (WEIGHTS, CheckpointInfo, CheckpointStore, CorruptCheckpoint,
                                             check_resumable, checkpoint_name, local_scratch)
 from tfscale.scale.guards import TrainingError
@@ -125,7 +127,8 @@ class Checkpoints(keras.callbacks.Callback):
         self.every_steps, self.every_seconds = every_steps, every_seconds
         self.async_save = async_save
         self.run = dict(run or {})
-        self.flag = SignalFlag(signals) if preemption else None
+        self.flag = SignalFlag(signals, active=self._training) if preemption else None
+        self.stale_after = 600.0  # seconds without a step after which a signal is not taken for a running fit
         self.scratch = worker_dir(self.directory, "ckpt", rank)
         shutil.rmtree(self.scratch, ignore_errors=True)  # left over by a killed run
         os.makedirs(self.scratch, exist_ok=True)
@@ -143,6 +146,7 @@ class Checkpoints(keras.callbacks.Callback):
         self._pending: threading.Thread | None = None
         self._pending_error: BaseException | None = None
         self._syncs = itertools.count()
+        self._progress: float | None = None
 
     # ------------------------------------------------------------------ restore
 
@@ -160,6 +164,17 @@ class Checkpoints(keras.callbacks.Callback):
         if self.flag is not None:
             self.flag.received = None
             self.flag.install()
+        self._progress = time.monotonic()
+
+    def _training(self) -> bool:
+        """A fit is running with this callback: begun, not ended, and a step ended in the last `stale_after` s."""
+        return self._progress is not None and time.monotonic() - self._progress < self.stale_after
+
+    def release(self) -> None:
+        """Gives the preemption signals back (on_train_end does; call it when `fit` raised)."""
+        self._progress = None
+        if self.flag is not None:
+            self.flag.uninstall()
 
     def restore_now(self) -> CheckpointInfo | None:
         """Checks the folder is shared, then loads the newest intact checkpoint; returns it (None: none).
@@ -264,6 +279,7 @@ class Checkpoints(keras.callbacks.Callback):
         self._epoch, self._step = epoch, self.start_offset
 
     def on_train_batch_end(self, batch, logs=None):
+        self._progress = time.monotonic()
         done = self.start_offset + batch + 1
         self._global_step += done - self._step
         self._step = done
@@ -309,8 +325,7 @@ class Checkpoints(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         self.model._initial_epoch = None  # a later fit() starts where it is told
         self.start_offset = 0
-        if self.flag is not None:
-            self.flag.uninstall()
+        self.release()
         self.wait()
         if self.is_chief and self.exchange is not None:
             self.checkpoints.store.remove(self.checkpoints.store.join(SHARED_MARKER))  # read by all long ago
@@ -339,17 +354,21 @@ class Checkpoints(keras.callbacks.Callback):
         self.wait()  # one save in flight at a time
         name = checkpoint_name(epoch, step)
         local = os.path.join(self.scratch, f"{_TMP_PREFIX}{os.getpid()}-{name}{WEIGHTS}")
-        if self.is_chief and self.checkpoints.store.is_local:  # renamed into place: no copy
+        if self.checkpoints.store.is_local:  # written beside its final name, renamed into place: no copy
             local = self.checkpoints.store.join(f"{_TMP_PREFIX}{os.getpid()}-{name}{WEIGHTS}")
+        background = self.async_save and reason != "preemption"
+        write = None
         try:
-            with self.host_weights(self.model):
-                self.model.save_weights(local, overwrite=True)
+            with self.host_weights(self.model):  # every worker enters it (on JAX it may gather across them)
+                if self.is_chief:
+                    write = keras_saving.capture(self.model) if background else None
+                    if write is None:
+                        self.model.save_weights(local, overwrite=True)
         except OSError as e:
             _remove(local)
             raise _write_error(name, e) from None
         self._last_saved, self._last_save = (epoch, step), time.monotonic()
         if not self.is_chief:
-            _remove(local)
             return name
         info = CheckpointInfo(
             name=name, epoch=epoch, step=step, global_step=self._global_step, steps_per_epoch=steps,
@@ -357,17 +376,19 @@ class Checkpoints(keras.callbacks.Callback):
             num_replicas=int(self.run.get("num_replicas", 1)), backend=str(self.run.get("backend", keras.backend.backend())),
             strategy=str(self.run.get("strategy", "")), mesh=self.run.get("mesh"), reason=reason, created=0.0,
             files={})
-        if self.async_save and reason != "preemption":
-            self._pending = threading.Thread(target=self._commit, args=(local, info), name=f"tfscale-save-{name}",
-                                             daemon=True)
+        if background:  # the file is written (from the values captured), hashed and committed while training goes on
+            self._pending = threading.Thread(target=self._commit, args=(local, info, write),
+                                             name=f"tfscale-save-{name}", daemon=True)
             self._pending.start()
         else:
             self._commit(local, info)
             self._raise_pending()
         return name
 
-    def _commit(self, local: str, info: CheckpointInfo) -> None:
+    def _commit(self, local: str, info: CheckpointInfo, write=None) -> None:
         try:
+            if write is not None:
+                write(local)
             self.checkpoints.commit(local, info)
             self.checkpoints.prune(self.keep)
             log.info("checkpoint %s saved (%s)", info.name, info.reason)

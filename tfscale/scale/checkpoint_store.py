@@ -127,6 +127,8 @@ class CheckpointStore:
                 continue
             try:
                 info = CheckpointInfo.from_json(json.loads(self.store.read_bytes(self.store.join(entry))))
+            except FileNotFoundError:  # pruned by the writer since the listing
+                continue
             except (ValueError, TypeError, KeyError) as e:
                 log.warning("checkpoint manifest %s is unreadable (%s): skipped", self.store.join(entry), e)
                 continue

@@ -70,13 +70,17 @@ def signal_numbers(names) -> list[int]:
 class SignalFlag:
     """A flag set by any of `signals` while installed; `install` and `uninstall` run in the main thread.
 
+    Keras calls no callback when `fit` raises, so a flag can outlive its training: `active()` then says
+    False, and a signal does what the previous handler would have done (the next `install` skips it too).
+
     Attributes:
         received: the name of the first signal received, or None.
     """
 
-    def __init__(self, signals=DEFAULT_SIGNALS):
+    def __init__(self, signals=DEFAULT_SIGNALS, active=None):
         self.signals = signal_numbers(signals)
         self.received: str | None = None
+        self.active = active or (lambda: True)  # False once training is gone (a fit that raised)
         self._previous: dict[int, object] = {}
 
     def install(self) -> bool:
@@ -85,7 +89,11 @@ class SignalFlag:
             log.warning("preemption signals are not caught: training does not run in the main thread")
             return False
         for number in self.signals:
-            self._previous[number] = signal.signal(number, self._handle)
+            previous = signal.signal(number, self._handle)
+            stale = getattr(previous, "__self__", None)
+            if isinstance(stale, SignalFlag) and stale is not self:  # left by a fit that raised: skip it
+                previous = stale._previous.get(number, signal.SIG_DFL)
+            self._previous[number] = previous
         return True
 
     def uninstall(self) -> None:
@@ -95,11 +103,11 @@ class SignalFlag:
 
     def _handle(self, number, frame):
         name = signal.Signals(number).name
-        if self.received is None:
+        if self.received is None and self.active():
             self.received = name
             log.warning("%s received: saving a checkpoint at the end of this step, then exiting", name)
             return
-        previous = self._previous.get(number)  # a second signal: what would have happened without us
+        previous = self._previous.get(number)  # a second signal, or no training left: what would have happened
         self.uninstall()
         if callable(previous):
             previous(number, frame)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import sys
@@ -119,7 +120,7 @@ def fit(build_model: Callable[..., keras.Model] | str, train_data, *, scale=None
     log.info("training: %s, batch %d (%d per replica, %d per update), precision %s", scale, plan.global_batch_size,
              plan.per_replica_batch_size, plan.effective_batch_size, policy)
     histories = []
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _released(checkpoints):
         # Keras warns at the end of every epoch of a dataset whose length it does not know yet.
         warnings.filterwarnings("ignore", message="Your input ran out of data")
         first_epoch, step = start
@@ -138,6 +139,16 @@ def fit(build_model: Callable[..., keras.Model] | str, train_data, *, scale=None
             histories.append(_fit(model, train, cfg, scale, validation, all_callbacks, first_epoch, cfg.epochs))
     speed = next((c.summary for c in all_callbacks if isinstance(c, Throughput)), {})
     return FitResult(model, _merged(histories), scale, plan, learning_rate, policy, speed, start[0], start[1])
+
+
+@contextlib.contextmanager
+def _released(checkpoints):
+    """The preemption signals are given back however the fits end (Keras calls no callback when fit raises)."""
+    try:
+        yield
+    finally:
+        if checkpoints is not None:
+            checkpoints.release()
 
 
 def _fit(model, train, cfg: TrainConfig, scale, validation, callbacks, initial_epoch: int, epochs: int):
