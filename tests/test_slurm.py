@@ -1,10 +1,11 @@
 """tfscale under a real Slurm (Debian's slurm-wlm + munge, started by tests/cluster/slurm.py): srun across two
 hosts (network namespaces), the sbatch example of examples/slurm/ requeued and resumed from its checkpoint,
-and scancel ending every worker."""
+scancel ending every worker, and a job preempted mid-epoch by SIGUSR1 and by a requeue resuming at the exact step."""
 
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 import uuid
@@ -13,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from procs import REPO, base_env, free_ports
+from procs import REPO, base_env, free_ports, wait_all
 from require import skip_or_fail
 from tests.cluster import netns, slurm
 from tfscale.cluster.detection import slurm as slurm_layout
+from tfscale.scale.checkpoint_store import CheckpointStore
 from tfscale.errors import ClusterError
 
 pytestmark = pytest.mark.slow
@@ -180,3 +182,87 @@ def test_sbatch_example_requeued_resumes_from_its_checkpoint_and_scancel_ends_ev
     assert not left and took < 10, f"{len(left)} process(es) left {took:.1f} s after scancel:\n{output.read_text()}"
     assert two_nodes.wait_job(job, ("CANCELLED",), timeout=60) == "CANCELLED"
     print(f"requeued job resumed at epoch {first_epoch}; scancel: every process gone after {took:.1f} s")
+
+
+PREEMPT_WORKER = REPO / "tests" / "workers" / "preempt_resume.py"  # 3 epochs x 10 steps
+# What a user submits: the job asks Slurm for SIGUSR1 120 s before its time limit (to every process of its
+# steps; `B:USR1` would signal this shell only); tfscale then saves at the end of the step and exits 143,
+# on which the script requeues the job. `scontrol requeue` (SIGTERM) saves at the step too.
+PREEMPTIBLE_SBATCH = f"""#!/bin/bash
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --requeue
+#SBATCH --open-mode=append
+#SBATCH --time=60
+#SBATCH --signal=USR1@120
+echo "job $SLURM_JOB_ID: run $(( ${{SLURM_RESTART_COUNT:-0}} + 1 ))"
+status=0
+srun tfscale launch -- python {PREEMPT_WORKER} "$@" || status=$?
+echo "job $SLURM_JOB_ID: srun exited $status"
+if [ "$status" -eq 143 ]; then scontrol requeue "$SLURM_JOB_ID"; fi
+exit "$status"
+"""
+
+
+def test_sbatch_requeue_with_usr1_saves_at_the_step_and_resumes_there_exactly(one_node, tmp_path):
+    """A `--requeue --signal=USR1@120` batch job preempted twice mid-epoch resumes each time at the exact step
+    it saved, and ends with the weights of an uninterrupted run:
+
+    - `scancel --signal=USR1` mid-epoch 2 (what `--signal` sends before the time limit) reaches every process
+      of the step: the launcher lives through it, the worker saves at the end of its step and exits 143, and
+      the script requeues the job;
+    - `scontrol requeue` mid-epoch 3: SIGTERM to every process of the job; the worker saves at its step again.
+    STEP_SLEEP=0.3 (tests/workers/preempt_resume.py) paces the steps so that the signals land mid-epoch."""
+    script, output, ckpt = tmp_path / "preemptible.sbatch", tmp_path / "job.out", tmp_path / "ckpt"
+    script.write_text(PREEMPTIBLE_SBATCH)
+    reference = subprocess.Popen([sys.executable, PREEMPT_WORKER, tmp_path / "ref.npz", tmp_path / "ref-ckpt"],
+                                 env=base_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 start_new_session=True)
+    started = time.monotonic()
+    job = one_node.sbatch([f"--output={output}", script, tmp_path / "out.npz", ckpt],
+                          env=task_env(STEP_SLEEP="0.3", TFSCALE_PORT=str(free_ports(1)[0])))
+
+    def run(n: int) -> str:
+        """What run `n` of the job wrote (the script numbers its runs)."""
+        text = output.read_text() if output.exists() else ""
+        return text.partition(f"job {job}: run {n}\n")[2].partition(f"job {job}: run {n + 1}\n")[0]
+
+    def steps(n: int) -> int:
+        return len(re.findall(r"^\[w0\] step \d+$", run(n), re.M))
+
+    def preempted(after: int):
+        """The newest checkpoint, once it is a preemption's saved after global step `after`."""
+        newest = (CheckpointStore(str(ckpt)).list() or [None])[0]
+        return newest if newest and newest.reason == "preemption" and newest.global_step > after else None
+
+    _wait_until(lambda: steps(1) >= 14, "in epoch 2", one_node, job, output)  # step 4 of 10 in epoch 2
+    one_node.run(["scancel", "--signal=USR1", str(job)], timeout=30)
+    usr1 = time.monotonic()
+    _wait_until(lambda: preempted(0) and run(2), "saved and requeued", one_node, job, output)
+    first = preempted(0)
+    assert first.epoch == 1 and first.step > 0, first  # mid-epoch 2: 1 epoch done, `step` steps into the 2nd
+    assert f"[w0] preempted by SIGUSR1: saved {first.name}" in run(1), run(1)
+    assert f"task 0: Exited with exit code 143\njob {job}: srun exited 143" in run(1), run(1)  # the launcher too
+    assert steps(1) == first.global_step, run(1)  # saved at the step it was in, or the next
+
+    _wait_until(lambda: first.global_step + steps(2) >= 24, "in epoch 3", one_node, job, output)
+    one_node.run(["scontrol", "requeue", str(job)], timeout=30)
+    requeue = time.monotonic()
+    _wait_until(lambda: preempted(first.global_step) and run(3), "saved and requeued again", one_node, job, output)
+    second = preempted(first.global_step)
+    assert second.epoch == 2 and second.step > 0, second
+    assert f"[w0] preempted by SIGTERM: saved {second.name}" in run(2), run(2)
+    assert steps(2) == second.global_step - first.global_step, run(2)  # run 2 started at `first`, exactly
+
+    assert one_node.wait_job(job, ("COMPLETED", "FAILED", "CANCELLED"), timeout=240) == "COMPLETED", \
+        output.read_text()[-4000:]
+    assert f"[w0] rank 0: 1 replica(s), resumed at {second.epoch}:{second.step}" in run(3), run(3)
+    assert steps(3) == 30 - second.global_step, run(3)
+    wait_all([reference], timeout=300)
+    resumed, uninterrupted = weights(tmp_path / "out.npz"), weights(tmp_path / "ref.npz")
+    assert len(resumed) == len(uninterrupted) == 4
+    for a, b in zip(resumed, uninterrupted):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    print(f"USR1 at {usr1 - started:.1f} s: saved {first.name}; requeue (SIGTERM) at {requeue - started:.1f} s: "
+          f"saved {second.name}; run 3 resumed there and completed at {time.monotonic() - started:.1f} s; largest "
+          f"weight difference {max(np.abs(a - b).max() for a, b in zip(resumed, uninterrupted)):.1e}")

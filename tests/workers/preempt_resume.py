@@ -6,6 +6,8 @@ sends SIGTERM at the end of that step: to its parent when it runs under `tfscale
 every worker, as Kubernetes or a spot VM signals a whole job), else to itself. tfscale then saves on every worker
 at an agreed step and the process exits with 143. Run again without SIGNAL_AT, it resumes at that exact step.
 REPLICAS=N in the environment: N CPU replicas per worker. EVERY_STEPS=N: also a checkpoint every N steps.
+STEP_SLEEP=S: each step ends with rank 0 printing `step N` (N: steps trained by this run) and every worker
+sleeping S seconds, so that a test can signal it mid-epoch (tests/test_slurm.py).
 Writes OUT (rank 0; OUT.<rank>.npz for the others) with the weights and where it resumed.
 """
 
@@ -13,6 +15,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 import numpy as np
 
@@ -52,11 +55,26 @@ class SignalAt(keras.callbacks.Callback):
             os.kill(os.getppid() if launched else os.getpid(), signal.SIGTERM)
 
 
+class Paced(keras.callbacks.Callback):
+    """STEP_SLEEP=S: rank 0 prints `step N` at the end of each step, then every worker sleeps S seconds."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds, self.step = seconds, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if scale.rank == 0:
+            print(f"step {self.step}", flush=True)
+        time.sleep(self.seconds)
+
+
 every = int(os.environ["EVERY_STEPS"]) if os.environ.get("EVERY_STEPS") else None
+paced = [Paced(float(os.environ["STEP_SLEEP"]))] if os.environ.get("STEP_SLEEP") else []
 result = ts.fit(build_model, (x, y), scale=scale, epochs=EPOCHS, global_batch_size=GLOBAL_BATCH, optimizer="sgd",
                 optimizer_args={"momentum": 0.9}, base_lr=0.05, warmup_steps=4, seed=3,
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), checkpoint_dir=checkpoint_dir,
-                checkpoint_every_steps=every, verbose=0, callbacks=[SignalAt()])
+                checkpoint_every_steps=every, verbose=0, callbacks=[SignalAt(), *paced])
 path = out if scale.rank == 0 else out.replace(".npz", f".{scale.rank}.npz")
 np.savez(path, resumed=(result.resumed_from_epoch, result.resumed_from_step), replicas=scale.num_replicas,
          workers=scale.num_workers, epochs=len(result.history.epoch),

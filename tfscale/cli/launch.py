@@ -1,8 +1,10 @@
 """`tfscale launch [-n N] [options] -- CMD...`: start N workers of any command with TF_CONFIG.
 
-On this host (127.0.0.1), on named hosts (``--nnodes/--node-rank/--hosts``),
-or under ``srun`` (one worker per Slurm task, with the Slurm-derived TF_CONFIG,
-supervised so that scancel ends it within seconds). ``--print-manifest`` writes a Kubernetes Job instead.
+On this host (127.0.0.1), on named hosts (``--nnodes/--node-rank/--hosts``;
+``--nnodes MIN:MAX``: an elastic launch that goes on with the hosts that remain
+after losing some, `tfscale.cluster.launch.rendezvous`), or under ``srun``
+(one worker per Slurm task, with the Slurm-derived TF_CONFIG, supervised
+so that scancel ends it within seconds). ``--print-manifest`` writes a Kubernetes Job instead.
 ``--backend jax`` starts JAX workers: KERAS_BACKEND=jax and the variables
 ``keras.distribution.initialize`` reads instead of TF_CONFIG.
 """
@@ -23,6 +25,8 @@ def add_parser(subparsers) -> None:
                "  tfscale launch -n 2 --backend jax -- python train.py   # JAX workers (keras.distribution)\n"
                "  srun tfscale launch -- python train.py\n"
                "  tfscale launch -n 2 --nnodes 2 --node-rank 0 --hosts node0:2222,node1:2222 -- python train.py\n"
+               "  tfscale launch --nnodes 2:3 --node-rank 0 --hosts n0:2222,n1:2222,n2:2222 --max-restarts 3 \\\n"
+               "      -- python train.py   # elastic: goes on with >= 2 hosts when one is lost (on each host)\n"
                "  tfscale launch -n 4 --print-manifest --image my/image:1 -- python train.py | kubectl apply -f -",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-n", "--nproc", dest="workers", type=int, default=None, metavar="N",
@@ -44,7 +48,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-bind-cores", dest="bind_cores", action="store_false",
                    help="do not bind each worker to its share of the cores (bound by default, except under Slurm)")
     hosts = p.add_argument_group("several hosts")
-    hosts.add_argument("--nnodes", type=int, default=None, help="hosts in the cluster")
+    hosts.add_argument("--nnodes", default=None, metavar="N|MIN:MAX",
+                       help="hosts in the cluster; MIN:MAX (elastic, every host named in --hosts, MAX of them): "
+                            "start with all; when a host is lost (its launcher gone or unreachable), the launchers "
+                            "of the hosts that remain agree on them over each host's launcher port (its first worker "
+                            "port - 1) and restart their workers as a smaller cluster (ranks renumbered; the "
+                            "script resumes from its last checkpoint), while at least MIN remain, else they stop "
+                            "with an error; needs --max-restarts (each new membership is a restart)")
     hosts.add_argument("--node-rank", type=int, default=None, help="this host's index in --hosts")
     hosts.add_argument("--hosts", default=None, metavar="H[:P],...", help="every host, with its first port")
     hosts.add_argument("--hosts-file", default=None, metavar="FILE", help="one host[:port] per line")
@@ -59,11 +69,12 @@ def add_parser(subparsers) -> None:
 
 
 def _options(args):
-    from tfscale.cluster.launch.plan import LaunchOptions
+    from tfscale.cluster.launch.plan import LaunchOptions, parse_nnodes
 
+    min_nodes, nnodes = parse_nnodes(args.nnodes)
     return LaunchOptions(workers=args.workers, replicas_per_worker=args.replicas_per_worker, log_dir=args.log_dir,
                          timeout=args.timeout, collective_timeout=args.collective_timeout,
-                         max_restarts=args.max_restarts, nnodes=args.nnodes, node_rank=args.node_rank,
+                         max_restarts=args.max_restarts, nnodes=nnodes, min_nodes=min_nodes, node_rank=args.node_rank,
                          hosts=args.hosts, hosts_file=args.hosts_file, threads=args.threads,
                          bind_cores=args.bind_cores, backend=args.backend)
 

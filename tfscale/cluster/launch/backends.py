@@ -15,8 +15,10 @@ A `Launcher` does two things:
 Restarts have exactly one owner per run, named by the class attribute
 ``restarts``:
 
-- ``"tfscale"`` (`LocalLauncher`, `HostsLauncher`): ``--max-restarts R``
-  restarts the whole group on this host up to R times;
+- ``"tfscale"`` (`LocalLauncher`, `HostsLauncher`, `ElasticHostsLauncher`):
+  ``--max-restarts R`` restarts the whole group on this host up to R times
+  (elastic, ``--nnodes MIN:MAX``: each restart is a round in which the hosts
+  that remain agree on who goes on, `tfscale.cluster.launch.rendezvous`);
 - ``"manager"``: the cluster manager restarts (Slurm: ``sbatch --requeue`` /
   ``srun --kill-on-bad-exit``; Kubernetes: the Job's ``backoffLimit``; Ray:
   ``FailureConfig(max_failures=...)``). `check_restarts` refuses
@@ -44,16 +46,18 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
 
 from tfscale import worker_env
+from tfscale.cluster.launch import hosts as hosts_lib
 from tfscale.cluster.launch import plan as plan_lib
 from tfscale.cluster.launch.group import (GroupTimeout, ProcessSpec, WorkerFailure, describe_exit, forwarded_signals,
                                           start_group)
 from tfscale.cluster.launch.peers import Peers, check_names
 from tfscale.cluster.launch.plan import LaunchOptions, Plan
 from tfscale.cluster.launch.ports import PortReservation
+from tfscale.cluster.launch.rendezvous import Regroup, Rendezvous, check_launcher_ports
 from tfscale.errors import ClusterError, ConfigError
 
 log = logging.getLogger("tfscale")
@@ -147,13 +151,40 @@ class HostsLauncher(LocalLauncher):
         return supervise(plan, argv, options, output=output, max_restarts=options.max_restarts, peers=peers)
 
 
+class ElasticHostsLauncher(HostsLauncher):
+    """``--hosts`` with ``--nnodes MIN:MAX``: starts with every named host; after a host is lost, the launchers of
+    the hosts that remain agree on who goes on (`rendezvous`) and restart their workers as a smaller cluster, as
+    long as at least MIN remain. Each new membership is a restart (``--max-restarts``)."""
+
+    name = "elastic"
+
+    @classmethod
+    def applies(cls, options, environ) -> bool:
+        return bool(options.hosts or options.hosts_file) and options.min_nodes is not None
+
+    def plan(self, options, environ):
+        check_launcher_ports(hosts_lib.parse_hosts(options.hosts, options.hosts_file), options.workers or 1)
+        return super().plan(options, environ)
+
+    def start(self, argv, options, plan, *, output=None, may_exec=False) -> list[int]:
+        """As `HostsLauncher`, with this host's launcher port open for the agreement until the launch ends."""
+        peers = Peers(plan)
+        check_names(peers.names())
+        nodes = hosts_lib.parse_hosts(options.hosts, options.hosts_file)
+        with Rendezvous(nodes, plan.node_rank, options.min_nodes) as rendezvous:
+            return supervise(plan, argv, options, output=output, max_restarts=options.max_restarts, peers=peers,
+                             rendezvous=rendezvous)
+
+
 class SlurmLauncher(Launcher):
     """One worker per Slurm task (under ``srun``), supervised by the task's launcher. Slurm owns restarts.
 
     Never exec'd: scancel, ``scontrol requeue`` and preemption send SIGTERM to every process of the step,
     and a TensorFlow multi-worker process does not die on SIGTERM (its preemption notifier catches it), so an
     exec'd worker lived until Slurm's KillWait (30 s by default) ran out. The launcher gives it
-    `SLURM_SIGNAL_GRACE` seconds, then stops it (SIGTERM, 1 s, SIGKILL).
+    `SLURM_SIGNAL_GRACE` seconds, then stops it (SIGTERM, 1 s, SIGKILL). Slurm signals every process of the
+    step itself (scancel, requeue, ``--signal=USR1@T``), the worker too: the launcher only notes it, and lives
+    through SIGUSR1 (`forwarded_signals` with ``resend=False``).
     """
 
     name = "slurm"
@@ -169,7 +200,8 @@ class SlurmLauncher(Launcher):
         return plan_lib.build(options, environ), None
 
     def start(self, argv, options, plan, *, output=None, may_exec=False) -> list[int]:
-        return supervise(plan, argv, options, output=output, max_restarts=0, signal_grace=SLURM_SIGNAL_GRACE)
+        return supervise(plan, argv, options, output=output, max_restarts=0, signal_grace=SLURM_SIGNAL_GRACE,
+                         resend_signals=False)
 
 
 class KubernetesLauncher(SlurmLauncher):
@@ -238,7 +270,8 @@ class ManifestLauncher(Launcher):
 
 
 # Tried in order; the first whose `applies` is true is used (LocalLauncher always applies).
-LAUNCHERS: list[type[Launcher]] = [HostsLauncher, SlurmLauncher, KubernetesLauncher, LocalLauncher]
+LAUNCHERS: list[type[Launcher]] = [ElasticHostsLauncher, HostsLauncher, SlurmLauncher, KubernetesLauncher,
+                                   LocalLauncher]
 
 
 def choose(options: LaunchOptions, environ: Mapping[str, str], *, manifest: ManifestLauncher | None = None
@@ -267,20 +300,26 @@ def specs_for(plan: Plan, argv: Sequence[str], options: LaunchOptions, attempt: 
 
 
 def supervise(plan: Plan, argv: Sequence[str], options: LaunchOptions, *, output=None,
-              max_restarts: int = 0, signal_grace: float | None = None, peers: Peers | None = None) -> list[int]:
+              max_restarts: int = 0, signal_grace: float | None = None, peers: Peers | None = None,
+              resend_signals: bool = True, rendezvous: Rendezvous | None = None) -> list[int]:
     """Runs the plan's workers until all exit 0, restarting the whole group up to `max_restarts` times.
 
     `signal_grace`: seconds the workers get after a SIGINT/SIGTERM to the launcher (default `start_group`'s).
+    `resend_signals`: False where the manager signals the workers itself (`forwarded_signals`' ``resend``).
     `peers`: the other hosts of a multi-host plan, named in failures and timeouts (`Peers.explain`).
+    `rendezvous`: an elastic launch (``--nnodes MIN:MAX``): each restart is a round in which the hosts that
+    remain agree on who goes on (`Rendezvous.regroup`); this host's workers stop when another host starts one.
     """
     deadline = None if options.timeout is None else time.monotonic() + options.timeout
+    check = rendezvous.check if rendezvous is not None else None
     with compilation_cache(plan, max_restarts) as cache_env:
-        for attempt in range(max_restarts + 1):
+        attempt = 0
+        while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             specs = [dataclasses.replace(spec, env={**spec.env, **cache_env})
                      for spec in specs_for(plan, argv, options, attempt)]
             try:
-                return _attempt(specs, remaining, output, signal_grace)
+                return _attempt(specs, remaining, output, signal_grace, resend_signals, check)
             except GroupTimeout as timeout:
                 if peers is None:
                     raise
@@ -288,12 +327,21 @@ def supervise(plan: Plan, argv: Sequence[str], options: LaunchOptions, *, output
             except WorkerFailure as failure:
                 if peers is not None:
                     failure = peers.explain(failure)
-                if attempt == max_restarts:
+                if attempt >= max_restarts:
                     raise failure from None
                 log.warning("worker %s %s%s; restarting all %d worker(s) (restart %d of %d)", failure.label,
                             describe_exit(failure.returncode), failure.peers_note, len(plan.ranks), attempt + 1,
                             max_restarts)
-    raise AssertionError("unreachable")
+            except Regroup as news:  # only from `check`: another host started a round
+                if attempt >= max_restarts:
+                    raise ClusterError(f"{news.what}, and this host has no restart left", where="--max-restarts",
+                                       fix="raise --max-restarts (each round of an elastic launch is a restart)"
+                                       ) from None
+                log.warning("%s: stopping this host's %d worker(s) to join it", news.what, len(plan.ranks))
+            attempt += 1
+            if rendezvous is not None:
+                attempt, plan = rendezvous.regroup(attempt, options, max_restarts)
+                peers = Peers(plan)
 
 
 # JAX's own variables (jax.config reads JAX_* names at import): its persistent compilation cache
@@ -323,9 +371,11 @@ def compilation_cache(plan: Plan, max_restarts: int):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _attempt(specs: list[ProcessSpec], timeout: float | None, output, signal_grace: float | None = None) -> list[int]:
+def _attempt(specs: list[ProcessSpec], timeout: float | None, output, signal_grace: float | None = None,
+             resend_signals: bool = True, check: Callable[[], None] | None = None) -> list[int]:
     """One run of the group. Each worker gets a temporary folder of its own (TMPDIR), removed when the
-    group ends: a worker killed by SIGKILL leaves nothing behind (TensorFlow's autograph writes files there)."""
+    group ends: a worker killed by SIGKILL leaves nothing behind (TensorFlow's autograph writes files there).
+    `check`: polled while the workers run (`Group.wait`)."""
     scratch = tempfile.mkdtemp(prefix="tfscale-workers-")
     try:
         specs = [dataclasses.replace(spec, env={**spec.env, "TMPDIR": _folder(scratch, spec.name)}) for spec in specs]
@@ -337,8 +387,8 @@ def _attempt(specs: list[ProcessSpec], timeout: float | None, output, signal_gra
                             f"{spec.env[worker_env.RESTART]} ====\n")
         grace = {} if signal_grace is None else {"signal_grace": signal_grace}
         group = start_group(specs, output=output, **grace)
-        with group, forwarded_signals(group):
-            return group.wait(timeout=timeout)
+        with group, forwarded_signals(group, resend=resend_signals):
+            return group.wait(timeout=timeout, check=check)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -35,10 +35,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO
 
 from tfscale import quiet
+from tfscale.worker_env import PREEMPTED_EXIT
 from tfscale.errors import ClusterError
 
 log = logging.getLogger("tfscale")
@@ -95,6 +96,9 @@ class WorkerFailure(ClusterError):
                    "that the hosts still reach each other")
         elif killed:
             fix = "a worker killed by SIGKILL was often out of memory (see `dmesg`)"
+        elif returncode == PREEMPTED_EXIT:
+            fix = ("nothing to correct: it saved a checkpoint on a preemption signal and stopped; start the job again "
+                   "(or give --max-restarts) and it resumes at that step")
         else:
             fix = "correct the error shown in its last lines, then launch again"
         super().__init__(f"worker {self.label} {describe_exit(returncode)}{frozen}{self.peers_note}; the other "
@@ -155,6 +159,8 @@ def describe_exit(returncode: int) -> str:
             return f"was killed by {signal.Signals(-returncode).name}"
         except ValueError:
             return f"was killed by signal {-returncode}"
+    if returncode == PREEMPTED_EXIT:
+        return f"exited with code {returncode} (preempted: it saved a checkpoint and stopped, to be restarted)"
     return f"exited with code {returncode}"
 
 
@@ -288,8 +294,12 @@ class Group:
 
     # ------------------------------------------------------------------ waiting
 
-    def wait(self, timeout: float | None = None) -> list[int]:
+    def wait(self, timeout: float | None = None, *, check: Callable[[], None] | None = None) -> list[int]:
         """Waits until every process has exited 0, and returns their exit codes.
+
+        `check` is called at each poll while the processes run; an exception it raises stops every
+        process and propagates (an elastic launcher's `rendezvous.Rendezvous.check`: another host
+        started a new membership).
 
         Raises:
             WorkerFailure: a process exited non-zero or was killed (the first one
@@ -315,6 +325,12 @@ class Group:
             if all(c == 0 for c in codes):
                 self.stop()  # reaps children the workers left behind
                 return codes
+            if check is not None:
+                try:
+                    check()
+                except BaseException:
+                    self.stop()
+                    raise
             if deadline is not None and time.monotonic() > deadline:
                 running = [self.name(i) for i, c in enumerate(codes) if c is None]
                 self.stop()
@@ -382,24 +398,33 @@ def start_group(specs: Sequence[ProcessSpec], *, output: IO[str] | None = None, 
 
 
 @contextlib.contextmanager
-def forwarded_signals(group: Group, signals=(signal.SIGINT, signal.SIGTERM)):
-    """Within the block, SIGINT/SIGTERM to this process go to the group (and are noted in `group.signalled`).
+def forwarded_signals(group: Group, signals=(signal.SIGINT, signal.SIGTERM), passed=(signal.SIGUSR1,), *,
+                      resend: bool = True):
+    """Within the block, SIGINT/SIGTERM to this process go to the group (noted in `group.signalled`, which ends
+    it), and `passed` signals (SIGUSR1: "save a checkpoint, then exit", Slurm's ``--signal``) go to it and leave
+    it running: the workers decide. A second SIGINT/SIGTERM kills the group at once.
 
-    A second signal kills the group at once. Only the main thread can install
-    handlers; elsewhere this does nothing.
+    `resend=False` where the manager signals every process of the job itself (Slurm): the signals are caught
+    and noted, not sent again, since a worker takes a copy for a second signal, on which tfscale's preemption
+    handler gives up its checkpoint. Only the main thread can install handlers; elsewhere this does nothing.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def forward(sig, frame):
+        if sig in passed:
+            if resend:
+                group.send_signal(sig)
+            return
         if group.signalled is not None:
             group.send_signal(signal.SIGKILL)
             return
         group.signalled = sig
-        group.send_signal(sig)
+        if resend:
+            group.send_signal(sig)
 
-    previous = {sig: signal.signal(sig, forward) for sig in signals}
+    previous = {sig: signal.signal(sig, forward) for sig in (*signals, *passed)}
     try:
         yield
     finally:

@@ -11,7 +11,9 @@ Three levels, each built on the one below:
   (`tfscale.cluster.launch.plan`), reserves its ports
   (`tfscale.cluster.launch.ports`), starts the workers as a `Group`, forwards
   SIGINT/SIGTERM to them, enforces ``timeout`` and restarts the whole group up
-  to ``max_restarts`` times where tfscale owns restarts.
+  to ``max_restarts`` times where tfscale owns restarts; with ``--nnodes
+  MIN:MAX`` each restart first agrees with the other hosts' launchers on the
+  hosts that go on (`tfscale.cluster.launch.rendezvous`).
 - `start_group(specs) -> Group` (`tfscale.cluster.launch.group`): N processes, each
   with its own environment variables, output streamed with a ``[name]``
   prefix or to a file, and one failure policy: when one exits non-zero or is

@@ -33,6 +33,11 @@ collective.
 
 Variables the user already set (threads, CUDA_VISIBLE_DEVICES under Slurm)
 are left alone. No TensorFlow import happens here: a launcher starts fast.
+
+Elastic launches (``--nnodes MIN:MAX``, `LaunchOptions.min_nodes`) start with
+every named host; after a host is lost, `hosts_plan` plans the hosts that
+remain (`rendezvous` agrees on them): ranks renumbered in host-list order,
+TF_CONFIG rebuilt, each host on the ports it had (its launcher holds them).
 """
 
 from __future__ import annotations
@@ -70,7 +75,9 @@ class LaunchOptions:
         timeout: seconds for the whole job, restarts included; None: no limit.
         collective_timeout: seconds before a collective with a dead peer fails; None: TensorFlow's default.
         max_restarts: times the whole group is restarted after a worker fails.
-        nnodes: hosts in the cluster (checked against ``hosts``).
+        nnodes: hosts in the cluster (checked against ``hosts``); elastic: the most hosts (MAX of ``MIN:MAX``).
+        min_nodes: elastic (``--nnodes MIN:MAX``): the fewest hosts the run goes on with after losing some
+            (`rendezvous`); None: a fixed cluster, as ``--nnodes N``.
         node_rank: this host's index in ``hosts``; None: found from the host name.
         hosts: "host[:port],..." of every node (the port is the first of that node's workers).
         hosts_file: a file with one host[:port] per line, instead of ``hosts``.
@@ -89,6 +96,7 @@ class LaunchOptions:
     collective_timeout: float | None = None
     max_restarts: int = 0
     nnodes: int | None = None
+    min_nodes: int | None = None
     node_rank: int | None = None
     hosts: str | None = None
     hosts_file: str | None = None
@@ -101,7 +109,7 @@ class LaunchOptions:
         if self.backend is not None and self.backend not in BACKENDS:
             raise ConfigError(f"backend {self.backend!r} has no tfscale engine", where="--backend",
                               fix=f"use one of: {', '.join(BACKENDS)}")
-        for key in ("workers", "replicas_per_worker", "nnodes", "threads"):
+        for key in ("workers", "replicas_per_worker", "nnodes", "min_nodes", "threads"):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"{key} must be at least 1, got {value}", where=f"--{_flag(key)}",
@@ -117,10 +125,40 @@ class LaunchOptions:
         if (self.nnodes or self.node_rank is not None) and not (self.hosts or self.hosts_file):
             raise ConfigError("--nnodes/--node-rank need the hosts of the cluster", where="tfscale launch",
                               fix="add --hosts host0:port,host1:port (or --hosts-file FILE)")
+        if self.min_nodes is not None:
+            self._check_elastic()
+
+    def _check_elastic(self) -> None:
+        if self.nnodes is None or self.min_nodes > self.nnodes:
+            raise ConfigError(f"--nnodes {self.min_nodes}:{self.nnodes if self.nnodes is not None else ''}: MIN is "
+                              "more than MAX, or MAX is missing", where="--nnodes",
+                              fix="give MIN:MAX with 1 <= MIN <= MAX, e.g. --nnodes 2:3")
+        if self.max_restarts < 1:
+            raise ConfigError(f"--nnodes {self.min_nodes}:{self.nnodes} without restarts: going on with the hosts "
+                              "that remain restarts their workers, and --max-restarts is 0", where="--max-restarts",
+                              fix="add --max-restarts R (R >= 1; each new membership counts as a restart)")
 
 
 def _flag(key: str) -> str:
-    return {"workers": "n", "replicas_per_worker": "replicas-per-worker"}.get(key, key.replace("_", "-"))
+    return {"workers": "n", "replicas_per_worker": "replicas-per-worker", "min_nodes": "nnodes"}.get(
+        key, key.replace("_", "-"))
+
+
+def parse_nnodes(text: str | None) -> tuple[int | None, int | None]:
+    """``--nnodes``: "N" (a fixed cluster) -> (None, N); "MIN:MAX" (elastic, as torchrun's) -> (MIN, MAX).
+
+    Raises:
+        ConfigError: anything else, naming the flag.
+    """
+    if text is None:
+        return None, None
+    parts = text.strip().split(":")
+    if len(parts) > 2 or not all(p.strip().isdigit() for p in parts):
+        raise ConfigError(f"--nnodes {text!r} is neither N nor MIN:MAX", where="--nnodes",
+                          fix="give the number of hosts (--nnodes 3), or the fewest and most for an elastic run "
+                              "(--nnodes 2:3)")
+    numbers = [int(p) for p in parts]
+    return (None, numbers[0]) if len(numbers) == 1 else (numbers[0], numbers[1])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,15 +226,26 @@ def build(options: LaunchOptions, environ: Mapping[str, str], *, free_ports: lis
 def _multi_host(options: LaunchOptions, environ: Mapping[str, str]) -> Plan:
     nodes = hosts_lib.parse_hosts(options.hosts, options.hosts_file)
     if options.nnodes is not None and options.nnodes != len(nodes):
+        if options.min_nodes is not None:
+            raise ConfigError(f"--nnodes {options.min_nodes}:{options.nnodes} but {len(nodes)} host(s) are named",
+                              where="--nnodes / --hosts",
+                              fix="name every host that may take part (MAX of them): an elastic launch starts with "
+                                  "all of them and goes on with those that remain")
         raise ConfigError(f"--nnodes {options.nnodes} but {len(nodes)} host(s) are named",
                           where="--nnodes / --hosts", fix="name one host per node, or drop --nnodes")
     node = hosts_lib.node_rank(nodes, options.node_rank)
-    n = options.workers or 1
-    cluster = {"worker": [address for host in nodes for address in host.addresses(n)]}
     beyond = [h.name for h in nodes if not h.is_loopback]
     if beyond:
         log.warning("workers will accept gRPC connections from other machines (%s); TensorFlow's gRPC has no "
                     "authentication: run only on a trusted network or behind a firewall", ", ".join(beyond))
+    return hosts_plan(options, environ, nodes, node)
+
+
+def hosts_plan(options: LaunchOptions, environ: Mapping[str, str], nodes: list[hosts_lib.Host], node: int) -> Plan:
+    """The plan of a cluster of `nodes` (hosts in rank order) for this host, `nodes[node]`: ``-n`` workers on each,
+    on consecutive ports from the host's port; also each new membership of an elastic launch."""
+    n = options.workers or 1
+    cluster = {"worker": [address for host in nodes for address in host.addresses(n)]}
     ports = [nodes[node].port + i for i in range(n)]
     return _finish("hosts", cluster, [node * n + i for i in range(n)], node, ports, options, environ)
 
