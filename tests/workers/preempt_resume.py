@@ -6,6 +6,7 @@ sends SIGTERM at the end of that step: to its parent when it runs under `tfscale
 every worker, as Kubernetes or a spot VM signals a whole job), else to itself. tfscale then saves on every worker
 at an agreed step and the process exits with 143. Run again without SIGNAL_AT, it resumes at that exact step.
 REPLICAS=N in the environment: N CPU replicas per worker. EVERY_STEPS=N: also a checkpoint every N steps.
+STRATEGY=name: that strategy instead of auto (model_parallel: mesh (1, 2), layout "auto"); WIDTH=N: hidden units.
 STEP_SLEEP=S: each step ends with rank 0 printing `step N` (N: steps trained by this run) and every worker
 sleeping S seconds, so that a test can signal it mid-epoch (tests/test_slurm.py).
 Writes OUT (rank 0; OUT.<rank>.npz for the others) with the weights and where it resumed.
@@ -25,7 +26,10 @@ signal_at = int(sys.argv[3]) if len(sys.argv) > 3 else None
 import tfscale as ts  # noqa: E402
 
 replicas = int(os.environ["REPLICAS"]) if os.environ.get("REPLICAS") else None
-scale = ts.Scale.auto(replicas=replicas)
+strategy = os.environ.get("STRATEGY", "auto")  # "model_parallel": mesh (1, 2), the model axis across 2 processes
+scale = (ts.Scale("model_parallel", mesh=(1, 2), layout="auto") if strategy == "model_parallel"
+         else ts.Scale(strategy, replicas=replicas))
+WIDTH = int(os.environ.get("WIDTH", "16"))  # hidden units; WIDTH=512 adds a 512x512 layer, which layout="auto" shards
 
 import keras  # noqa: E402
 
@@ -36,7 +40,9 @@ y = (x[:, :6].sum(1) > x[:, 6:].sum(1)).astype("int32")
 
 
 def build_model():
-    return keras.Sequential([keras.Input((12,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2)])
+    wide = [keras.layers.Dense(WIDTH, activation="relu")] if WIDTH > 16 else []
+    return keras.Sequential([keras.Input((12,)), keras.layers.Dense(WIDTH, activation="relu"), *wide,
+                             keras.layers.Dense(2)])
 
 
 class SignalAt(keras.callbacks.Callback):
@@ -76,8 +82,9 @@ result = ts.fit(build_model, (x, y), scale=scale, epochs=EPOCHS, global_batch_si
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), checkpoint_dir=checkpoint_dir,
                 checkpoint_every_steps=every, verbose=0, callbacks=[SignalAt(), *paced])
 path = out if scale.rank == 0 else out.replace(".npz", f".{scale.rank}.npz")
+with scale.engine.host_weights(result.model):  # weights sharded across processes are gathered to read them
+    weights = result.model.get_weights()
 np.savez(path, resumed=(result.resumed_from_epoch, result.resumed_from_step), replicas=scale.num_replicas,
-         workers=scale.num_workers, epochs=len(result.history.epoch),
-         **{f"w{i}": w for i, w in enumerate(result.model.get_weights())})
+         workers=scale.num_workers, epochs=len(result.history.epoch), **{f"w{i}": w for i, w in enumerate(weights)})
 print(f"rank {scale.rank}: {scale.num_replicas} replica(s), resumed at {result.resumed_from_epoch}:"
       f"{result.resumed_from_step}", flush=True)

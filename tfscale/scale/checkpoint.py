@@ -8,7 +8,8 @@ the Keras callback that decides when to save and restores when training starts:
   clock, agreed with the others at a step's end); and on a preemption signal (`preemption.py`), after
   which every worker stops at the same step and `fit` raises `Preempted` (exit code 143, "restart me").
 - **Who.** Every worker takes part in a save (reading weights sharded across processes needs them all);
-  only the chief writes. With `async_save` the chief copies the values at the step (a few ms) and a
+  only the chief writes, except for a model sharded across processes in a folder: there each process writes
+  its own shards (`sharded.py`, orbax) and none gathers the whole model. With `async_save` the chief copies the values at the step (a few ms) and a
   background thread writes the `.weights.h5` from the copies (`keras_saving.capture`), hashes, uploads and
   commits it, so the next steps do not wait for the disk or the store; one save is in flight at a time,
   and `fit` ends only once the last is committed. A preemption save is written before the process exits.
@@ -44,8 +45,8 @@ import weakref
 import keras
 
 from tfscale.errors import ClusterError, ConfigError, TfscaleError
-from tfscale.scale import keras_saving
-from tfscale.scale.checkpoint_store import (WEIGHTS, CheckpointInfo, CheckpointStore, CorruptCheckpoint,
+from tfscale.scale import keras_saving, sharded
+from tfscale.scale.checkpoint_store import (SHARDED, WEIGHTS, CheckpointInfo, CheckpointStore, CorruptCheckpoint,
                                             check_resumable, checkpoint_name, local_scratch)
 from tfscale.scale.guards import TrainingError
 from tfscale.scale.preemption import DEFAULT_SIGNALS, Preempted, SignalFlag
@@ -238,7 +239,10 @@ class Checkpoints(keras.callbacks.Callback):
                 continue
             check_resumable(info, global_batch_size=self.run.get("global_batch_size"), where="checkpoint_dir")
             try:
-                self._load(path, info)
+                if path.endswith(SHARDED):  # every process reads the parts its devices hold, onto any layout
+                    sharded.restore_sharded(self.model, path)
+                else:
+                    self._load(path, info)
             except OSError as e:  # unreadable (a disk error): fall back to the one before
                 log.warning("checkpoint %s is unreadable (%s); trying the one before", info.name, e)
                 continue
@@ -356,6 +360,8 @@ class Checkpoints(keras.callbacks.Callback):
         local = os.path.join(self.scratch, f"{_TMP_PREFIX}{os.getpid()}-{name}{WEIGHTS}")
         if self.checkpoints.store.is_local:  # written beside its final name, renamed into place: no copy
             local = self.checkpoints.store.join(f"{_TMP_PREFIX}{os.getpid()}-{name}{WEIGHTS}")
+        if self.checkpoints.store.is_local and sharded.is_sharded(self.model):
+            return self._save_sharded(epoch, step, reason, name, steps)
         background = self.async_save and reason != "preemption"
         write = None
         try:
@@ -370,12 +376,7 @@ class Checkpoints(keras.callbacks.Callback):
         self._last_saved, self._last_save = (epoch, step), time.monotonic()
         if not self.is_chief:
             return name
-        info = CheckpointInfo(
-            name=name, epoch=epoch, step=step, global_step=self._global_step, steps_per_epoch=steps,
-            global_batch_size=self.run.get("global_batch_size"), num_workers=int(self.run.get("num_workers", 1)),
-            num_replicas=int(self.run.get("num_replicas", 1)), backend=str(self.run.get("backend", keras.backend.backend())),
-            strategy=str(self.run.get("strategy", "")), mesh=self.run.get("mesh"), reason=reason, created=0.0,
-            files={})
+        info = self._info(name, epoch, step, reason, steps)
         if background:  # the file is written (from the values captured), hashed and committed while training goes on
             self._pending = threading.Thread(target=self._commit, args=(local, info, write),
                                              name=f"tfscale-save-{name}", daemon=True)
@@ -383,6 +384,28 @@ class Checkpoints(keras.callbacks.Callback):
         else:
             self._commit(local, info)
             self._raise_pending()
+        return name
+
+    def _info(self, name: str, epoch: int, step: int, reason: str, steps: int | None) -> CheckpointInfo:
+        run = self.run
+        return CheckpointInfo(
+            name=name, epoch=epoch, step=step, global_step=self._global_step, steps_per_epoch=steps,
+            global_batch_size=run.get("global_batch_size"), num_workers=int(run.get("num_workers", 1)),
+            num_replicas=int(run.get("num_replicas", 1)), backend=str(run.get("backend", keras.backend.backend())),
+            strategy=str(run.get("strategy", "")), mesh=run.get("mesh"), reason=reason, created=0.0, files={})
+
+    def _save_sharded(self, epoch: int, step: int, reason: str, name: str, steps: int | None) -> str:
+        """Every process writes its own shards (no gathering); the chief then commits the folder."""
+        folder = self.checkpoints.store.join(f"{_TMP_PREFIX}{name}{SHARDED}")
+        try:
+            sharded.save_sharded(self.model, folder)
+            self._last_saved, self._last_save = (epoch, step), time.monotonic()
+            if self.is_chief:
+                self.checkpoints.commit_sharded(folder, self._info(name, epoch, step, reason, steps))
+                self.checkpoints.prune(self.keep)
+                log.info("checkpoint %s saved, sharded (%s)", name, reason)
+        except OSError as e:
+            raise _write_error(name, e) from None
         return name
 
     def _commit(self, local: str, info: CheckpointInfo, write=None) -> None:

@@ -5,6 +5,9 @@ A checkpoint is two objects in one folder (a local path or an object-store URL, 
     epoch-00002-step-0000013.weights.h5    the model's weights and the optimizer's state (Keras' .weights.h5)
     epoch-00002-step-0000013.json          its manifest, written last: the commit
 
+(A model whose variables are sharded across processes is kept as a folder ``NAME.sharded/`` instead of the
+``.weights.h5``: every process writes its own shards, `tfscale.scale.sharded`; the manifest lists its files.)
+
 The name is the input position the checkpoint resumes at: 2 epochs done and 13 steps into the third
 (``epoch-00002.weights.h5`` at an epoch's end). The manifest records what the checkpoint was made under
 (global batch, workers, replicas, backend, strategy, mesh, steps per epoch), why it was written (epoch end,
@@ -35,6 +38,7 @@ log = logging.getLogger("tfscale")
 
 FORMAT = 1
 WEIGHTS = ".weights.h5"
+SHARDED = ".sharded"  # a folder: each process's shards of a model sharded across processes (JAX, orbax)
 MANIFEST = ".json"
 _NAME = re.compile(r"^epoch-(\d{5,})(?:-step-(\d{7,}))?$")
 REASONS = ("epoch", "steps", "seconds", "preemption")
@@ -132,7 +136,7 @@ class CheckpointStore:
             except (ValueError, TypeError, KeyError) as e:
                 log.warning("checkpoint manifest %s is unreadable (%s): skipped", self.store.join(entry), e)
                 continue
-            if all(name in names for name in info.files):
+            if all(name.split("/")[0] in names for name in info.files):
                 found.append(info)
         return sorted(found, key=lambda i: (i.epoch, i.step), reverse=True)
 
@@ -149,11 +153,22 @@ class CheckpointStore:
         return None
 
     def fetch(self, info: CheckpointInfo, local_dir: str) -> str:
-        """A local, verified copy of `info`'s weights file (the file itself when the store is local).
+        """A local, verified copy of `info`'s weights file (the file itself when the store is local); for a
+        sharded checkpoint its folder, each file's size checked (every process reads only its own shards:
+        the hashes are checked by `verify`, e.g. `tfscale checkpoints --verify`).
 
         Raises:
-            CorruptCheckpoint: the file does not match the manifest.
+            CorruptCheckpoint: a file does not match the manifest.
         """
+        if is_sharded(info):
+            folder = self.store.join(info.name + SHARDED)
+            for name, expected in info.files.items():
+                path = self.store.join(name)
+                size = os.path.getsize(path) if os.path.exists(path) else None
+                if size != expected.get("bytes"):
+                    raise CorruptCheckpoint(f"{path} has {size} bytes, its manifest {info.name}{MANIFEST} says "
+                                            f"{expected.get('bytes')}")
+            return folder
         name = info.name + WEIGHTS
         expected = info.files[name]
         if self.store.is_local:
@@ -187,6 +202,23 @@ class CheckpointStore:
                                json.dumps(info.to_json(), indent=1, sort_keys=True).encode())
         return info
 
+    def commit_sharded(self, folder: str, info: CheckpointInfo) -> CheckpointInfo:
+        """Commits the folder `save_sharded` wrote (local stores): renamed to `info.name + SHARDED`, each file
+        hashed into the manifest, then the manifest written."""
+        final = self.store.join(info.name + SHARDED)
+        os.replace(folder, final)
+        files = {}
+        for root, _, names in os.walk(final):
+            for file in sorted(names):
+                path = os.path.join(root, file)
+                with open(path, "rb") as f:
+                    digest, size = _hash_stream(iter(lambda: f.read(1 << 20), b""))
+                files[os.path.relpath(path, self.url)] = {"bytes": size, "sha256": digest}
+        info = dataclasses.replace(info, files=dict(sorted(files.items())), created=time.time())
+        self.store.write_bytes(self.store.join(info.name + MANIFEST),
+                               json.dumps(info.to_json(), indent=1, sort_keys=True).encode())
+        return info
+
     def prune(self, keep: int) -> None:
         """Removes all but the newest `keep` checkpoints (the manifest first, so none is left half-visible)."""
         for info in self.list()[max(1, keep):]:
@@ -194,6 +226,8 @@ class CheckpointStore:
 
     def remove(self, info: CheckpointInfo) -> None:
         self.store.remove(self.store.join(info.name + MANIFEST))
+        if is_sharded(info):
+            self.store.rmtree(self.store.join(info.name + SHARDED))
         for name in info.files:
             self.store.remove(self.store.join(name))
 
@@ -202,12 +236,22 @@ class CheckpointStore:
         names = set(self.store.listdir())
         removed = []
         for entry in names:
-            stem = entry[:-len(WEIGHTS)] if entry.endswith(WEIGHTS) else None
+            ending = next((e for e in (WEIGHTS, SHARDED) if entry.endswith(e)), None)
+            stem = entry[:-len(ending)] if ending else None
             orphan = stem is not None and _NAME.match(stem) and stem + MANIFEST not in names
             if orphan or entry.startswith(".tmp-"):
-                self.store.remove(self.store.join(entry))
+                path = self.store.join(entry)
+                if self.store.is_local and os.path.isdir(path):
+                    self.store.rmtree(path)
+                else:
+                    self.store.remove(path)
                 removed.append(entry)
         return removed
+
+
+def is_sharded(info: CheckpointInfo) -> bool:
+    """The checkpoint is a folder of shards written by every process (`tfscale.scale.sharded`)."""
+    return any(name.startswith(info.name + SHARDED + "/") for name in info.files)
 
 
 def _hash_stream(chunks: Iterator[bytes]) -> tuple[str, int]:
