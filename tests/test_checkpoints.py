@@ -196,3 +196,44 @@ def test_tfscale_checkpoints_lists_what_will_resume(scale, tmp_path):
                                "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', "
                                "'jax')))", str(tmp_path)],
         capture_output=True, text=True, env=procs.base_env(), timeout=120).stdout.splitlines()[-1]
+
+
+class SlowSteps(keras.callbacks.Callback):
+    """Each step takes `seconds` longer (so a time-based checkpoint comes due within a short run)."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+
+    def on_train_batch_end(self, batch, logs=None):
+        import time
+
+        time.sleep(self.seconds)
+
+
+def test_every_t_seconds_saves_when_the_time_is_due_at_a_steps_end(scale, tmp_path):
+    ts.fit(build_model, (X, Y), scale=scale, epochs=1, checkpoint_dir=tmp_path, checkpoint_every_seconds=0.25,
+           keep_checkpoints=20, callbacks=[SlowSteps(0.1)], **OPTIONS)
+    infos = CheckpointStore(str(tmp_path)).list()
+    timed = sorted(i.global_step for i in infos if i.reason == "seconds")
+    assert timed and all(0 < s < STEPS for s in timed), [(i.name, i.reason) for i in infos]
+    assert [i.reason for i in infos if i.step == 0] == ["epoch"]
+    gaps = [b - a for a, b in zip(timed, timed[1:])]  # (the first step compiles: it may take 0.25 s alone)
+    assert all(g >= 2 for g in gaps), timed  # 0.25 s is more than two 0.1 s steps: never at every step
+    with pytest.raises(ConfigError, match="checkpoint_every_seconds"):
+        ts.fit(build_model, (X, Y), scale=scale, epochs=1, checkpoint_dir=tmp_path, checkpoint_every_seconds=0,
+               **OPTIONS)
+
+
+def test_tfscale_train_saves_every_n_steps_from_the_run_file_overrides(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    done = subprocess.run([sys.executable, "-m", "tfscale", "train", str(procs.REPO / "examples" / "train" / "digits.toml"),
+                           "--set", "train.epochs=1", "--set", f"train.checkpoint_dir={ckpt}",
+                           "--set", "train.checkpoint_every_steps=3", "--set", "train.keep_checkpoints=50",
+                           "--set", 'export.dir=""'],
+                          capture_output=True, text=True, env=procs.base_env(hide=procs.hiding("sklearn")),
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    infos = CheckpointStore(str(ckpt)).list()
+    steps = sorted(i.global_step for i in infos if i.reason == "steps")
+    assert steps and all(s % 3 == 0 for s in steps), [(i.name, i.reason) for i in infos]
