@@ -114,3 +114,26 @@ def test_import_tfscale_loads_no_optional_package():
             "if m in sys.modules and m not in before]; print(bad); sys.exit(1 if bad else 0)")
     result = run_one(["-c", code], timeout=120)
     assert result.returncode == 0 and result.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("name", ["mirrored", "default"])
+def test_a_one_process_strategy_under_a_multi_worker_launch_is_an_error_naming_multi_worker(name):
+    """Each worker would train alone (two silent trainings): refused before any server starts."""
+    job = run_one(["-m", "tfscale", "launch", "-n", "2", "--", sys.executable, "-c",
+                   f"import tfscale as ts; ts.Scale({name!r})"], check=False, timeout=180)
+    assert job.returncode != 0, job.stdout[-2000:]
+    assert f"strategy {name!r} trains within one process" in job.stdout, job.stdout[-3000:]
+    assert "2-worker cluster" in job.stdout and "'multi_worker'" in job.stdout, job.stdout[-3000:]
+
+
+def test_a_worker_whose_peer_never_joins_ends_at_the_join_timeout_naming_it():
+    """TensorFlow waits for every worker's registration without a deadline; tfscale's join timeout ends the
+    wait with an error naming the worker that never joined (the process ends by SIGABRT: a peer lost)."""
+    port, absent = free_ports(2)
+    tf_config = json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}", f"127.0.0.1:{absent}"]},
+                            "task": {"type": "worker", "index": 0}})
+    done = run_one(["-c", "import tfscale as ts; ts.Scale('multi_worker')"], check=False, timeout=180,
+                   env={"TF_CONFIG": tf_config, "TFSCALE_JOIN_TIMEOUT": "4"})
+    assert done.returncode == -6, done.stdout[-3000:]
+    assert f"worker 1 at 127.0.0.1:{absent} (connection refused) never joined" in done.stdout, done.stdout[-3000:]
+    assert "the cluster did not form within 4 s" in done.stdout and "--join-timeout" in done.stdout

@@ -45,6 +45,7 @@ NODE_RANK = "TFSCALE_NODE_RANK"                    # this host's place
 RESTART = "TFSCALE_RESTART"                        # how many times the group was restarted
 REPLICAS_PER_WORKER = "TFSCALE_REPLICAS_PER_WORKER"  # --replicas-per-worker (read by StrategyConfig)
 COLLECTIVE_TIMEOUT = "TFSCALE_COLLECTIVE_TIMEOUT"    # --collective-timeout (read by StrategyConfig)
+JOIN_TIMEOUT = "TFSCALE_JOIN_TIMEOUT"                # --join-timeout (read by StrategyConfig)
 CPUS = "TFSCALE_CPUS"                              # cores the worker binds itself to ("0,1")
 PORT = "TFSCALE_PORT"                              # port base (Slurm, Kubernetes)
 K8S_JOB = "TFSCALE_K8S_JOB"                        # Kubernetes: the Indexed Job's name (pods are <job>-<index>)
@@ -58,7 +59,7 @@ TUNE_CONTROL = "TFSCALE_TUNE_CONTROL"              # a tuner's control folder, r
 _VARIABLES = {
     "rank": RANK, "world_size": WORLD_SIZE, "local_rank": LOCAL_RANK, "local_world_size": LOCAL_WORLD_SIZE,
     "node_rank": NODE_RANK, "restart": RESTART, "replicas_per_worker": REPLICAS_PER_WORKER,
-    "collective_timeout": COLLECTIVE_TIMEOUT, "cpus": CPUS, "port": PORT, "k8s_job": K8S_JOB,
+    "collective_timeout": COLLECTIVE_TIMEOUT, "join_timeout": JOIN_TIMEOUT, "cpus": CPUS, "port": PORT, "k8s_job": K8S_JOB,
     "k8s_service": K8S_SERVICE, "num_workers": NUM_WORKERS,
     "function_worker": FUNCTION_WORKER, "verbose": VERBOSE,
 }
@@ -78,6 +79,7 @@ class WorkerEnv:
         restart: how many times the launcher restarted the group (0: first start).
         replicas_per_worker: ``--replicas-per-worker``; None: the strategy's default.
         collective_timeout: ``--collective-timeout`` in seconds; None: TensorFlow's default.
+        join_timeout: ``--join-timeout`` in seconds; None: the strategy's default (900 s).
         cpus: the cores the worker binds itself to.
         port: the port base under Slurm or Kubernetes.
         k8s_job, k8s_service, num_workers: a Kubernetes Indexed Job's shape (with JOB_COMPLETION_INDEX).
@@ -93,6 +95,7 @@ class WorkerEnv:
     restart: int | None = None
     replicas_per_worker: int | None = None
     collective_timeout: float | None = None
+    join_timeout: float | None = None
     cpus: tuple[int, ...] | None = None
     port: int | None = None
     k8s_job: str | None = None

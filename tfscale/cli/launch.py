@@ -41,6 +41,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--timeout", type=float, default=None, metavar="S", help="stop everything after S seconds")
     p.add_argument("--collective-timeout", type=float, default=None, metavar="S",
                    help="a collective waiting S seconds on a dead peer fails (passed to the strategy)")
+    p.add_argument("--join-timeout", type=float, default=None, metavar="S",
+                   help="a worker that has not joined the cluster after S seconds is an error naming it "
+                        "(default 900, as torchrun's rendezvous)")
     p.add_argument("--max-restarts", type=int, default=0, metavar="R",
                    help="restart the whole group up to R times after a failure")
     p.add_argument("--threads", type=int, default=None, metavar="T",
@@ -74,6 +77,7 @@ def _options(args):
     min_nodes, nnodes = parse_nnodes(args.nnodes)
     return LaunchOptions(workers=args.workers, replicas_per_worker=args.replicas_per_worker, log_dir=args.log_dir,
                          timeout=args.timeout, collective_timeout=args.collective_timeout,
+                         join_timeout=args.join_timeout,
                          max_restarts=args.max_restarts, nnodes=nnodes, min_nodes=min_nodes, node_rank=args.node_rank,
                          hosts=args.hosts, hosts_file=args.hosts_file, threads=args.threads,
                          bind_cores=args.bind_cores, backend=args.backend)

@@ -46,6 +46,10 @@ class StrategyConfig:
         collective_timeout: seconds before a dead peer turns into an error (TensorFlow:
             the collectives' timeout; JAX: the distributed runtime's heartbeat timeout).
             None: the framework's default.
+        join_timeout: seconds every worker of a cluster may take to join it (TensorFlow: the
+            registration of every worker with the coordination service; JAX: the distributed runtime's
+            initialization); then a worker that did not join is an error naming it. None: 900 s, as
+            torchrun's rendezvous.
         tpu: TPU name or address; "" or "local" for a Colab/Kaggle/TPU-VM TPU.
         devices: (TensorFlow) explicit device names (e.g. "/gpu:0"); overrides `replicas`.
         communication: (TensorFlow) collective implementation: "auto", "ring" or "nccl".
@@ -68,6 +72,7 @@ class StrategyConfig:
     replicas: int | None = _for()
     cluster: str = _for(default="auto")
     collective_timeout: float | None = _for()
+    join_timeout: float | None = _for()
     tpu: str | None = _for()
     devices: tuple[str, ...] = _for(TENSORFLOW, default=())
     communication: str = _for(TENSORFLOW, default="auto")
@@ -85,9 +90,11 @@ class StrategyConfig:
                               where="strategy.replicas", fix="give a whole number >= 1, or leave it out")
         _check_choice("strategy.communication", self.communication, COMMUNICATIONS)
         _check_choice("strategy.cluster", self.cluster, CLUSTER_MANAGERS)
-        if self.collective_timeout is not None and self.collective_timeout <= 0:
-            raise ConfigError(f"collective_timeout must be positive, got {self.collective_timeout}",
-                              where="strategy.collective_timeout", fix="give seconds > 0, or leave it out")
+        for key in ("collective_timeout", "join_timeout"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{key} must be positive, got {value}", where=f"strategy.{key}",
+                                  fix="give seconds > 0, or leave it out")
         if self.bytes_per_pack < 0:
             raise ConfigError(f"bytes_per_pack must be >= 0, got {self.bytes_per_pack}",
                               where="strategy.bytes_per_pack", fix="give 0 to let TensorFlow decide")
@@ -156,7 +163,9 @@ def _default(field: dataclasses.Field) -> Any:
 
 
 # Variables `tfscale launch` sets in each worker (field -> variable); they fill fields the script leaves unset.
-LAUNCH_VARIABLES = {"replicas": worker_env.REPLICAS_PER_WORKER, "collective_timeout": worker_env.COLLECTIVE_TIMEOUT}
+LAUNCH_VARIABLES = {"replicas": worker_env.REPLICAS_PER_WORKER, "collective_timeout": worker_env.COLLECTIVE_TIMEOUT,
+                    "join_timeout": worker_env.JOIN_TIMEOUT}
+DEFAULT_JOIN_TIMEOUT = 900.0  # seconds, as torchrun's default rendezvous timeout
 
 
 def with_launch_environment(config: StrategyConfig, environ: Mapping[str, str] | None = None) -> StrategyConfig:

@@ -3,7 +3,7 @@
 from tfscale.strategy.registry import register
 
 
-@register("default", "no distribution: one process, TensorFlow's default device placement")
+@register("default", "no distribution: one process, TensorFlow's default device placement", one_process=True)
 def build(topology, config):
     import tensorflow as tf
 

@@ -26,6 +26,7 @@ import dataclasses
 import importlib
 from typing import Any
 
+from tfscale.errors import ConfigError
 from tfscale.strategy import registry
 from tfscale.strategy.auto import choose
 from tfscale.strategy.backend import JAX, TENSORFLOW
@@ -70,7 +71,15 @@ def decide(config, topology, backend: str) -> Decision:
         name, reason = choose(topology, config, backend)
     else:
         name, reason = config.name, "asked for by name"
-    registry.get(name, backend)  # an unknown or other-engine name fails here, before any effect
+    spec = registry.get(name, backend)  # an unknown or other-engine name fails here, before any effect
+    if spec.one_process and topology.num_workers > 1:
+        spanning = [n for n in registry.names(backend)
+                    if n != "auto" and not registry.get(n, backend).one_process and n not in ("tpu", "parameter_server")]
+        raise ConfigError(f"strategy {name!r} trains within one process, and this is worker {topology.rank} of a "
+                          f"{topology.num_workers}-worker cluster ({topology.manager}): each worker would train "
+                          "alone, on its own copy of the model", where=f"strategy {name!r}",
+                          fix=f"use 'auto' (it picks {spanning[0]!r} here) or one of {', '.join(map(repr, spanning))}; "
+                              "or start one process without the launcher")
     return Decision(backend, name, reason)
 
 

@@ -34,7 +34,7 @@ def _cross_device_ops(config, devices):
     return None
 
 
-@register("mirrored", "synchronous replicas on one machine: its GPUs, or N logical CPU devices (`replicas=N`)")
+@register("mirrored", "synchronous replicas on one machine: its GPUs, or N logical CPU devices (`replicas=N`)", one_process=True)
 def build(topology, config):
     import tensorflow as tf
 

@@ -3,7 +3,7 @@
 from tfscale.strategy.registry import register
 
 
-@register("one_device", "one device: the first GPU if there is one, else the CPU (or `devices=[...]`)")
+@register("one_device", "one device: the first GPU if there is one, else the CPU (or `devices=[...]`)", one_process=True)
 def build(topology, config):
     import tensorflow as tf
 

@@ -28,14 +28,25 @@ _TITLES = {TENSORFLOW: "TensorFlow (tf.distribute)", JAX: "JAX (keras.distributi
 
 @dataclasses.dataclass(frozen=True)
 class StrategySpec:
+    """A registered strategy.
+
+    Attributes:
+        one_process: it trains within one process (its devices only): under a launch of several worker
+            processes each would train alone, so `decide` refuses it there.
+    """
+
     name: str
     description: str
     build: Callable | None
     backend: str = TENSORFLOW
+    one_process: bool = False
 
 
-def register(name: str, description: str, *, backend: str = TENSORFLOW):
+def register(name: str, description: str, *, backend: str = TENSORFLOW, one_process: bool = False):
     """Decorator: registers `fn(topology, config)` as strategy `name` of `backend`.
+
+    `one_process=True` declares a strategy that trains within one process (refused under a launch of
+    several workers, naming the strategies that span them).
 
     Example:
         @register("my_strategy", "one line on what it does")
@@ -44,7 +55,7 @@ def register(name: str, description: str, *, backend: str = TENSORFLOW):
     """
 
     def decorate(fn):
-        _REGISTRY[(backend, name)] = StrategySpec(name, description, fn, backend)
+        _REGISTRY[(backend, name)] = StrategySpec(name, description, fn, backend, one_process)
         return fn
 
     return decorate

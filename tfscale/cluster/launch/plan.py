@@ -15,6 +15,7 @@ TFSCALE_RANK / _WORLD_SIZE     this worker's place among all workers / their num
 TFSCALE_LOCAL_RANK / _NODE_RANK  its place on this host / this host's place
 TFSCALE_REPLICAS_PER_WORKER    ``--replicas-per-worker`` (read by `StrategyConfig`)
 TFSCALE_COLLECTIVE_TIMEOUT     ``--collective-timeout`` (read by `StrategyConfig`)
+TFSCALE_JOIN_TIMEOUT           ``--join-timeout`` (read by `StrategyConfig`)
 TFSCALE_RESTART                how many times the group was restarted (set at start)
 CUDA_VISIBLE_DEVICES           this worker's share of the host's GPUs
 TF_NUM_INTRAOP_THREADS, ...    this worker's share of the host's cores
@@ -74,6 +75,7 @@ class LaunchOptions:
         log_dir: write each worker's output to ``<log_dir>/worker-<rank>.log`` instead of the terminal.
         timeout: seconds for the whole job, restarts included; None: no limit.
         collective_timeout: seconds before a collective with a dead peer fails; None: TensorFlow's default.
+        join_timeout: seconds every worker may take to join the cluster; None: the strategy's 900 s.
         max_restarts: times the whole group is restarted after a worker fails.
         nnodes: hosts in the cluster (checked against ``hosts``); elastic: the most hosts (MAX of ``MIN:MAX``).
         min_nodes: elastic (``--nnodes MIN:MAX``): the fewest hosts the run goes on with after losing some
@@ -94,6 +96,7 @@ class LaunchOptions:
     log_dir: str | None = None
     timeout: float | None = None
     collective_timeout: float | None = None
+    join_timeout: float | None = None
     max_restarts: int = 0
     nnodes: int | None = None
     min_nodes: int | None = None
@@ -114,7 +117,7 @@ class LaunchOptions:
             if value is not None and value < 1:
                 raise ConfigError(f"{key} must be at least 1, got {value}", where=f"--{_flag(key)}",
                                   fix="give a whole number >= 1")
-        for key in ("timeout", "collective_timeout"):
+        for key in ("timeout", "collective_timeout", "join_timeout"):
             value = getattr(self, key)
             if value is not None and value <= 0:
                 raise ConfigError(f"{key} must be positive, got {value}", where=f"--{_flag(key)}",
@@ -307,6 +310,7 @@ def _finish(manager, cluster, ranks, node, ports, options: LaunchOptions, enviro
         worker = WorkerEnv(rank=rank, world_size=world, local_rank=local, local_world_size=len(ranks),
                            node_rank=node, replicas_per_worker=options.replicas_per_worker or None,
                            collective_timeout=options.collective_timeout or None,
+                           join_timeout=options.join_timeout or None,
                            cpus=tuple(cores[local * threads:(local + 1) * threads]) if bind else None)
         env = {**cluster_env(cluster, rank, backend), **worker.to_environ(),
                "PYTHONUNBUFFERED": environ.get("PYTHONUNBUFFERED", "1")}

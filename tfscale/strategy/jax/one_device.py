@@ -7,6 +7,6 @@ from tfscale.strategy.registry import register
 
 
 @register("one_device", "no distribution: JAX's first device (a GPU or TPU core if there is one, else the CPU)",
-          backend=JAX)
+          backend=JAX, one_process=True)
 def build(topology, config):
     return None

@@ -21,6 +21,7 @@ import math
 import os
 
 from tfscale.cluster.detection import environment
+from tfscale.config.strategy import DEFAULT_JOIN_TIMEOUT
 from tfscale.errors import ClusterError
 from tfscale.strategy import backend
 
@@ -57,7 +58,7 @@ def set_cpu_devices(n: int) -> None:
         log.info("JAX: %d host (CPU) devices", n)
 
 
-def initialize(topology, timeout: float | None) -> None:
+def initialize(topology, timeout: float | None, join_timeout: float | None = None) -> None:
     """`jax.distributed.initialize` for the Topology's processes, then one Keras seed on all of them.
 
     Raises:
@@ -74,10 +75,9 @@ def initialize(topology, timeout: float | None) -> None:
     if backends_started():
         raise ClusterError("JAX started its devices before its distributed runtime", where="tfscale.Scale(...)",
                            fix="create the Scale first thing in the script, before any JAX operation")
-    kwargs = {}
+    kwargs = {"initialization_timeout": max(1, int(join_timeout or timeout or DEFAULT_JOIN_TIMEOUT))}
     if timeout:
-        kwargs = {"heartbeat_timeout_seconds": max(1, int(timeout)),
-                  "initialization_timeout": max(1, int(timeout))}
+        kwargs["heartbeat_timeout_seconds"] = max(1, int(timeout))
     log.info("JAX: process %d of %d, coordinator %s", topology.rank, topology.num_workers, topology.coordinator)
     try:
         jax.distributed.initialize(coordinator_address=topology.coordinator, num_processes=topology.num_workers,
@@ -116,7 +116,7 @@ def start(topology, config, environ=None) -> None:
     if host_devices and topology.accelerator != "TPU":  # only the CPU platform: GPUs and TPUs are what they are
         set_cpu_devices(max(1, host_devices))
     if topology.num_workers > 1:
-        initialize(topology, config.collective_timeout)
+        initialize(topology, config.collective_timeout, config.join_timeout)
     elif topology.manager == "tpu" and environment.tpu_pod_hosts(environ) > 1:
         initialize_tpu_pod()
 
