@@ -166,6 +166,9 @@ class Cluster:
         return "\n".join(parts)
 
 
+RESERVED_PORTS = "31000-31099"  # what `srun --resv-ports` reserves ports from (SLURM_STEP_RESV_PORTS)
+
+
 def _slurm_conf(folder: Path, nodes: list[str], addresses: list[str], ports: list[int], cpus: int) -> str:
     node_lines = "\n".join(f"NodeName={n} NodeAddr={a} CPUs={cpus} State=UNKNOWN" for n, a in zip(nodes, addresses))
     return f"""\
@@ -192,6 +195,7 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SwitchType=switch/none
 MpiDefault=none
+MpiParams=ports={RESERVED_PORTS}
 SchedulerType=sched/builtin
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU

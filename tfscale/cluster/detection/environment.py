@@ -11,10 +11,9 @@ from collections.abc import Mapping
 
 from tfscale.cluster.detection import kubernetes, slurm
 from tfscale.errors import ClusterError
-from tfscale.worker_env import SLURM_DEFAULT_PORT
 
 
-def slurm_cluster(environ: Mapping[str, str], *, port_base: int = SLURM_DEFAULT_PORT, gpus_per_node: int = 0):
+def slurm_cluster(environ: Mapping[str, str], *, port_base: int | None = None, gpus_per_node: int = 0):
     """Returns (cluster_spec, task_index) for a Slurm job step, or None outside Slurm.
 
     Reads SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_STEP_NODELIST and
@@ -30,8 +29,9 @@ def slurm_cluster(environ: Mapping[str, str], *, port_base: int = SLURM_DEFAULT_
         return None
     from tensorflow.python.distribute.cluster_resolver import slurm_cluster_resolver
 
-    try:
-        return _slurm_with_gpus(slurm_cluster_resolver, environ, port_base, gpus_per_node)
+    try:  # TensorFlow's resolver takes a base: the first reserved port, when Slurm reserved consecutive ones
+        base = slurm.step_ports(environ, port_base, 1)[0]
+        return _slurm_with_gpus(slurm_cluster_resolver, environ, base, gpus_per_node)
     except (RuntimeError, ValueError, KeyError, IndexError) as e:
         raise ClusterError(f"the Slurm environment could not be read: {e}", where="SLURM_* variables",
                            fix="run under `srun` (one task per worker), or pass cluster='none'") from None

@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping
 
 from tfscale.errors import ClusterError
+from tfscale.worker_env import SLURM_DEFAULT_PORT
 
 
 def expand_hostlist(hostlist: str) -> list[str]:
@@ -75,8 +76,57 @@ def expand_tasks_per_node(tasks_per_node: str) -> list[int]:
     return result
 
 
-def cpu_cluster(environ: Mapping[str, str], *, port_base: int):
+def reserved_ports(environ: Mapping[str, str]) -> list[int] | None:
+    """The ports Slurm reserved for this job step on each of its nodes, or None.
+
+    `srun --resv-ports` (with ``MpiParams=ports=12000-12999`` in slurm.conf) reserves ports for a step and
+    sets SLURM_STEP_RESV_PORTS ("12000-12003" or "12000,12002-12003"): two steps on one node never get the
+    same ones, where a fixed port base makes them collide.
+
+    Raises:
+        ValueError: a malformed value.
+    """
+    text = environ.get("SLURM_STEP_RESV_PORTS", "").strip()
+    if not text:
+        return None
+    ports = []
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        if not first.strip().isdigit() or (last and not last.strip().isdigit()):
+            raise ValueError(f"SLURM_STEP_RESV_PORTS={text!r} is not a list of ports and ranges")
+        ports.extend(range(int(first), int(last or first) + 1))
+    return ports
+
+
+def step_ports(environ: Mapping[str, str], port_base: int | None, per_node: int) -> list[int]:
+    """The port of each task index on a node: `port_base` + index when given (TFSCALE_PORT), else Slurm's
+    reserved ports (`reserved_ports`), else `worker_env.SLURM_DEFAULT_PORT` + index.
+
+    Raises:
+        ClusterError: fewer ports reserved than tasks on a node, or a malformed SLURM_STEP_RESV_PORTS.
+    """
+    if port_base is None:
+        try:
+            reserved = reserved_ports(environ)
+        except ValueError as e:
+            raise ClusterError(str(e), where="SLURM_STEP_RESV_PORTS", fix="let srun set it (--resv-ports)") from None
+        if reserved is not None:
+            if len(reserved) < per_node:
+                raise ClusterError(f"Slurm reserved {len(reserved)} port(s) for this step "
+                                   f"(SLURM_STEP_RESV_PORTS={environ['SLURM_STEP_RESV_PORTS']}) but a node runs "
+                                   f"{per_node} of its tasks", where="srun --resv-ports",
+                                   fix=f"reserve one port per task on a node: srun --resv-ports={per_node}, or set "
+                                       "TFSCALE_PORT")
+            return reserved[:per_node]
+        port_base = SLURM_DEFAULT_PORT
+    return [port_base + i for i in range(per_node)]
+
+
+def cpu_cluster(environ: Mapping[str, str], *, port_base: int | None = None):
     """(cluster_spec, task_index) of a job step without GPUs, or None outside a Slurm job step.
+
+    Each task listens on its node's `step_ports` by its index there: TFSCALE_PORT (`port_base`) + index,
+    else the ports Slurm reserved for the step, else 8888 + index.
 
     Raises:
         ClusterError: SLURM_* variables that cannot be read or disagree.
@@ -90,7 +140,8 @@ def cpu_cluster(environ: Mapping[str, str], *, port_base: int):
         if len(per_node) != len(hosts):
             raise ValueError(f"{len(hosts)} host(s) but tasks for {len(per_node)}")
         placed = placement(hosts, per_node, environ.get("SLURM_DISTRIBUTION", "block"))
-        tasks = [f"{host}:{port_base + local}" for host, local in placed]
+        ports = step_ports(environ, port_base, max(per_node))
+        tasks = [f"{host}:{ports[local]}" for host, local in placed]
     except ValueError as e:
         raise ClusterError(f"the Slurm environment could not be read: {e}", where="SLURM_* variables",
                            fix="run under `srun` (one task per worker), or pass cluster='none'") from None

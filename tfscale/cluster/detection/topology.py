@@ -139,7 +139,7 @@ def _find_cluster(cluster: str, environ: Mapping[str, str], gpus: int, reasons: 
                            "not set", where="KERAS_DISTRIBUTION_* variables",
                            fix="start the processes with `tfscale launch --backend jax`, or use cluster='auto'")
     if cluster in ("auto", "slurm"):
-        port = worker_env.WorkerEnv.from_environ(environ).port or worker_env.SLURM_DEFAULT_PORT
+        port = worker_env.WorkerEnv.from_environ(environ).port  # None: Slurm's reserved ports, else the default
         slurm = environment.slurm_cluster(environ, port_base=port, gpus_per_node=gpus)
         if slurm is not None:
             spec, index = slurm

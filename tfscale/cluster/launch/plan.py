@@ -55,7 +55,7 @@ from tfscale.cluster.launch import hosts as hosts_lib
 from tfscale.cluster.detection import kubernetes, slurm, tf_config
 from tfscale.cluster.launch.ports import WORKER_ENV
 from tfscale.errors import ConfigError
-from tfscale.worker_env import SLURM_DEFAULT_PORT, WorkerEnv
+from tfscale.worker_env import WorkerEnv
 
 log = logging.getLogger("tfscale")
 
@@ -190,8 +190,7 @@ class Plan:
 
 def slurm_task(environ: Mapping[str, str]):
     """(cluster_spec, task_index) when this process is one task of a Slurm job step, else None."""
-    port = WorkerEnv.from_environ(environ).port or SLURM_DEFAULT_PORT
-    return slurm.cpu_cluster(environ, port_base=port)
+    return slurm.cpu_cluster(environ, port_base=WorkerEnv.from_environ(environ).port)  # None: Slurm's reserved ports
 
 
 def kubernetes_task(environ: Mapping[str, str]):
