@@ -49,7 +49,7 @@ from tfscale.scale import keras_saving, sharded
 from tfscale.scale.checkpoint_store import (SHARDED, WEIGHTS, CheckpointInfo, CheckpointStore, CorruptCheckpoint,
                                             check_resumable, checkpoint_name, local_scratch)
 from tfscale.scale.guards import TrainingError
-from tfscale.scale.preemption import DEFAULT_SIGNALS, Preempted, SignalFlag
+from tfscale.scale.preemption import DEFAULT_SIGNALS, MetadataWatcher, Preempted, SignalFlag
 from tfscale.storage import Store
 
 log = logging.getLogger("tfscale")
@@ -101,6 +101,8 @@ class Checkpoints(keras.callbacks.Callback):
         every_seconds: also save when this many seconds passed since the last save (None: not by time).
         preemption: on one of `signals`, save at the end of the step and stop (`Preempted`).
         signals: the signals that mean preemption (default SIGTERM and SIGUSR1).
+        preemption_notice: with `preemption`, also watch GCE's metadata server for a preemption notice, on GCE
+            only (`preemption.MetadataWatcher`).
         async_save: commit in a background thread while training goes on.
         run: what the checkpoint is made under, recorded in its manifest and checked on resume:
             {"global_batch_size", "steps_per_epoch", "num_workers", "num_replicas", "backend", "strategy", "mesh"}.
@@ -113,8 +115,9 @@ class Checkpoints(keras.callbacks.Callback):
 
     def __init__(self, directory: str, *, is_chief: bool = True, rank: int = 0, keep: int = 2, resume: bool = True,
                  every_steps: int | None = None, every_seconds: float | None = None, preemption: bool = True,
-                 signals=DEFAULT_SIGNALS, async_save: bool = True, run: dict | None = None, scope=None,
-                 host_weights=None, exchange=None, forget=None, storage_options: dict | None = None):
+                 signals=DEFAULT_SIGNALS, preemption_notice: bool = True, async_save: bool = True,
+                 run: dict | None = None, scope=None, host_weights=None, exchange=None, forget=None,
+                 storage_options: dict | None = None):
         super().__init__()
         for key, value in (("checkpoint_every_steps", every_steps), ("checkpoint_every_seconds", every_seconds)):
             if value is not None and not value > 0:
@@ -129,6 +132,7 @@ class Checkpoints(keras.callbacks.Callback):
         self.async_save = async_save
         self.run = dict(run or {})
         self.flag = SignalFlag(signals, active=self._training) if preemption else None
+        self.notice = MetadataWatcher(self.flag) if preemption and preemption_notice else None
         self.stale_after = 600.0  # seconds without a step after which a signal is not taken for a running fit
         self.scratch = worker_dir(self.directory, "ckpt", rank)
         shutil.rmtree(self.scratch, ignore_errors=True)  # left over by a killed run
@@ -166,6 +170,8 @@ class Checkpoints(keras.callbacks.Callback):
             self.flag.received = None
             self.flag.install()
         self._progress = time.monotonic()
+        if self.notice is not None:  # once training counts as running: a notice already out is taken
+            self.notice.start()
 
     def _training(self) -> bool:
         """A fit is running with this callback: begun, not ended, and a step ended in the last `stale_after` s."""
@@ -176,6 +182,8 @@ class Checkpoints(keras.callbacks.Callback):
         self._progress = None
         if self.flag is not None:
             self.flag.uninstall()
+        if self.notice is not None:
+            self.notice.stop()
 
     def restore_now(self) -> CheckpointInfo | None:
         """Checks the folder is shared, then loads the newest intact checkpoint; returns it (None: none).

@@ -14,21 +14,39 @@ signalled worker publishes at the end of the step it is in; its peers cannot fin
 without it, so they read its flag at the latest one step later: at most one step of work is lost, and
 none where every worker is signalled (the usual case: the platform signals them all).
 
+Google Compute Engine (spot and preemptible VMs, Cloud TPU VMs, GKE nodes) also announces a preemption in its
+metadata server, before its SIGTERM: `MetadataWatcher` polls ``instance/preempted`` ("TRUE") and
+``instance/maintenance-event`` (a ``TERMINATE_ON_HOST_MAINTENANCE``; a live migration is ignored) every second
+in a daemon thread while training runs, and sets the same flag a signal sets (``received`` is "GCE preemption
+notice"), so the save above starts as soon as the notice is out. It runs only on GCE, detected once per process
+without delaying start-up: ``GCE_METADATA_HOST`` (google-auth's and gcloud's variable; it also names the host
+asked) set, or this machine's firmware saying "Google" (``/sys/class/dmi/id/product_name``, as google-auth reads
+it), and then the metadata server answering within 1 s with ``Metadata-Flavor: Google``; elsewhere nothing is
+sent. It is on wherever preemption is (`Checkpoints`); ``Checkpoints(preemption_notice=False)`` turns it off.
+
 `PREEMPTED_EXIT` is the exit code of a process that saved and stopped on such a signal: "restart me".
 """
 
 from __future__ import annotations
 
+import enum
+import http.client
 import logging
+import os
 import signal
 import threading
+import urllib.error
+import urllib.request
 
 from tfscale.worker_env import PREEMPTED_EXIT
 
 log = logging.getLogger("tfscale")
 
 DEFAULT_SIGNALS = ("SIGTERM", "SIGUSR1")
-__all__ = ["DEFAULT_SIGNALS", "PREEMPTED_EXIT", "Preempted", "SignalFlag", "signal_numbers"]
+__all__ = ["DEFAULT_SIGNALS", "GCE_NOTICE", "PREEMPTED_EXIT", "MetadataWatcher", "Preempted", "SignalFlag",
+           "signal_numbers"]
+
+GCE_NOTICE = "GCE preemption notice"  # what `SignalFlag.received` holds when the metadata server announced it
 
 
 class Preempted(SystemExit):
@@ -37,7 +55,7 @@ class Preempted(SystemExit):
 
     Attributes:
         checkpoint: the name of the checkpoint saved, e.g. "epoch-00001-step-0000037".
-        signal_name: the signal that asked for it.
+        signal_name: the signal that asked for it, or `GCE_NOTICE`.
     """
 
     def __init__(self, checkpoint: str, signal_name: str):
@@ -101,11 +119,17 @@ class SignalFlag:
             signal.signal(number, previous if previous is not None else signal.SIG_DFL)
         self._previous.clear()
 
+    def mark(self, reason: str) -> bool:
+        """Sets `received` to `reason` (a signal's name, a platform's notice); False where it was set already or
+        no training runs."""
+        if self.received is not None or not self.active():
+            return False
+        self.received = reason
+        log.warning("%s received: saving a checkpoint at the end of this step, then exiting", reason)
+        return True
+
     def _handle(self, number, frame):
-        name = signal.Signals(number).name
-        if self.received is None and self.active():
-            self.received = name
-            log.warning("%s received: saving a checkpoint at the end of this step, then exiting", name)
+        if self.mark(signal.Signals(number).name):
             return
         previous = self._previous.get(number)  # a second signal, or no training left: what would have happened
         self.uninstall()
@@ -113,3 +137,110 @@ class SignalFlag:
             previous(number, frame)
         else:
             signal.raise_signal(number)
+
+
+METADATA_HOST_ENV = "GCE_METADATA_HOST"  # google-auth's and gcloud's name; "host" or "host:port"
+DEFAULT_METADATA_HOST = "metadata.google.internal"
+DMI_PRODUCT_NAME = "/sys/class/dmi/id/product_name"  # "Google Compute Engine" on GCE (google-auth reads it too)
+DETECT_TIMEOUT_S = 1.0  # the one probe at start-up
+POLL_TIMEOUT_S = 2.0
+
+
+class MaintenanceEvent(str, enum.Enum):
+    """The values of ``instance/maintenance-event``; only a termination means preemption."""
+
+    NONE = "NONE"
+    MIGRATE = "MIGRATE_ON_HOST_MAINTENANCE"
+    TERMINATE = "TERMINATE_ON_HOST_MAINTENANCE"
+
+
+_no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the metadata server is never proxied
+_detected: dict[str, bool] = {}  # host -> it answered as a GCE metadata server (probed once per process)
+_detect_lock = threading.Lock()
+
+
+def _metadata(host: str, path: str, timeout: float) -> tuple[str, str]:
+    """(body, Metadata-Flavor header) of ``http://host/computeMetadata/v1/path``; OSError where unreachable."""
+    request = urllib.request.Request(f"http://{host}/computeMetadata/v1/{path}", headers={"Metadata-Flavor": "Google"})
+    with _no_proxy.open(request, timeout=timeout) as response:
+        return response.read().decode("utf-8", "replace").strip(), response.headers.get("Metadata-Flavor", "")
+
+
+def _google_firmware() -> bool:
+    try:
+        with open(DMI_PRODUCT_NAME, encoding="utf-8", errors="replace") as f:
+            return f.read().strip().startswith("Google")
+    except OSError:
+        return False
+
+
+def gce_metadata_host() -> str | None:
+    """The metadata server's host where this process runs on GCE (probed once per process), else None.
+
+    Nothing is sent unless ``GCE_METADATA_HOST`` is set or the firmware names Google; the probe waits at most
+    `DETECT_TIMEOUT_S`.
+    """
+    host = os.environ.get(METADATA_HOST_ENV, "").strip()
+    if not host and not _google_firmware():
+        return None
+    host = host or DEFAULT_METADATA_HOST
+    with _detect_lock:
+        if host not in _detected:
+            try:
+                _detected[host] = _metadata(host, "", DETECT_TIMEOUT_S)[1] == "Google"
+            except (OSError, ValueError, http.client.HTTPException):  # refused, timed out, no such host, garbled
+                _detected[host] = False
+            log.debug("GCE metadata server at %s: %s", host, "found" if _detected[host] else "none")
+        return host if _detected[host] else None
+
+
+class MetadataWatcher:
+    """Sets `flag` (`GCE_NOTICE`) once GCE's metadata server announces this VM's preemption or termination for
+    host maintenance; polls every `interval` seconds in a daemon thread between `start` and `stop`.
+
+    Example:
+        watcher = MetadataWatcher(flag)
+        watcher.start()  # False off GCE: nothing watched
+        ...; watcher.stop()
+    """
+
+    def __init__(self, flag: SignalFlag, interval: float = 1.0):
+        self.flag, self.interval = flag, interval
+        self._stop: threading.Event | None = None
+
+    def start(self) -> bool:
+        """Starts watching where this process runs on GCE (see `gce_metadata_host`); False elsewhere."""
+        self.stop()
+        host = gce_metadata_host()
+        if host is None:
+            return False
+        self._stop = threading.Event()
+        threading.Thread(target=self._watch, args=(host, self._stop), name="tfscale-gce-notice", daemon=True).start()
+        log.info("watching the GCE metadata server at %s for a preemption notice", host)
+        return True
+
+    def stop(self) -> None:
+        """Stops the thread (it ends within one poll; nothing waits for it)."""
+        if self._stop is not None:
+            self._stop.set()
+            self._stop = None
+
+    def _watch(self, host: str, stop: threading.Event) -> None:
+        failed = False
+        while not stop.is_set():
+            try:
+                notice = self._notice(host)
+            except (OSError, ValueError, http.client.HTTPException) as e:
+                if not failed:
+                    log.warning("cannot read the GCE preemption notice from %s (%s); still trying", host, e)
+                failed, notice = True, False
+            if notice and not stop.is_set():
+                self.flag.mark(GCE_NOTICE)
+                return
+            stop.wait(self.interval)
+
+    @staticmethod
+    def _notice(host: str) -> bool:
+        if _metadata(host, "instance/preempted", POLL_TIMEOUT_S)[0].upper() == "TRUE":
+            return True
+        return _metadata(host, "instance/maintenance-event", POLL_TIMEOUT_S)[0] == MaintenanceEvent.TERMINATE.value
