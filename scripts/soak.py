@@ -7,7 +7,7 @@ workers and they resume from the chief's last checkpoint. Afterwards nothing may
 - no process of the job (launcher, workers, their children);
 - no listening socket on the ports of the cluster (every attempt's);
 - no tfscale temporary folder (the job runs with its own TMPDIR);
-- no file in the checkpoint folder but the last checkpoint (keep_checkpoints=1).
+- no file in the checkpoint folder but the last checkpoint, its weights and manifest (keep_checkpoints=1).
 
 Prints one JSON object: cycles, seconds in all, seconds per cycle, and what was checked.
 Usage: python scripts/soak.py [--cycles 30] [--backend tensorflow|jax]
@@ -25,6 +25,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's tfscale (scripts/ run as a file)
+from tfscale.scale.checkpoint_store import CheckpointStore  # noqa: E402 - standard library only
 
 WORKER = '''
 import os, signal, sys
@@ -122,7 +125,9 @@ def main() -> int:
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     seconds = time.monotonic() - started
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    time.sleep(1.0)
+    deadline = time.monotonic() + 30  # stragglers of a stopped group exit just after the launcher
+    while job_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
     restarts = done.stdout.count("restarting all 2 worker(s)") + done.stderr.count("restarting all 2 worker(s)")
     result = {
         "cycles": args.cycles, "backend": args.backend, "exit_code": done.returncode, "restarts": restarts,
@@ -134,10 +139,12 @@ def main() -> int:
         "ports_left": sorted(listening() & used_ports(out)),
         "temp_left": sorted(os.listdir(tmp)),
         "checkpoint_files": sorted(os.listdir(ckpt)) if ckpt.exists() else [],
+        "checkpoints": [i.name for i in CheckpointStore(str(ckpt)).list()] if ckpt.exists() else [],
     }
     ok = (done.returncode == 0 and used_ports(out) and restarts == args.cycles and result["kills"] == args.cycles
           and not result["processes_left"] and not result["ports_left"] and not result["temp_left"]
-          and len(result["checkpoint_files"]) == 1)
+          and result["checkpoints"] == [f"epoch-{args.cycles + 1:05d}"]
+          and result["checkpoint_files"] == [f"epoch-{args.cycles + 1:05d}{ext}" for ext in (".json", ".weights.h5")])
     result["ok"] = ok
     print(json.dumps(result, indent=2))
     if ok:

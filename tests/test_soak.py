@@ -19,4 +19,5 @@ def test_thirty_kill_and_restart_cycles_leave_no_process_port_folder_or_stale_ch
     assert result["exit_code"] == 0 and result["restarts"] == result["kills"] == 30
     assert result["resumed_from_epoch"] == "29"  # the last attempt (killed in the 30th epoch) resumed after the 29th
     assert result["processes_left"] == [] and result["ports_left"] == [] and result["temp_left"] == []
-    assert len(result["checkpoint_files"]) == 1
+    assert result["checkpoints"] == ["epoch-00031"]  # the last one, alone (keep_checkpoints=1)
+    assert result["checkpoint_files"] == ["epoch-00031.json", "epoch-00031.weights.h5"]

@@ -366,23 +366,26 @@ class Checkpoints(keras.callbacks.Callback):
         self.wait()  # one save in flight at a time
         name = checkpoint_name(epoch, step)
         local = os.path.join(self.scratch, f"{_TMP_PREFIX}{os.getpid()}-{name}{WEIGHTS}")
-        if self.checkpoints.store.is_local:  # written beside its final name, renamed into place: no copy
+        if self.is_chief and self.checkpoints.store.is_local:  # beside its final name, renamed into place: no copy
             local = self.checkpoints.store.join(f"{_TMP_PREFIX}{os.getpid()}-{name}{WEIGHTS}")
         if self.checkpoints.store.is_local and sharded.is_sharded(self.model):
             return self._save_sharded(epoch, step, reason, name, steps)
         background = self.async_save and reason != "preemption"
         write = None
         try:
+            # Every worker takes the same steps: Keras' save walk can itself run collectives (on JAX, creating the
+            # optimizer it compares attributes with puts a variable on every device), so a save on the chief
+            # alone would leave the workers out of step. The others write into their private folder.
             with self.host_weights(self.model):  # every worker enters it (on JAX it may gather across them)
-                if self.is_chief:
-                    write = keras_saving.capture(self.model) if background else None
-                    if write is None:
-                        self.model.save_weights(local, overwrite=True)
+                write = keras_saving.capture(self.model) if background else None
+                if write is None:
+                    self.model.save_weights(local, overwrite=True)
         except OSError as e:
             _remove(local)
             raise _write_error(name, e) from None
         self._last_saved, self._last_save = (epoch, step), time.monotonic()
         if not self.is_chief:
+            _remove(local)
             return name
         info = self._info(name, epoch, step, reason, steps)
         if background:  # the file is written (from the values captured), hashed and committed while training goes on

@@ -44,7 +44,8 @@ _META = "tfscale"  # the key of tfscale's entry in the checkpoint's custom metad
 
 
 def is_sharded(model) -> bool:
-    """Whether some variable of `model` or its optimizer is a JAX array this process holds only part of.
+    """Whether some variable of `model` or its optimizer is a JAX array this process holds only part of (a
+    replicated one, as under data_parallel over several processes, is whole on every process).
 
     Such a model cannot be saved by one process alone (`save_weights` would need every shard here):
     save it with `save_sharded` on every process.
@@ -53,7 +54,7 @@ def is_sharded(model) -> bool:
         return False
     import jax
 
-    return any(isinstance(v.value, jax.Array) and not v.value.is_fully_addressable
+    return any(isinstance(v.value, jax.Array) and not (v.value.is_fully_addressable or v.value.is_fully_replicated)
                for group in _groups(model).values() for v in group)
 
 

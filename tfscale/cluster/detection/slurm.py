@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 
 from tfscale.errors import ClusterError
-from tfscale.worker_env import SLURM_DEFAULT_PORT
+from tfscale.worker_env import PORT, SLURM_DEFAULT_PORT
 
 
 def expand_hostlist(hostlist: str) -> list[str]:
@@ -99,7 +99,7 @@ def reserved_ports(environ: Mapping[str, str]) -> list[int] | None:
 
 
 def step_ports(environ: Mapping[str, str], port_base: int | None, per_node: int) -> list[int]:
-    """The port of each task index on a node: `port_base` + index when given (TFSCALE_PORT), else Slurm's
+    """The port of each task index on a node: `port_base` + index when given (`worker_env.PORT`), else Slurm's
     reserved ports (`reserved_ports`), else `worker_env.SLURM_DEFAULT_PORT` + index.
 
     Raises:
@@ -116,7 +116,7 @@ def step_ports(environ: Mapping[str, str], port_base: int | None, per_node: int)
                                    f"(SLURM_STEP_RESV_PORTS={environ['SLURM_STEP_RESV_PORTS']}) but a node runs "
                                    f"{per_node} of its tasks", where="srun --resv-ports",
                                    fix=f"reserve one port per task on a node: srun --resv-ports={per_node}, or set "
-                                       "TFSCALE_PORT")
+                                       f"{PORT}")
             return reserved[:per_node]
         port_base = SLURM_DEFAULT_PORT
     return [port_base + i for i in range(per_node)]
@@ -125,7 +125,7 @@ def step_ports(environ: Mapping[str, str], port_base: int | None, per_node: int)
 def cpu_cluster(environ: Mapping[str, str], *, port_base: int | None = None):
     """(cluster_spec, task_index) of a job step without GPUs, or None outside a Slurm job step.
 
-    Each task listens on its node's `step_ports` by its index there: TFSCALE_PORT (`port_base`) + index,
+    Each task listens on its node's `step_ports` by its index there: `worker_env.PORT` (`port_base`) + index,
     else the ports Slurm reserved for the step, else 8888 + index.
 
     Raises:
