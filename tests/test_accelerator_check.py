@@ -36,6 +36,17 @@ def report(tmp_path_factory) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.fixture(scope="module")
+def unblocked(tmp_path_factory) -> dict:
+    """One small run where TensorFlow is installed and importable, as on most machines."""
+    out = tmp_path_factory.mktemp("accelerator_check_tf") / "report.json"
+    env = {"XLA_FLAGS": XLA_FLAGS, "KERAS_BACKEND": "tensorflow"}
+    run = run_one([str(SCRIPT), "--quick", "--models", "mlp", "--epochs", "1", "--check-steps", "2", "--json",
+                   str(out)], env=env, timeout=540)
+    assert out.exists(), run.stdout[-4000:]
+    return json.loads(out.read_text())
+
+
 def runs(report: dict) -> dict[tuple[str, str], dict]:
     return {(r["model"], r["strategy"]): r for r in report["runs"]}
 
@@ -47,7 +58,8 @@ def test_accelerator_check_runs_without_tensorflow_on_the_devices_jax_sees(repor
     assert set(runs(report)) == {(m, s) for m in ("conv", "mlp") for s in ("one_device", "data_parallel",
                                                                            "model_parallel")}
     for run in report["runs"]:
-        assert run["examples_per_s"] > 0 and run["step_ms"] > 0, run  # present, not timed against anything
+        # > 0 by design: the figures must be there; tests never assert on timings (benchmarks compare them)
+        assert run["examples_per_s"] > 0 and run["step_ms"] > 0, run
         assert run["devices"] == (1 if run["strategy"] == "one_device" else 2)
     assert runs(report)["mlp", "model_parallel"]["mesh"] == {"data": 1, "model": 2}
 
@@ -67,3 +79,10 @@ def test_accelerator_check_model_parallel_holds_about_half_the_bytes_per_device(
         sharded = runs(report)[model, "model_parallel"]
         assert sharded["bytes"] == one["bytes"]
         assert sharded["bytes_per_device"] <= 0.55 * one["bytes_per_device"], sharded
+
+
+@pytest.mark.slow
+def test_accelerator_check_leaves_an_installed_tensorflow_unloaded(unblocked):
+    """Without the blocker (TensorFlow importable), TensorFlow is still not in sys.modules at the script's end."""
+    assert unblocked["tensorflow_loaded"] is False
+    assert set(runs(unblocked)) == {("mlp", s) for s in ("one_device", "data_parallel", "model_parallel")}

@@ -530,6 +530,8 @@ def test_bad_input(case: Case, folder, models, created, capsys, monkeypatch):
     def launched(code):  # `tfscale launch` ends its process after the workers: a bad input never gets there
         raise AssertionError(f"the launcher ran its workers (exit code {code})")
 
+    # private: tfscale's `launch_cli._exit_now` (the launcher's hard exit after its workers). If it is renamed,
+    # setattr raises AttributeError (monkeypatch's raising=True), so every case errors rather than passes
     monkeypatch.setattr(launch_cli, "_exit_now", launched)
     made = case.make(folder) if case.make else None
     made = made if isinstance(made, dict) else {}

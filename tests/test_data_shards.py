@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_data_helpers import contexts
+from test_data_helpers import contexts, write_images
 
 import tfscale as ts
 from tfscale.cli import main
@@ -154,14 +154,28 @@ def test_a_damaged_shard_is_named_with_its_record_in_raise_mode_and_counted_in_s
     assert main(["data", "inspect", out, "--probe-batches", "0"]) == 1
 
 
+def _image_numbers_in_shard(path) -> set[int]:
+    """The numbers of the images a shard holds (write_images encodes each image's number in its pixels)."""
+    spec = {"image": tf.io.FixedLenFeature([], tf.string)}
+    return {int(tf.io.decode_png(tf.io.parse_single_example(r, spec)["image"])[0, 0, 0])
+            for r in tf.data.TFRecordDataset(path)}
+
+
 def test_shards_are_dealt_to_workers_whole_with_equal_steps(tmp_path):
     src, out = str(tmp_path / "images"), str(tmp_path / "shards")
-    write_folder(src, per_class=(30, 30, 30), size=(6, 6))
+    write_images(src, per_class=(30, 30, 30), size=(6, 6), kinds=("png",), channels=1)  # image n: pixels all n
     convert(src, out, 4)
     pipe = ts.data.image_folder(out, (4, 4), channels=1)
-    per_worker = [[y.numpy() for _, y in pipe.batched_dataset_for(c, 8, True)] for c in contexts(2)]
-    assert len(per_worker[0]) == len(per_worker[1]) >= 4 and all(len(b) == 8 for w in per_worker for b in w)
-    counts = [s["records"] for s in json.load(open(os.path.join(out, "dataset.json")))["shards"]]
-    assert 2 * 8 * len(per_worker[0]) <= sum(counts) == 90
+    per_worker = [list(pipe.batched_dataset_for(c, 8, True)) for c in contexts(2)]
+    assert len(per_worker[0]) == len(per_worker[1]) >= 4 and all(len(y) == 8 for w in per_worker for _, y in w)
+    meta = json.load(open(os.path.join(out, "dataset.json")))
+    assert 2 * 8 * len(per_worker[0]) <= sum(s["records"] for s in meta["shards"]) == 90
+    # whole: every record a worker reads comes from a shard no other worker reads from
+    seen = [{int(round(float(v) * 255)) for x, _ in w for v in x.numpy()[:, 0, 0, 0]} for w in per_worker]
+    assert len(seen[0]) + len(seen[1]) == 2 * 8 * len(per_worker[0]) and not seen[0] & seen[1]
+    shards = [_image_numbers_in_shard(os.path.join(out, s["file"])) for s in meta["shards"]]
+    assert sorted(n for shard in shards for n in shard) == list(range(90))
+    readers = [{w for w in range(2) if seen[w] & shard} for shard in shards]
+    assert all(len(r) == 1 for r in readers) and {0, 1} == set().union(*readers), readers
     whole = np.concatenate([y.numpy() for _, y in pipe.dataset(batch_size=16)])
     assert sorted(whole.tolist()) == [0] * 30 + [1] * 30 + [2] * 30

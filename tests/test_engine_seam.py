@@ -44,8 +44,12 @@ def test_keras_json_written_by_keras_is_not_a_choice_but_another_backend_there_i
 
 
 def test_every_engine_has_its_own_options():
-    assert engine_options(StrategyConfig(communication="ring", collective_timeout=30), "tensorflow")
-    assert engine_options(StrategyConfig(mesh=(1, 2), layout="auto", collective_timeout=30), "jax")
+    checked = engine_options(StrategyConfig(communication="ring", collective_timeout=30), "tensorflow")
+    assert checked == StrategyConfig(communication="ring", collective_timeout=30)  # the options, unchanged
+    assert (checked.communication, checked.collective_timeout) == ("ring", 30)
+    checked = engine_options(StrategyConfig(mesh=(1, 2), layout="auto", collective_timeout=30), "jax")
+    assert checked == StrategyConfig(mesh=(1, 2), layout="auto", collective_timeout=30)
+    assert (checked.mesh, checked.layout, checked.collective_timeout) == ((1, 2), "auto", 30)
     with pytest.raises(ConfigError, match="communication is a tensorflow-only setting, but this process trains on jax"):
         engine_options(StrategyConfig(communication="ring"), "jax")
     with pytest.raises(ConfigError, match="mesh, layout are jax-only settings"):

@@ -12,11 +12,11 @@ import procs
 import tfscale
 from tfscale.cli import build_parser
 
-# Commands whose help texts live in a file another engineer owns (cli/data.py);
-# the wording they need is in issue 16's report. strict: remove a name here once its help is complete.
-
 
 def _commands(parser: argparse.ArgumentParser, prefix: str = ""):
+    # argparse privates (`_actions`, `_SubParsersAction`; also `_HelpAction` below): argparse has no public way
+    # to list a parser's options or subcommands. A rename in a Python release gives an AttributeError at
+    # collection, so every test in this file errors (none passes silently).
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
@@ -57,7 +57,7 @@ def test_defaults_are_shown(name):
     for action in parser._actions:
         if action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS) \
                 and not isinstance(action, argparse._HelpAction):
-            assert f"default: {action.default}" in text or "default" in (action.help or ""), action.dest
+            assert f"default: {action.default}" in text, action.dest  # the value itself, not the word
 
 
 def test_top_level_help_and_version():

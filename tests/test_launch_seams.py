@@ -25,7 +25,8 @@ POD = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "JOB_COMPLETION_INDEX": "1", "TFSC
 
 def test_worker_env_round_trips_every_field():
     full = WorkerEnv(rank=3, world_size=8, local_rank=1, local_world_size=2, node_rank=1, restart=2,
-                     replicas_per_worker=4, collective_timeout=12.5, cpus=(2, 3), port=2222, k8s_job="job",
+                     replicas_per_worker=4, collective_timeout=12.5, join_timeout=60.0, cpus=(2, 3), port=2222,
+                     k8s_job="job",
                      k8s_service="job-workers", num_workers=8, function_worker="/tmp/payload",
                      verbose=False)
     unset = [f.name for f in dataclasses.fields(WorkerEnv) if getattr(full, f.name) is None]
@@ -145,8 +146,12 @@ def test_the_cli_refuses_max_restarts_under_srun():
 ])
 def test_slurm_parsers_read_what_tensorflows_read(hostlist, tasks, hosts, per_node):
     """The same results as TensorFlow's parsers (tensorflow.python.distribute.cluster_resolver), without TensorFlow."""
-    assert slurm.expand_hostlist(hostlist) == hosts
-    assert slurm.expand_tasks_per_node(tasks) == per_node
+    # private TensorFlow module (tensorflow.python...; checked on 2.21): a move there fails this import. Imported
+    # here so that the other seam tests, like the launch side, run without TensorFlow
+    from tensorflow.python.distribute.cluster_resolver import slurm_cluster_resolver as tf_slurm
+
+    assert slurm.expand_hostlist(hostlist) == tf_slurm.expand_hostlist(hostlist) == hosts
+    assert slurm.expand_tasks_per_node(tasks) == tf_slurm.expand_tasks_per_node(tasks) == per_node
 
 
 def test_slurm_environment_mistakes_are_cluster_errors():

@@ -118,9 +118,15 @@ def test_the_pods_launcher_becomes_the_command(capsys, tmp_path):
     environ = {k: v for k, v in base_env().items() if not k.startswith(("SLURM_", "TFSCALE_"))}
     environ.update(pod_environ(job, 1))
     code = "import os; print(os.getpid(), os.environ['TF_CONFIG'], os.environ['TFSCALE_RANK'])"
-    proc = subprocess.run([sys.executable, "-m", "tfscale", "launch", "--", sys.executable, "-c", code], env=environ,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    config, rank = proc.stdout.strip().split(" ", 1)[1].rsplit(" ", 1)
+    proc = subprocess.Popen([sys.executable, "-m", "tfscale", "launch", "--", sys.executable, "-c", code], env=environ,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr[-2000:]
+    pid, rest = stdout.strip().split(" ", 1)
+    assert int(pid) == proc.pid  # exec: CMD is the launcher's own process, not a child of it
+    config, rank = rest.rsplit(" ", 1)
     assert json.loads(config)["task"] == {"type": "worker", "index": 1} and rank == "1"
-    assert "[w1]" not in proc.stdout
+    assert "[w1]" not in stdout

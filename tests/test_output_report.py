@@ -7,6 +7,7 @@ import os
 import re
 import sys
 
+import numpy as np
 import pytest
 
 import procs
@@ -78,6 +79,8 @@ def test_plot_has_a_log_latency_axis_a_legend_for_the_recommendation_and_xnnpack
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(12, 5.6))
+    # tfscale's private `_draw` (report.plot's drawing without saving a file), for the axes' contents: a rename
+    # there gives an AttributeError here, not a silent pass
     report_lib._draw(fig, report)
     left, right = fig.axes
     assert right.get_yscale() == "log"
@@ -116,18 +119,55 @@ print("threads_all", row["threads_all"], "affinity", len(os.sched_getaffinity(0)
         assert [f[1] for f in found] == ["1", "1"]
 
 
+# Per-round p50s (µs, batch 1, 1 thread) recorded by one `tfscale demo --epochs 3` on a 2-core machine
+RECORDED = {"float32": [7.27, 7.196, 7.224, 7.211, 7.238, 7.261, 7.22, 7.247, 7.219, 7.187],
+            "dynamic": [5.144, 5.319, 5.309, 5.3, 5.289, 5.295, 5.284, 5.277, 5.302, 5.329],
+            "float16": [7.103, 7.176, 7.215, 7.178, 7.198, 7.229, 7.266, 7.192, 7.236, 7.122],
+            "int8": [6.657, 6.809, 6.848, 6.702, 6.81, 6.777, 6.828, 6.851, 6.801, 6.793]}
+SIZES_KB = {"float32": 153.6, "dynamic": 45.3, "float16": 80.1, "int8": 45.1}  # dynamic: 0.4% larger
+
+
+def _with_noise(rng, recorded: dict, scale: float, spikes: bool) -> dict:
+    """The recorded rounds x `scale`, with noise: a load shared by each round (the rounds alternate the variants,
+    so all see it), 3% jitter of each variant's own, and with `spikes` a busy machine: 20% of the rounds
+    1.5-3x slower for all, and 5% of each variant's rounds 1.2-1.5x slower for it alone."""
+    shared = rng.uniform(1.0, 1.5, 10) * (np.where(rng.random(10) < 0.2, rng.uniform(1.5, 3.0, 10), 1.0)
+                                          if spikes else 1.0)
+    return {mode: list(scale * np.asarray(r) * shared * rng.uniform(0.97, 1.03, 10) * (np.where(
+        rng.random(10) < 0.05, rng.uniform(1.2, 1.5, 10), 1.0) if spikes else 1.0)) for mode, r in recorded.items()}
+
+
+@pytest.mark.parametrize("scale, int8_over_dynamic, spikes, expected", [
+    (1.0, None, True, "int8"),  # as recorded: dynamic 1.5 µs faster, under the 5 µs that matter at batch 1
+    (15.0, 1.05, True, "int8"),  # a 15x bigger model, int8 5% slower: under the 10%
+    (4.0, 2.4, False, "dynamic"),  # int8 2.4x slower (30 µs) on a steadily loaded machine: that counts
+])
+def test_the_recommendation_holds_under_injected_timing_noise(scale, int8_over_dynamic, spikes, expected):
+    """The rule on recorded per-round latencies with noise injected: the same choice in all of 200 draws.
+
+    Under spikes the rule may also miss a real gain now and then (the spread of the differences grows with
+    the load): it errs towards the smallest file, so the gain case runs without them."""
+    recorded = dict(RECORDED)
+    if int8_over_dynamic:
+        recorded["int8"] = [d * int8_over_dynamic for d in recorded["dynamic"]]
+    rng, chosen = np.random.default_rng(0), []
+    for _ in range(200):
+        rounds = _with_noise(rng, recorded, scale, spikes)
+        rows = [_row(mode, kb, 0.97222222222, float(np.median(rounds[mode])), 3 * rounds[mode][0],
+                     rounds=rounds[mode]) for mode, kb in SIZES_KB.items()]
+        chosen.append(report_lib.recommend(report_lib.rounded(rows), 0.5))
+    assert chosen == [expected] * 200, {m: chosen.count(m) for m in set(chosen)}
+
+
 @pytest.mark.slow
-def test_the_demo_recommends_the_same_variant_in_5_runs(tmp_path, capsys):
-    """Five whole demos (train, convert, validate, time every variant), in this process: a TensorFlow start-up
-    less per run; the timings that could sway the choice are measured anew in each."""
+def test_the_demo_states_the_rule_and_recommends_what_the_rule_picks_from_its_rows(tmp_path, capsys):
+    """One whole demo (train, convert, validate, time every variant): the table states the rule, and the
+    recommendation is the rule applied to the rows it saved (stability under noise: the test above)."""
     from tfscale.cli import main
 
-    chosen, tables = [], []
-    for i in range(5):
-        out = tmp_path / f"run{i}"
-        assert main(["demo", "--epochs", "3", "--out", str(out)]) == 0
-        chosen.append(json.loads((out / "report.json").read_text())["recommended"])
-        tables.append(capsys.readouterr().out)
-    print("recommended in 5 demo runs:", chosen)
-    assert len(set(chosen)) == 1, chosen
-    assert all(f"recommended (*): {chosen[0]}: the smallest file whose drop is at most 0.5 pp" in t for t in tables)
+    out = tmp_path / "run"
+    assert main(["demo", "--epochs", "3", "--out", str(out)]) == 0
+    saved = json.loads((out / "report.json").read_text())
+    table = capsys.readouterr().out
+    assert saved["recommended"] == report_lib.recommend(saved["rows"], 0.5) is not None, saved
+    assert f"recommended (*): {saved['recommended']}: the smallest file whose drop is at most 0.5 pp" in table

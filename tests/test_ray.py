@@ -183,7 +183,7 @@ def test_two_nodes_train_together_and_ray_restarts_resume_from_tfscale_checkpoin
         # tfscale's launcher-to-worker contract, as `tfscale launch` writes it: the second start of the group
         assert (info["tfscale_rank"], info["restart"]) == (str(rank), "1"), info
         nodes.add(info["node"])
-        for a, b in zip(single, ws):
+        for a, b in zip(single, ws, strict=True):
             np.testing.assert_allclose(b, a, atol=1e-5, rtol=0)
     assert nodes == {h0.addr, h1.addr}, f"the workers ran on {nodes}, not one per node"
     print(f"Ray job with one restart: {took:.0f} s; max |w - w_single| = "
@@ -211,7 +211,7 @@ def test_ray_data_shards_train_as_already_sharded_input(live_driver):
     print("Ray Data shards:", len(ids0), len(ids1), "rows; steps", info0["steps"], info1["steps"], "optimizer iterations",
           info0["iterations"], info1["iterations"])
     assert info0["steps"] == info1["steps"] == max(len(ids0), len(ids1)) // 8, (info0, len(ids0))
-    for a, b in zip(w0, w1):  # one model: the workers' updates were all-reduced
+    for a, b in zip(w0, w1, strict=True):  # one model: the workers' updates were all-reduced
         np.testing.assert_array_equal(a, b)
     assert info0["iterations"] == info0["steps"], info0  # one optimizer update per batch
 

@@ -30,3 +30,7 @@ def test_two_workers_with_their_own_uneven_shards_see_every_element_once_per_epo
             fit = result["fits"][kind]
             assert fit["batches"] == [steps_per_epoch] * 2, (kind, fit)
             assert fit["iterations"] == 2 * steps_per_epoch, (kind, fit)
+    for kind in ("unequal", "equal"):  # one model: every update all-reduced, the padding steps' too
+        first, second = (r["fits"][kind] for r in results)
+        assert first["initial"] == second["initial"] and first["weights"] == second["weights"], kind
+        assert first["weights"] != first["initial"], kind  # and it trained

@@ -53,6 +53,9 @@ def collectives_in_train_step(model, data) -> list[str]:
     """Names of the CollectiveReduceV2 ops of the traced train function (its step and what calls it)."""
     import inspect
 
+    # private: Keras' closure variable `multi_step_on_iterator` inside `model.train_function` (TensorFlow
+    # trainer, checked on Keras 3.15): no public handle on the traced step. A rename upstream gives a KeyError
+    # here in every arm, so all 4 tests in test_scale_equivalence.py error (none passes silently).
     traced = inspect.getclosurevars(model.train_function).nonlocals["multi_step_on_iterator"]
     graph = traced.get_concrete_function(iter(data)).graph.as_graph_def()
     nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]

@@ -7,7 +7,7 @@ size, so the workers run out at different steps. Writes OUT_DIR/rank-<r>.json:
 the ids this worker's distributed dataset gave over one epoch (every local
 replica's batches), the steps it ran, and `fit`'s loss over one epoch of the
 same input; and for that input and one with equal shards (32 rows each), the
-train batches `fit` ran per epoch and the optimizer's update count after it.
+train batches `fit` ran per epoch, the optimizer's update count after it, and the weights before and after.
 """
 
 import json
@@ -53,10 +53,11 @@ def fit(data):
     with scale.scope():
         model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
         model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
-    batches = Batches()
+    batches, initial = Batches(), [w.tolist() for w in model.get_weights()]
     train = scale.distribute(data.map(lambda a, b, i: (a, b)), global_batch_size=GLOBAL_BATCH, sharded=True)
     history = model.fit(train, epochs=2, verbose=0, callbacks=[batches])
-    return history, {"batches": batches.per_epoch, "iterations": int(model.optimizer.iterations.numpy())}
+    return history, {"batches": batches.per_epoch, "iterations": int(model.optimizer.iterations.numpy()),
+                     "initial": initial, "weights": [w.tolist() for w in model.get_weights()]}
 
 
 history, unequal = fit(shard)
