@@ -7,6 +7,9 @@ after losing some, `tfscale.cluster.launch.rendezvous`), or under ``srun``
 so that scancel ends it within seconds). ``--print-manifest`` writes a Kubernetes Job instead.
 ``--backend jax`` starts JAX workers: KERAS_BACKEND=jax and the variables
 ``keras.distribution.initialize`` reads instead of TF_CONFIG.
+``--private-network`` runs a local launch's workers in a network namespace
+with only loopback (`tfscale.cluster.launch.privatenet`); without it a local
+launch warns once which ports are open to the network.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ def add_parser(subparsers) -> None:
                     "stop them all when one fails.",
         epilog="examples:\n  tfscale launch -n 4 -- python train.py --epochs 3\n"
                "  tfscale launch -n 2 --backend jax -- python train.py   # JAX workers (keras.distribution)\n"
+               "  tfscale launch -n 2 --private-network -- python train.py   # nothing beyond this machine reaches "
+               "them\n"
                "  srun tfscale launch -- python train.py\n"
                "  tfscale launch -n 2 --nnodes 2 --node-rank 0 --hosts node0:2222,node1:2222 -- python train.py\n"
                "  tfscale launch --nnodes 2:3 --node-rank 0 --hosts n0:2222,n1:2222,n2:2222 --max-restarts 3 \\\n"
@@ -50,6 +55,12 @@ def add_parser(subparsers) -> None:
                    help="intra-op threads per worker (default: this host's cores split among its workers)")
     p.add_argument("--no-bind-cores", dest="bind_cores", action="store_false",
                    help="do not bind each worker to its share of the cores (bound by default, except under Slurm)")
+    p.add_argument("--private-network", action="store_true",
+                   help="run the workers in a network namespace of their own with only loopback: no other machine "
+                        "reaches their ports (TensorFlow's gRPC and JAX's coordinator listen on every interface, "
+                        "without authentication), and they reach nothing beyond this machine either (no internet, "
+                        "object store, data service); a launch on this machine only; needs root or user "
+                        "namespaces, else an error (default: off, and the launch warns which ports are open)")
     hosts = p.add_argument_group("several hosts")
     hosts.add_argument("--nnodes", default=None, metavar="N|MIN:MAX",
                        help="hosts in the cluster; MIN:MAX (elastic, every host named in --hosts, MAX of them): "
@@ -93,14 +104,15 @@ def run(args) -> int:
     if args.print_manifest:
         return _print_manifest(command, args, options)
     if args.dry_run:
-        _print_plan(launcher.dry_run(command, options), command, options)
+        _print_plan(launcher.dry_run(command, options, private_network=args.private_network), command, options)
         return 0
     if not command:
         raise ConfigError("no command to launch", where="tfscale launch",
                           fix="put the command after `--`, e.g. tfscale launch -n 2 -- python train.py")
     code = 0
     try:
-        launcher.run(command, options, may_exec=True)  # in a pod: exec'd, never returns
+        # in a pod: exec'd, never returns
+        launcher.run(command, options, may_exec=True, private_network=args.private_network)
     except (WorkerFailure, GroupTimeout, GroupInterrupted) as stopped:
         print(f"tfscale launch: {stopped}", file=sys.stderr)
         code = stopped.exit_code
@@ -129,8 +141,11 @@ def _print_plan(plan, command, options) -> None:
 
 
 def _print_manifest(command, args, options) -> int:
+    import os
+
     from tfscale.cluster.launch import backends
 
     printer = backends.ManifestLauncher(job_name=args.job_name, image=args.image, port=args.port)
+    backends.choose(options, os.environ, manifest=printer, private_network=args.private_network)
     printer.start(command, options, plan=None)
     return 0

@@ -26,6 +26,12 @@ Restarts have exactly one owner per run, named by the class attribute
   hands the count to the manager itself (`ManifestLauncher` writes it as the
   Job's ``backoffLimit``; the pods' own launchers then restart nothing).
 
+A launcher whose workers all run on this host declares ``isolable``: only
+there may ``--private-network`` put the group in a network namespace of
+its own (`tfscale.cluster.launch.privatenet`); without it the local
+launcher warns once per launch which ports are open to the network.
+`choose` refuses ``--private-network`` for every other launcher.
+
 To add an engine (e.g. Ray): subclass `Launcher`, set ``name`` and
 ``restarts``, implement ``applies`` (is this the environment it serves?),
 ``plan`` and ``start``, and add the class to `LAUNCHERS` before the ones it
@@ -52,6 +58,7 @@ from typing import ClassVar
 from tfscale import worker_env
 from tfscale.cluster.launch import hosts as hosts_lib
 from tfscale.cluster.launch import plan as plan_lib
+from tfscale.cluster.launch import privatenet
 from tfscale.cluster.launch.group import (GroupTimeout, ProcessSpec, WorkerFailure, describe_exit, forwarded_signals,
                                           start_group)
 from tfscale.cluster.launch.peers import Peers, check_names
@@ -76,11 +83,14 @@ class Launcher(abc.ABC):
         name: what `choose` picked, shown in logs and `--dry-run` ("local", "hosts", "slurm", ...).
         restarts: who restarts a failed run: "tfscale" (--max-restarts) or "manager" (never both).
         manager_restarts: for "manager": how the manager is told to restart (said in the refusal's fix).
+        isolable: every worker runs on this host, so the group may run in a private network
+            (``--private-network``, `privatenet`); elsewhere the workers must reach other machines.
     """
 
     name: ClassVar[str]
     restarts: ClassVar[str]
     manager_restarts: ClassVar[str] = ""
+    isolable: ClassVar[bool] = False
 
     @classmethod
     @abc.abstractmethod
@@ -109,10 +119,19 @@ class Launcher(abc.ABC):
 
 
 class LocalLauncher(Launcher):
-    """Workers on this host, on free loopback ports; tfscale supervises and restarts them."""
+    """Workers on this host, on free loopback ports; tfscale supervises and restarts them.
+
+    Their servers listen on every interface (`ports`): `start` says so in one warning line per launch, or,
+    with ``private_network`` (``--private-network``), runs the group in a network namespace with only
+    loopback (`privatenet.PrivateNetwork`, shared by every restart).
+    """
 
     name = "local"
     restarts = TFSCALE
+    isolable = True
+
+    def __init__(self, *, private_network: bool = False):
+        self.private_network = private_network
 
     @classmethod
     def applies(cls, options, environ) -> bool:
@@ -127,13 +146,19 @@ class LocalLauncher(Launcher):
             raise
 
     def start(self, argv, options, plan, *, output=None, may_exec=False) -> list[int]:
-        return supervise(plan, argv, options, output=output, max_restarts=options.max_restarts)
+        if not self.private_network:
+            privatenet.warn_exposed(plan.local_ports, plan_lib.backend_of(options, os.environ))
+            return supervise(plan, argv, options, output=output, max_restarts=options.max_restarts)
+        with privatenet.PrivateNetwork.create() as network:
+            return supervise(plan, argv, options, output=output, max_restarts=options.max_restarts,
+                             namespaces=network.namespaces)
 
 
 class HostsLauncher(LocalLauncher):
     """This host's workers of a cluster of named hosts (``--hosts``), on the ports the hosts list gives."""
 
     name = "hosts"
+    isolable = False
 
     @classmethod
     def applies(cls, options, environ) -> bool:
@@ -274,15 +299,34 @@ LAUNCHERS: list[type[Launcher]] = [ElasticHostsLauncher, HostsLauncher, SlurmLau
                                    LocalLauncher]
 
 
-def choose(options: LaunchOptions, environ: Mapping[str, str], *, manifest: ManifestLauncher | None = None
-           ) -> Launcher:
-    """The launcher for `options` in `environ` (`manifest`: print a Kubernetes manifest instead)."""
+def choose(options: LaunchOptions, environ: Mapping[str, str], *, manifest: ManifestLauncher | None = None,
+           private_network: bool = False) -> Launcher:
+    """The launcher for `options` in `environ` (`manifest`: print a Kubernetes manifest instead).
+
+    `private_network` (``--private-network``): its workers in a network namespace with only loopback
+    (`privatenet`).
+
+    Raises:
+        ConfigError: `private_network` for a launcher that is not ``isolable`` (its workers must reach other
+            machines).
+    """
     if manifest is not None:
+        _check_isolable(manifest, private_network)
         return manifest
     for cls in LAUNCHERS:
         if cls.applies(options, environ):
-            return cls()
+            _check_isolable(cls, private_network)
+            return cls(private_network=True) if private_network else cls()
     raise AssertionError("LocalLauncher always applies")
+
+
+def _check_isolable(launcher: Launcher | type[Launcher], private_network: bool) -> None:
+    if private_network and not launcher.isolable:
+        raise ConfigError(f"{privatenet.FLAG} with the {launcher.name} launcher: its workers must reach other "
+                          "machines, and a private network keeps them on this one", where=privatenet.FLAG,
+                          fix="drop --private-network and let only the cluster's hosts reach the workers' ports "
+                              "(a firewall, a private network between the hosts); --private-network is for a "
+                              "launch on this machine only (no --hosts, outside srun and Kubernetes pods)")
 
 
 # --------------------------------------------------------------------------- supervision and exec
@@ -301,7 +345,8 @@ def specs_for(plan: Plan, argv: Sequence[str], options: LaunchOptions, attempt: 
 
 def supervise(plan: Plan, argv: Sequence[str], options: LaunchOptions, *, output=None,
               max_restarts: int = 0, signal_grace: float | None = None, peers: Peers | None = None,
-              resend_signals: bool = True, rendezvous: Rendezvous | None = None) -> list[int]:
+              resend_signals: bool = True, rendezvous: Rendezvous | None = None,
+              namespaces: tuple[int, ...] = ()) -> list[int]:
     """Runs the plan's workers until all exit 0, restarting the whole group up to `max_restarts` times.
 
     `signal_grace`: seconds the workers get after a SIGINT/SIGTERM to the launcher (default `start_group`'s).
@@ -309,6 +354,7 @@ def supervise(plan: Plan, argv: Sequence[str], options: LaunchOptions, *, output
     `peers`: the other hosts of a multi-host plan, named in failures and timeouts (`Peers.explain`).
     `rendezvous`: an elastic launch (``--nnodes MIN:MAX``): each restart is a round in which the hosts that
     remain agree on who goes on (`Rendezvous.regroup`); this host's workers stop when another host starts one.
+    `namespaces`: what every worker of every attempt enters before it runs (`ProcessSpec.namespaces`).
     """
     deadline = None if options.timeout is None else time.monotonic() + options.timeout
     check = rendezvous.check if rendezvous is not None else None
@@ -316,7 +362,7 @@ def supervise(plan: Plan, argv: Sequence[str], options: LaunchOptions, *, output
         attempt = 0
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            specs = [dataclasses.replace(spec, env={**spec.env, **cache_env})
+            specs = [dataclasses.replace(spec, env={**spec.env, **cache_env}, namespaces=namespaces)
                      for spec in specs_for(plan, argv, options, attempt)]
             try:
                 return _attempt(specs, remaining, output, signal_grace, resend_signals, check)

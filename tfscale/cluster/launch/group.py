@@ -58,6 +58,8 @@ class ProcessSpec:
         log_path: write the output to this file instead of the group's output stream.
         cwd: working directory (default: the starter's).
         cpus: bind the process (and the threads it starts) to these cores; None: no binding.
+        namespaces: open descriptors of namespaces (``/proc/PID/ns/*``) the process enters before it runs, in
+            order (a user namespace before the network namespace it owns): `privatenet.PrivateNetwork`.
     """
 
     argv: Sequence[str]
@@ -66,6 +68,7 @@ class ProcessSpec:
     log_path: str | None = None
     cwd: str | None = None
     cpus: tuple[int, ...] | None = None
+    namespaces: tuple[int, ...] = ()
 
 
 class WorkerFailure(ClusterError):
@@ -164,19 +167,25 @@ def describe_exit(returncode: int) -> str:
     return f"exited with code {returncode}"
 
 
-def _child_setup(cpus: tuple[int, ...] | None = None):
+def _child_setup(cpus: tuple[int, ...] | None = None, namespaces: tuple[int, ...] = ()):
     """Runs in each child before exec: its own process group, SIGKILL when its parent thread dies (Linux),
-    and its cores when `cpus` is given.
+    its cores when `cpus` is given, and the `namespaces` it enters (``setns``; the descriptors are still open
+    here: subprocess closes them after this runs).
 
     A process group, not a session: the child stays in the starter's session and
     so in its scheduling autogroup, where N workers share the CPU as one job.
     """
-    prctl = None
+    libc = None
     if sys.platform.startswith("linux"):
         try:
-            prctl = ctypes.CDLL(None, use_errno=True).prctl
-        except (OSError, AttributeError):
-            prctl = None
+            libc = ctypes.CDLL(None, use_errno=True)
+        except OSError:
+            libc = None
+    prctl = getattr(libc, "prctl", None)
+    setns = getattr(libc, "setns", None)
+    if namespaces and setns is None:
+        raise ClusterError("this system has no setns(): workers cannot enter a namespace",
+                           where="--private-network", fix="drop --private-network")
     pr_set_pdeathsig = 1
 
     def setup():
@@ -185,6 +194,9 @@ def _child_setup(cpus: tuple[int, ...] | None = None):
             prctl(pr_set_pdeathsig, signal.SIGKILL)
         if cpus:
             os.sched_setaffinity(0, cpus)
+        for fd in namespaces:
+            if setns(fd, 0) != 0:
+                raise OSError(ctypes.get_errno(), "setns")
 
     return setup
 
@@ -246,10 +258,13 @@ class Group:
         try:
             proc = subprocess.Popen(list(spec.argv), env=env, cwd=spec.cwd, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    preexec_fn=_child_setup(spec.cpus))
+                                    preexec_fn=_child_setup(spec.cpus, spec.namespaces))
         except OSError as e:
             raise ClusterError(f"cannot start worker {name}: {e.strerror}", where=" ".join(spec.argv[:3]),
                                fix="check the command after `--` (is it installed and on PATH?)") from None
+        except subprocess.SubprocessError as e:  # raised in `_child_setup`: setns refused
+            raise ClusterError(f"cannot start worker {name}: it could not enter its namespaces ({e})",
+                               where="--private-network", fix="drop --private-network") from None
         self.procs.append(proc)
         if spec.log_path:
             os.makedirs(os.path.dirname(os.path.abspath(spec.log_path)), exist_ok=True)

@@ -27,9 +27,12 @@ Three levels, each built on the one below:
           group.wait(timeout=600)          # raises WorkerFailure / GroupTimeout
 
 TensorFlow's gRPC servers have no authentication. A local launch names
-127.0.0.1 in TF_CONFIG; note that TensorFlow 2.21 still listens on every
-interface, so keep untrusted networks out with a firewall. With named hosts
-the launcher warns.
+127.0.0.1 in TF_CONFIG, but TensorFlow 2.21 still listens on every
+interface: the launch warns once naming the ports, unless
+``private_network=True`` (``--private-network``) runs the workers in a
+network namespace with only loopback (`tfscale.cluster.launch.privatenet`,
+which says why that is not the default). With named hosts the launcher
+warns about those beyond loopback.
 """
 
 from __future__ import annotations
@@ -58,8 +61,8 @@ __all__ = ["Group", "GroupInterrupted", "GroupTimeout", "LaunchOptions", "Plan",
 _FUNCTION_WORKER_ENV = worker_env.FUNCTION_WORKER
 
 
-def run(argv: Sequence[str], options: LaunchOptions | None = None, *, output=None, may_exec: bool = False
-        ) -> list[int]:
+def run(argv: Sequence[str], options: LaunchOptions | None = None, *, output=None, may_exec: bool = False,
+        private_network: bool = False) -> list[int]:
     """Runs `argv` on this host's workers until all exit 0, restarting the group on failure if asked.
 
     The `Launcher` (`backends.choose`: --hosts, Slurm task, Kubernetes pod, else local) plans and
@@ -70,6 +73,8 @@ def run(argv: Sequence[str], options: LaunchOptions | None = None, *, output=Non
         argv: the command each worker runs, e.g. ["python", "train.py", "--epochs", "3"].
         options: how many workers, where, timeouts, restarts (default: one local worker).
         output: where the workers' prefixed output goes (default: sys.stdout).
+        private_network: run a local launch's workers in a network namespace with only loopback
+            (`privatenet`); False: they listen on every interface, and the launch warns once.
 
     Returns:
         The workers' exit codes (all 0).
@@ -79,13 +84,14 @@ def run(argv: Sequence[str], options: LaunchOptions | None = None, *, output=Non
         GroupTimeout: ``options.timeout`` passed.
         GroupInterrupted: SIGINT/SIGTERM reached the launcher (forwarded to the workers).
         ConfigError / ClusterError: the options do not fit the environment (e.g. --max-restarts where
-            the cluster manager owns restarts).
+            the cluster manager owns restarts; `private_network` with --hosts, or where the system allows
+            no network namespace).
     """
     options = options or LaunchOptions()
     if not argv:
         raise ConfigError("no command to launch", where="tfscale launch",
                           fix="put the command after `--`, e.g. tfscale launch -n 2 -- python train.py")
-    chosen = backends.choose(options, os.environ)
+    chosen = backends.choose(options, os.environ, private_network=private_network)
     plan, reservation = chosen.plan(options, os.environ)
     log.info("launching %d of %d worker(s) on this host (%s): %s", len(plan.ranks), plan.world_size,
              plan.manager, shlex.join(argv))
@@ -96,10 +102,11 @@ def run(argv: Sequence[str], options: LaunchOptions | None = None, *, output=Non
             reservation.close()
 
 
-def dry_run(argv: Sequence[str], options: LaunchOptions | None = None) -> Plan:
+def dry_run(argv: Sequence[str], options: LaunchOptions | None = None, *, private_network: bool = False) -> Plan:
     """The plan `run` would follow, without starting anything (local ports are examples, not reserved)."""
     options = options or LaunchOptions()
-    plan, reservation = backends.choose(options, os.environ).plan(options, os.environ)
+    plan, reservation = backends.choose(options, os.environ, private_network=private_network).plan(options,
+                                                                                                   os.environ)
     if reservation is not None:
         reservation.close()
     return plan
@@ -111,7 +118,7 @@ def dry_run(argv: Sequence[str], options: LaunchOptions | None = None) -> Plan:
 def launch(fn, n: int = 2, args: tuple = (), kwargs: dict | None = None, *, replicas_per_worker: int | None = None,
            timeout: float | None = None, collective_timeout: float | None = None, max_restarts: int = 0,
            log_dir: str | None = None, threads: int | None = None, bind_cores: bool = True,
-           env: dict[str, str] | None = None, backend: str | None = None) -> list:
+           env: dict[str, str] | None = None, backend: str | None = None, private_network: bool = False) -> list:
     """Calls ``fn(*args, **kwargs)`` on `n` local workers of one cluster; for notebooks and scripts.
 
     Each worker is a fresh Python process with its own TF_CONFIG (or, with
@@ -125,6 +132,8 @@ def launch(fn, n: int = 2, args: tuple = (), kwargs: dict | None = None, *, repl
         n: workers; args, kwargs: passed to `fn` (picklable).
         replicas_per_worker, timeout, collective_timeout, max_restarts, log_dir,
             threads, bind_cores, env, backend: as `LaunchOptions`.
+        private_network: the workers in a network namespace with only loopback, unreachable from other
+            machines (`run`); they then reach nothing beyond this machine either.
 
     Returns:
         Each worker's return value, by rank.
@@ -155,7 +164,7 @@ def launch(fn, n: int = 2, args: tuple = (), kwargs: dict | None = None, *, repl
                                 threads=threads, bind_cores=bind_cores, backend=backend,
                                 env={**(env or {}), _FUNCTION_WORKER_ENV: "1", "PYTHONPATH": python_path})
         try:
-            run(notebook.worker_command(folder), options)
+            run(notebook.worker_command(folder), options, private_network=private_network)
         except WorkerFailure as failure:
             _raise_worker_error(folder, n, failure)
         return notebook.read_results(folder, n)
