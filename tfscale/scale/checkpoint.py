@@ -420,6 +420,9 @@ class Checkpoints(keras.callbacks.Callback):
         return name
 
     def _commit(self, local: str, info: CheckpointInfo, write=None) -> None:
+        if write is not None:  # the background thread yields the cores to training (Linux: a thread is a task)
+            with contextlib.suppress(AttributeError, OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         try:
             if write is not None:
                 write(local)
