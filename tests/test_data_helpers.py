@@ -17,12 +17,28 @@ def write_images(root, per_class=(6, 6), size=(20, 24), kinds=("png", "jpg"), ch
         for i in range(count):
             image = np.full((*size, channels), n % 250, np.uint8)
             kind = kinds[i % len(kinds)]
-            data = tf.io.encode_png(image) if kind == "png" else tf.io.encode_jpeg(image, quality=95)
+            encode = {"png": tf.io.encode_png, "bmp": encode_bmp}.get(
+                kind, lambda im: tf.io.encode_jpeg(im, quality=95))
+            data = encode(image)
             path = os.path.join(folder, f"{n:04d}.{kind}")
             tf.io.write_file(path, data)
             paths.append(path)
             n += 1
     return paths
+
+
+def encode_bmp(image: np.ndarray) -> bytes:
+    """A 24-bit uncompressed BMP of an RGB uint8 image (TensorFlow has no BMP encoder): a 54-byte header, then
+    rows bottom-up in BGR order, each padded to a multiple of 4 bytes."""
+    height, width, _ = image.shape
+    row = width * 3 + (-width * 3) % 4
+    pixels = b"".join(np.ascontiguousarray(image[y, :, ::-1]).tobytes().ljust(row, b"\0")
+                      for y in range(height - 1, -1, -1))
+    header = (b"BM" + (54 + len(pixels)).to_bytes(4, "little") + bytes(4) + (54).to_bytes(4, "little")
+              + (40).to_bytes(4, "little") + width.to_bytes(4, "little") + height.to_bytes(4, "little")
+              + (1).to_bytes(2, "little") + (24).to_bytes(2, "little") + bytes(4) + len(pixels).to_bytes(4, "little")
+              + (2835).to_bytes(4, "little") * 2 + bytes(8))
+    return header + pixels
 
 
 def write_csv(path, rows: int, start: int = 0) -> str:

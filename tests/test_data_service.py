@@ -49,11 +49,30 @@ def test_pipeline_through_a_dispatcher_and_two_workers(tmp_path):
         batches = list(images.dataset(batch_size=4))
         assert sum(int(x.shape[0]) for x, _ in batches) == 10 and batches[0][0].shape[1:] == (8, 8, 3)
         _bad_records_reach_the_trainer(tmp_path, f"127.0.0.1:{port}")
+        # parallel_epochs: every service worker produces the whole data, so with 2 workers each value twice
+        twice = ts.data.from_numpy(np.arange(30)).service(f"127.0.0.1:{port}", processing_mode="parallel_epochs")
+        assert sorted(int(v) for v in twice.dataset()) == sorted(list(range(30)) * 2)
+        _each_worker_decodes_in_parallel_epochs(tmp_path / "parallel", f"127.0.0.1:{port}")
         assert all(p.poll() is None for p in procs)  # the servers are still up
     finally:
         kill_all(procs)
-    logs = "".join(p.stdout.read() for p in procs[1:])  # the workers' logs name what they skipped
-    assert "skipped corrupt or truncated image" in logs and "broken.png" in logs and "empty.jpg" in logs
+    logs = [p.stdout.read() for p in procs[1:]]  # each worker's own log names what it skipped
+    joined = "".join(logs)
+    assert "skipped corrupt or truncated image" in joined and "broken.png" in joined and "empty.jpg" in joined
+    # the parallel_epochs pipeline's bad files: each of the two workers decoded them itself
+    for i, log in enumerate(logs):
+        assert "bad_a.png" in log and "bad_b.jpg" in log, f"service worker {i} never decoded the pipeline:\n{log}"
+
+
+def _each_worker_decodes_in_parallel_epochs(root, address):
+    """6 good images and 2 bad ones, read in parallel_epochs mode: each worker delivers the 6 and drops the 2."""
+    write_images(root, per_class=(3, 3))
+    (root / "class_0" / "bad_a.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    (root / "class_1" / "bad_b.jpg").write_bytes(b"")
+    pipe = ts.data.image_folder(str(root), image_size=(8, 8), on_error="skip").service(
+        address, processing_mode="parallel_epochs")
+    firsts = sorted(int(x[i, 0, 0, 0] * 255 + 0.5) for x, _ in pipe.dataset(batch_size=3) for i in range(x.shape[0]))
+    assert firsts == sorted(list(range(6)) * 2)  # image n's pixels are n: each good image once per worker
 
 
 def _bad_records_reach_the_trainer(tmp_path, address):

@@ -11,6 +11,7 @@ from test_data_helpers import contexts, values, write_csv, write_images
 
 import tfscale as ts
 from tfscale.data.core import Build, Op
+from tfscale.data.image_codecs import jpeg_ratio_for
 from tfscale.data.transforms import batches_last
 from tfscale.errors import ConfigError
 
@@ -101,16 +102,43 @@ def test_shuffle_with_seed_and_deterministic_order(tmp_path):
 def test_image_folder_decodes_resizes_normalizes_and_labels(tmp_path):
     write_images(tmp_path, per_class=(3, 2), size=(40, 30), kinds=("png", "jpg", "bmp"))
     pipe = ts.data.image_folder(str(tmp_path), image_size=(16, 12))
+    assert [p.read_bytes()[:2] for p in sorted(tmp_path.glob("*/*.bmp"))] == [b"BM"]  # a real BMP, not a JPEG
     images, labels = next(iter(pipe.dataset(batch_size=5)))
     assert images.shape == (5, 16, 12, 3) and images.dtype == tf.float32
-    assert float(tf.reduce_max(images)) <= 1.0 and sorted(labels.numpy().tolist()) == [0, 0, 0, 1, 1]
+    assert sorted(labels.numpy().tolist()) == [0, 0, 0, 1, 1]
+    # image n is filled with n (0..4): resized, each is still uniform, and normalized it is n / 255
+    images = images.numpy()
+    values = sorted(float(im.flat[0]) * 255 for im in images)
+    assert all(float(np.ptp(im)) < 1e-6 for im in images)
+    np.testing.assert_allclose(values, [0, 1, 2, 3, 4], atol=255 * 1e-6)
     assert pipe.source.class_names == ["class_0", "class_1"]
-    grey = ts.data.image_folder(str(tmp_path), image_size=(8, 8), channels=1, scale=None, same_size=True)
-    batch, _ = next(iter(grey.dataset(batch_size=5)))
-    assert batch.shape == (5, 8, 8, 1) and float(tf.reduce_max(batch)) > 1.0
+    # unresized: the float images are the decoded uint8 pixels / 255, file by file (png, jpg and bmp)
+    raw = [im.numpy() for im, _ in ts.data.image_folder(str(tmp_path), scale=None).deterministic().dataset()]
+    scaled = [im.numpy() for im, _ in ts.data.image_folder(str(tmp_path)).deterministic().dataset()]
+    assert len(raw) == len(scaled) == 5 and sorted(int(im[0, 0, 0]) for im in raw) == [0, 1, 2, 3, 4]
+    for r, f in zip(raw, scaled, strict=True):
+        assert f.dtype == np.float32
+        np.testing.assert_allclose(f, r / 255, atol=1e-6)
+    # one channel: PNG and JPEG only (a BMP cannot yet: test_a_bmp_decodes_to_one_channel)
+    for bmp in tmp_path.glob("*/*.bmp"):
+        bmp.rename(bmp.with_suffix(".bmp.off"))
+    # (30, 24) keeps the JPEGs at full scale, so they decode to the PNGs' 40 x 30, as same_size promises
+    grey = ts.data.image_folder(str(tmp_path), image_size=(30, 24), channels=1, scale=None, same_size=True)
+    batch, _ = next(iter(grey.dataset(batch_size=4)))
+    assert batch.shape == (4, 30, 24, 1) and float(tf.reduce_max(batch)) > 1.0
+    for bmp in tmp_path.glob("*/*.bmp.off"):
+        bmp.rename(bmp.with_suffix(""))
     native = ts.data.image_folder(str(tmp_path), scale=None)
     first, _ = next(iter(native.dataset()))
     assert first.shape == (40, 30, 3) and first.dtype == tf.uint8
+
+
+def test_a_bmp_decodes_to_one_channel(tmp_path):
+    """TensorFlow's BMP decoder refuses channels=1; tfscale decodes a BMP in colour and makes it grey."""
+    write_images(tmp_path, per_class=(2,), size=(10, 10), kinds=("bmp",))
+    grey = ts.data.image_folder(str(tmp_path), image_size=(8, 8), channels=1, scale=None)
+    batch, _ = next(iter(grey.dataset(batch_size=2)))
+    assert batch.shape == (2, 8, 8, 1) and sorted(float(im[0, 0, 0]) for im in batch) == [0, 1]
 
 
 def test_resized_images_are_decoded_per_batch_in_both_modes_and_checked_before_batching_when_sliced(tmp_path):
@@ -125,7 +153,7 @@ def test_resized_images_are_decoded_per_batch_in_both_modes_and_checked_before_b
     per_batch = [(x.numpy(), y.numpy()) for x, y in raising.dataset(batch_size=4)]
     per_image = [(x.numpy(), y.numpy()) for x, y in skipping.dataset(batch_size=4)]
     assert [x.shape for x, _ in per_batch] == [(4, 10, 12, 3), (3, 10, 12, 3)]
-    for (a, la), (b, lb) in zip(per_batch, per_image):
+    for (a, la), (b, lb) in zip(per_batch, per_image, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
         assert la.tolist() == lb.tolist()
 
@@ -142,7 +170,7 @@ def test_a_batch_of_pngs_of_one_size_is_resized_at_once_to_the_same_pixels(tmp_p
     per_batch = [(x.numpy(), y.numpy()) for x, y in raising.dataset(batch_size=4)]  # at once, then per image
     per_image = [(x.numpy(), y.numpy()) for x, y in raising.errors("skip").dataset(batch_size=4)]
     assert [x.shape for x, _ in per_batch] == [(4, 10, 12, 3), (4, 10, 12, 3)]
-    for (a, la), (b, lb) in zip(per_batch, per_image):
+    for (a, la), (b, lb) in zip(per_batch, per_image, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
         assert la.tolist() == lb.tolist()
     assert np.allclose(per_batch[1][0][-1], 77 / 255)
@@ -153,7 +181,11 @@ def test_large_jpeg_is_decoded_at_reduced_scale_to_the_same_picture(tmp_path):
     image = np.zeros((256, 256, 3), np.uint8)
     image[:, 128:] = 200
     tf.io.write_file(str(tmp_path / "a" / "big.jpg"), tf.io.encode_jpeg(image, quality=95))
-    small, _ = next(iter(ts.data.image_folder(str(tmp_path), image_size=(32, 32), scale=None).dataset()))
+    pipe = ts.data.image_folder(str(tmp_path), image_size=(32, 32), scale=None)
+    # 256 / 32 = 8: libjpeg decodes at 1/8 scale (its DCT), then nothing is left to resize
+    assert jpeg_ratio_for([(tmp_path / "a" / "big.jpg").read_bytes()], (32, 32)) == 8
+    assert "decode_images((32, 32), jpeg 1/8)" in [op.name for op in pipe.ops], [op.name for op in pipe.ops]
+    small, _ = next(iter(pipe.dataset()))
     assert small.shape == (32, 32, 3)
     assert float(tf.reduce_mean(small[:, :14])) < 10 and float(tf.reduce_mean(small[:, 18:])) > 190
 

@@ -63,10 +63,11 @@ def test_every_mode_converts_and_agrees_with_keras(model, digits, float32_size, 
     assert row["size_bytes"] == path.stat().st_size <= max_ratio * float32_size
     assert row["metric"] == "accuracy" and row["keras_value"] > 0.8 and row["samples"] == len(test[0])
     assert row["agreement"] >= 0.97 and abs(row["drop"]) <= 2.0
-    assert row["p50_us_1t"] > 0 and row["p90_us_1t"] >= row["p50_us_1t"]
-    assert row["threads_all"] == len(os.sched_getaffinity(0))  # "all threads": the cores this process may use
+    # p50 is the median of the timing rounds' medians (as the report says), not one round's; no check of p90 >= p50
+    # (true of any sample) nor of threads_all (it restates latency.usable_cores; test_output_report checks the cores)
     assert len(row["p50_rounds_us_1t"]) >= 5
-    assert isinstance(row["xnnpack"], bool)
+    assert row["p50_us_1t"] == pytest.approx(float(np.median(row["p50_rounds_us_1t"])), rel=2e-3)
+    assert row["xnnpack"] is (mode != "int16x8")  # XNNPACK takes every op but int16x8's (it has no such kernels)
     if mode == "int8":
         assert input_dtype(path) == np.int8
     assert no_temp_files(tmp_path)

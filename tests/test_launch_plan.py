@@ -174,7 +174,7 @@ def test_reserved_ports_are_free_and_stay_taken_until_released():
 
 
 def test_options_are_checked_with_the_flag_named():
-    with pytest.raises(ConfigError, match="--n"):
+    with pytest.raises(ConfigError, match=r"workers must be at least 1, got 0\. Where: --n\."):
         plan_lib.LaunchOptions(workers=0)
     with pytest.raises(ConfigError, match="--hosts"):
         plan_lib.LaunchOptions(nnodes=2)

@@ -99,7 +99,7 @@ def test_float32_with_warmup_scaling_and_accumulation_is_the_same_on_every_scale
         assert len(arm["float32_losses"]) == 24
         np.testing.assert_allclose(arm["float32_losses"], ref["float32_losses"], rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(arm["float32_lr"], ref["float32_lr"], rtol=1e-6)
-        for a, b in zip(_weights(arm, "float32"), _weights(ref, "float32")):
+        for a, b in zip(_weights(arm, "float32"), _weights(ref, "float32"), strict=True):
             np.testing.assert_allclose(a, b, atol=1e-6)
     assert (fitted["mirrored"]["num_replicas"], fitted["workers.0"]["num_replicas"]) == (2, 2)
 
@@ -112,7 +112,8 @@ def test_mixed_float16_with_loss_scaling_follows_the_same_losses(fitted):
         assert str(arm["mixed_float16_dtype"]) == "float16"
         # float16 sums over a batch split in two round differently: close, not bit-equal.
         np.testing.assert_allclose(arm["mixed_float16_losses"], ref["mixed_float16_losses"], rtol=1e-3)
-    for a, b in zip(_weights(fitted["workers.0"], "mixed_float16"), _weights(fitted["workers.1"], "mixed_float16")):
+    for a, b in zip(_weights(fitted["workers.0"], "mixed_float16"), _weights(fitted["workers.1"], "mixed_float16"),
+                    strict=True):
         np.testing.assert_array_equal(a, b)  # the workers of one job hold the same weights
 
 

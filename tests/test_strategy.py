@@ -70,10 +70,44 @@ def test_batch_contract_errors():
         scale.distribute([1, 2, 3], global_batch_size=2)
 
 
-def test_keras_fix_is_version_gated():
-    assert needs_reduce_fix((3, 15))
+# In a child: builds the strategy as shipped, then as if Keras had fixed keras-team/keras#20585 in this version,
+# and reduces a nested structure (what Keras' _maybe_symbolic_build passes) with each
+GATE = """
+import json, keras, tensorflow as tf
+from tfscale.strategy import keras_compat
+shipped = keras_compat.MultiWorkerStrategy()
+keras_compat.KERAS_FIT_FIXED_IN = keras_compat._keras_version()
+fixed_upstream = keras_compat.MultiWorkerStrategy()
+batch = {"x": tf.constant([1.0, 2.0]), "loss": tf.constant(3.0)}
+out = shipped.reduce("SUM", batch, None)
+try:
+    fixed_upstream.reduce("SUM", batch, None)
+    unpatched = "reduced"
+except (ValueError, TypeError) as e:
+    unpatched = type(e).__name__
+print(json.dumps({"shipped": shipped._tfscale_fix_reduce, "fixed_upstream": fixed_upstream._tfscale_fix_reduce,
+                  "out": {k: v.numpy().tolist() for k, v in out.items()}, "unpatched": unpatched}))
+"""
+
+
+def test_keras_fix_is_version_gated(monkeypatch):
+    import keras
+
+    from tfscale.strategy import keras_compat
+
     assert not needs_reduce_fix((2, 15))
+    installed = tuple(int(p) for p in keras.__version__.split(".")[:2])
+    assert keras_compat.KERAS_FIT_FIXED_IN is None and needs_reduce_fix() and needs_reduce_fix(installed)
+    monkeypatch.setattr(keras_compat, "KERAS_FIT_FIXED_IN", (3, 16))  # the day upstream ships the fix
+    assert needs_reduce_fix((3, 15)) and not needs_reduce_fix((3, 16)) and not needs_reduce_fix((4, 0))
+    monkeypatch.setattr(keras_compat, "KERAS_FIT_FIXED_IN", installed)
+    assert not needs_reduce_fix()
     assert issubclass(MultiWorkerStrategy, tf.distribute.MultiWorkerMirroredStrategy)
+    # the strategy follows the gate: reduce is patched exactly while it is open
+    gate = json.loads(run_one(["-c", GATE], timeout=180).stdout.strip().splitlines()[-1])
+    assert gate["shipped"] is True and gate["fixed_upstream"] is False, gate
+    assert gate["out"] == {"x": [1.0, 2.0], "loss": 3.0}, gate  # one worker, one replica: SUM is the value
+    assert gate["unpatched"] == "ValueError", gate  # TensorFlow's own reduce refuses the structure
 
 
 def test_mirrored_cpu_replicas_and_laptop_preset():

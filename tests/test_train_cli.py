@@ -58,6 +58,9 @@ def test_run_file_trains_with_overrides(project, capsys):
     out = capsys.readouterr().out
     assert "trained under Scale(default" in out and "precision float32" in out
     assert "val_accuracy" in out and "batch 16 (16 per replica, 16 per update)" in out
+    # the overrides took effect: the run file's epochs = 1 and default base_lr (0.001) are replaced
+    assert "peak learning rate 0.01, " in out, out
+    assert re.search(r"^epoch 2: ", out, re.M) and not re.search(r"^epoch [13]: ", out, re.M), out
 
 
 @pytest.mark.parametrize("extra, top, message", [

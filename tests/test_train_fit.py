@@ -5,6 +5,7 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import tfscale as ts
 from tfscale.errors import ConfigError, DataError
@@ -103,7 +104,15 @@ def test_throughput_figures_and_tensorboard_logs(scale, tmp_path):
     assert figures["examples_per_second_per_replica"] == pytest.approx(figures["examples_per_second"])
     assert 0.0 <= figures["input_wait_fraction"] <= 1.0
     assert result.batch.global_batch_size == BATCH and result.precision == "float32"
-    assert any(name.startswith("events.out") for name in os.listdir(tmp_path / "tb" / "train"))
+    # TensorBoard holds this run's losses: epoch_loss at epochs 0 and 1, the values Keras' history has
+    logged = {}
+    for name in os.listdir(tmp_path / "tb" / "train"):
+        for event in tf.compat.v1.train.summary_iterator(str(tmp_path / "tb" / "train" / name)):
+            for value in event.summary.value:
+                if value.tag == "epoch_loss":
+                    logged[event.step] = float(tf.make_ndarray(value.tensor))
+    assert sorted(logged) == [0, 1], logged
+    assert [logged[0], logged[1]] == pytest.approx(result.history.history["loss"], rel=1e-6)
 
 
 def test_bad_calls_are_errors_naming_what_to_change(scale):

@@ -30,7 +30,7 @@ def test_run_file_reads_strategy_and_search(tmp_path):
     ("tune.factor=1", "tune.factor"),
     ("tune.export.mode=3", "tune.export"),
     ("optimizer=3", "unknown key(s) ['optimizer']"),
-    ("model=nocolon", "model"),
+    ("model=nocolon", "'model' must be a string 'module:function'"),
 ])
 def test_run_file_mistakes_name_the_key(tmp_path, override, where):
     path = write_run(tmp_path, strategy={"name": "default"})

@@ -44,7 +44,8 @@ report = ts.export.quantize_all(model, mine / "all", eval_data=(x, y), calibrati
 result = {"rank": scale.rank, "chief": scale.is_chief, "replicas": scale.num_replicas,
           "distributed": isinstance(model.weights[0].value, tf.distribute.DistributedValues),
           "files": sorted(p.name for p in mine.iterdir()) if mine.exists() else [],
-          "report_modes": [row["mode"] for row in report.rows]}
+          "report_modes": [row["mode"] for row in report.rows],
+          "tf_keras_loaded": "tf_keras" in sys.modules}  # export never falls back to Keras 2
 if scale.is_chief:
     row = ts.export.validate(mine / "int8.tflite", model, (x, y), latency_runs=3)
     result.update(agreement=row["agreement"], samples=row["samples"])

@@ -4,7 +4,7 @@ import os
 
 
 def train(steps: int) -> dict:
-    """A Keras 3 fit through Scale.auto(); returns this worker's rank, replicas and final weights."""
+    """A Keras 3 fit through Scale.auto(); returns this worker's rank, replicas, initial and final weights."""
     import numpy as np
 
     import tfscale as ts
@@ -21,8 +21,10 @@ def train(steps: int) -> dict:
     with scale.scope():
         model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
         model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    initial = model.get_weights()
     model.fit(data, epochs=1, verbose=0)
-    return {"rank": scale.rank, "num_replicas": scale.num_replicas, "weights": model.get_weights()}
+    return {"rank": scale.rank, "num_replicas": scale.num_replicas, "initial": initial,
+            "weights": model.get_weights()}
 
 
 def fail_on(rank_to_fail: int) -> int:

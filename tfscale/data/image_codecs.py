@@ -163,13 +163,25 @@ def decode(contents: tf.Tensor, channels: int = 3, image_size=None, method: str 
         image = tf.io.decode_jpeg(contents, channels=channels, ratio=jpeg_ratio,
                                   dct_method="INTEGER_FAST" if jpeg_ratio > 1 else "")
     elif image_size is None:
-        image = tf.io.decode_image(contents, channels=channels, expand_animations=False)
+        image = _decode_any(contents, channels)
     else:
         is_jpeg = tf.equal(tf.strings.substr(contents, 0, 3), b"\xff\xd8\xff")
         image = tf.cond(is_jpeg, lambda: _decode_jpeg(contents, channels, image_size),
-                        lambda: tf.io.decode_image(contents, channels=channels, expand_animations=False))
+                        lambda: _decode_any(contents, channels))
     image.set_shape([None, None, channels])
     return image if image_size is None else tf.cast(tf.image.resize(image, image_size, method=method), tf.float32)
+
+
+def _decode_any(contents: tf.Tensor, channels: int) -> tf.Tensor:
+    """`decode_image`, and a BMP in one channel too: TensorFlow's BMP decoder takes 0, 3 or 4 channels only
+    ("channels must be 0, 3 or 4 for BMP"), so a BMP is decoded in colour and made grey (one branch, only
+    where one channel is asked for)."""
+    if channels != 1:
+        return tf.io.decode_image(contents, channels=channels, expand_animations=False)
+    is_bmp = tf.equal(tf.strings.substr(contents, 0, 2), b"BM")
+    return tf.cond(is_bmp, lambda: tf.image.rgb_to_grayscale(
+        tf.io.decode_image(contents, channels=3, expand_animations=False)),
+        lambda: tf.io.decode_image(contents, channels=1, expand_animations=False))
 
 
 def one_png_size(contents: tf.Tensor) -> tf.Tensor:
