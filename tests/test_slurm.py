@@ -84,18 +84,19 @@ def test_ranks_follow_slurms_node_order_and_distribution():
 def test_each_task_of_a_cyclic_step_is_given_its_own_node_and_port(two_nodes):
     """`tfscale launch --dry-run` in every task of a real step whose ranks alternate between the nodes: TF_CONFIG's
     entry for each task is its own node (a block step: the 4-task training run below)."""
-    show = ('echo "self $SLURM_PROCID $SLURMD_NODENAME $SLURM_LOCALID"; '
+    show = ('echo "self $SLURM_PROCID $SLURMD_NODENAME $SLURM_LOCALID $SLURM_STEP_RESV_PORTS"; '
             'tfscale launch --dry-run -- true')
     done = two_nodes.run(["srun", "-N", "2", "-n", "4", "--distribution=cyclic", "sh", "-c", show],
                          env=task_env(), timeout=60)
-    selves = re.findall(r"^self (\d) (h\d) (\d)$", done.stdout, re.M)
+    selves = re.findall(r"^self (\d) (h\d) (\d) ?(\S*)$", done.stdout, re.M)
     configs = re.findall(r"TF_CONFIG='([^']+)'", done.stdout)
     assert len(selves) == 4 and len(configs) == 4, done.stdout
     by_rank = {json.loads(c)["task"]["index"]: json.loads(c) for c in configs}
-    for rank, node, local in selves:
-        assert by_rank[int(rank)]["cluster"]["worker"][int(rank)] == f"{node}:{8888 + int(local)}", done.stdout
+    for rank, node, local, reserved in selves:  # the ports Slurm reserved for the step (MpiParams=ports), else 8888+
+        ports = slurm_layout.reserved_ports({"SLURM_STEP_RESV_PORTS": reserved}) or [8888, 8889]
+        assert by_rank[int(rank)]["cluster"]["worker"][int(rank)] == f"{node}:{ports[int(local)]}", done.stdout
     places = re.findall(r"TFSCALE_RANK=(\d) .*TFSCALE_LOCAL_RANK=(\d) TFSCALE_LOCAL_WORLD_SIZE=(\d)", done.stdout)
-    assert sorted(places) == sorted((rank, local, "2") for rank, _, local in selves), done.stdout
+    assert sorted(places) == sorted((rank, local, "2") for rank, _, local, _ in selves), done.stdout
     assert len({json.dumps(c["cluster"]) for c in by_rank.values()}) == 1  # one cluster, seen alike by all
 
 

@@ -83,6 +83,30 @@ def save_weights_then_die(model, filepath, *args, **kwargs):
 
 keras.Model.save_weights = save_weights_then_die
 
+# tfscale writes the file in a background thread from values captured at the step (keras_saving.capture): the same
+# death there, half of the file written, before its commit
+from tfscale.scale import keras_saving  # noqa: E402
+
+_capture = keras_saving.capture
+
+
+def capture_then_die(model):
+    write = _capture(model)
+    if write is None:
+        return None
+
+    def write_then_die(path):
+        write(path)
+        if kills > 1 and scale.rank == 0 and marker and os.path.exists(marker) and not os.path.exists(marker + ".2"):
+            with open(path, "r+b") as f:
+                f.truncate(os.path.getsize(path) // 2)
+            KillOnce._die(marker + ".2", str(path))
+
+    return write_then_die
+
+
+keras_saving.capture = capture_then_die
+
 
 result = ts.fit(build_model, (x, y), scale=scale, epochs=EPOCHS, global_batch_size=GLOBAL_BATCH, optimizer="sgd",
                 optimizer_args={"momentum": 0.9}, base_lr=0.05, warmup_steps=4,

@@ -178,7 +178,14 @@ class Checkpoints(keras.callbacks.Callback):
         return self._progress is not None and time.monotonic() - self._progress < self.stale_after
 
     def release(self) -> None:
-        """Gives the preemption signals back (on_train_end does; call it when `fit` raised)."""
+        """Gives the preemption signals back and lets the save in flight finish (on_train_end does both; call it
+        when `fit` raised, so the last checkpoint started is committed, not lost with the process)."""
+        if self._pending is not None:
+            self._pending.join()
+            self._pending = None
+            if self._pending_error is not None:
+                log.warning("the last checkpoint could not be committed: %s", self._pending_error)
+                self._pending_error = None
         self._progress = None
         if self.flag is not None:
             self.flag.uninstall()
@@ -337,8 +344,10 @@ class Checkpoints(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         self.model._initial_epoch = None  # a later fit() starts where it is told
         self.start_offset = 0
-        self.release()
-        self.wait()
+        try:
+            self.wait()  # the save in flight is committed (its error raised here)
+        finally:
+            self.release()
         if self.is_chief and self.exchange is not None:
             self.checkpoints.store.remove(self.checkpoints.store.join(SHARED_MARKER))  # read by all long ago
         if self.preempted is not None:
@@ -390,7 +399,7 @@ class Checkpoints(keras.callbacks.Callback):
         info = self._info(name, epoch, step, reason, steps)
         if background:  # the file is written (from the values captured), hashed and committed while training goes on
             self._pending = threading.Thread(target=self._commit, args=(local, info, write),
-                                             name=f"tfscale-save-{name}", daemon=True)
+                                             name=f"tfscale-save-{name}")  # not a daemon: Python exits after it
             self._pending.start()
         else:
             self._commit(local, info)

@@ -69,7 +69,8 @@ def save_sharded(model, directory: str) -> dict[str, Any]:
         directory: a folder that does not exist yet, on a filesystem every process shares.
 
     Returns:
-        {"files": {path relative to `directory`: bytes}, "bytes": total}, for a manifest.
+        {"files": {path relative to `directory`: bytes}, "bytes": total}, for a manifest (on process 0;
+        empty on the others, which return without reading the folder: process 0 may move it next).
 
     Raises:
         ConfigError: `directory` exists already, the model has no variables, or orbax is not installed.
@@ -95,8 +96,10 @@ def save_sharded(model, directory: str) -> dict[str, Any]:
                           custom_metadata={_META: {"format": FORMAT, "variables": listing}})
     finally:
         checkpointer.close()
-    if jax.process_count() > 1:  # every process lists the committed folder
+    if jax.process_count() > 1:  # every process has written its shards
         multihost_utils.sync_global_devices(f"tfscale_sharded_saved:{directory}")
+    if jax.process_index() != 0:  # process 0 lists (and may then move) the folder: the others return at once
+        return {"files": {}, "bytes": 0}
     files = {os.path.relpath(os.path.join(root, name), directory): os.path.getsize(os.path.join(root, name))
              for root, _, names in os.walk(directory) for name in names}
     return {"files": dict(sorted(files.items())), "bytes": sum(files.values())}
