@@ -63,12 +63,14 @@ def test_sharded_save_holds_no_process_all_weights(runs):
               f"({gathered / full:.3f})")
         assert peak < 0.75 * full
         assert gathered >= full  # the measure sees a process holding the whole model
-        files = json.loads(str(run["files"]))
-        assert files["bytes"] == sum(files["files"].values())
-        assert 0.5 * full < files["bytes"] < 1.25 * full  # every shard written, and once (zstd-compressed)
-        assert any(f.startswith("model/ocdbt.process_1/") for f in files["files"])  # written by each process
-        assert any(f.startswith("optimizer/") for f in files["files"])
-    assert json.loads(str(runs["train"][0]["files"])) == json.loads(str(runs["train"][1]["files"]))
+    # process 0 lists the folder once every process has written (the others return without reading it: process 0
+    # may move it next)
+    files = json.loads(str(runs["train"][0]["files"]))
+    assert files["bytes"] == sum(files["files"].values())
+    assert 0.5 * full < files["bytes"] < 1.25 * full  # every shard written, and once (zstd-compressed)
+    assert any(f.startswith("model/ocdbt.process_1/") for f in files["files"])  # written by each process
+    assert any(f.startswith("optimizer/") for f in files["files"])
+    assert json.loads(str(runs["train"][1]["files"])) == {"files": {}, "bytes": 0}
 
 
 def test_restored_on_one_process_data_parallel_trains_on_with_the_same_losses(runs):

@@ -9,10 +9,12 @@ the Keras callback that decides when to save and restores when training starts:
   which every worker stops at the same step and `fit` raises `Preempted` (exit code 143, "restart me").
 - **Who.** Every worker takes part in a save (reading weights sharded across processes needs them all);
   only the chief writes, except for a model sharded across processes in a folder: there each process writes
-  its own shards (`sharded.py`, orbax) and none gathers the whole model. With `async_save` the chief copies the values at the step (a few ms) and a
-  background thread writes the `.weights.h5` from the copies (`keras_saving.capture`), hashes, uploads and
-  commits it, so the next steps do not wait for the disk or the store; one save is in flight at a time,
-  and `fit` ends only once the last is committed. A preemption save is written before the process exits.
+  its own shards (`sharded.py`, orbax) and none gathers the whole model. With `async_save`, for step and
+  time checkpoints, the chief copies the values at the step (a few ms) and a background thread writes the
+  `.weights.h5` from the copies (`keras_saving.capture`), hashes, uploads and commits it, so the next steps
+  do not wait for the disk or the store; one save is in flight at a time, and `fit` ends only once the last
+  is committed. An epoch's checkpoint is committed before the next epoch starts (the soak caught a restart
+  resuming from the epoch before, its newest save killed in flight), a preemption's before the process exits.
 - **Where resumed.** On (re)start every worker restores the newest intact checkpoint of the chief's folder
   (the previous one when the newest does not match its hash). A checkpoint names its position (epochs
   done, steps into the next); `tfscale.fit` resumes at that exact step, the input skipping the batches
@@ -103,7 +105,8 @@ class Checkpoints(keras.callbacks.Callback):
         signals: the signals that mean preemption (default SIGTERM and SIGUSR1).
         preemption_notice: with `preemption`, also watch GCE's metadata server for a preemption notice, on GCE
             only (`preemption.MetadataWatcher`).
-        async_save: commit in a background thread while training goes on.
+        async_save: commit step and time checkpoints in a background thread while training goes on (an
+            epoch's is committed before the next epoch starts).
         run: what the checkpoint is made under, recorded in its manifest and checked on resume:
             {"global_batch_size", "steps_per_epoch", "num_workers", "num_replicas", "backend", "strategy", "mesh"}.
         scope: the context the optimizer is built in before a restore (`scale.scope`).
@@ -379,7 +382,9 @@ class Checkpoints(keras.callbacks.Callback):
             local = self.checkpoints.store.join(f"{_TMP_PREFIX}{os.getpid()}-{name}{WEIGHTS}")
         if self.checkpoints.store.is_local and sharded.is_sharded(self.model):
             return self._save_sharded(epoch, step, reason, name, steps)
-        background = self.async_save and reason != "preemption"
+        # Step and time checkpoints are committed in the background; an epoch's is committed before the next epoch
+        # starts (a process that dies early in it resumes from there), a preemption's before the process exits.
+        background = self.async_save and reason in ("steps", "seconds")
         write = None
         try:
             # Every worker takes the same steps: Keras' save walk can itself run collectives (on JAX, creating the
