@@ -132,7 +132,9 @@ class Savers:
         """(seconds the training thread waits, seconds until the checkpoint is committed) of one save."""
         self.saves += 1
         start = time.perf_counter()
-        self.tfscale.save(self.saves, 0, "epoch")  # a new position each time (the same one is not saved twice)
+        # a step checkpoint, the kind `checkpoint_every_steps` writes (committed in the background; an epoch's is
+        # committed in the training thread), at a new position each time (the same one is not saved twice)
+        self.tfscale.save(self.saves, 1, "steps")
         blocking = time.perf_counter() - start
         self.tfscale.wait()
         return blocking, time.perf_counter() - start
