@@ -49,7 +49,7 @@ import keras
 from tfscale.errors import ClusterError, ConfigError, TfscaleError
 from tfscale.scale import keras_saving, sharded
 from tfscale.scale.checkpoint_store import (SHARDED, WEIGHTS, CheckpointInfo, CheckpointStore, CorruptCheckpoint,
-                                            check_resumable, checkpoint_name, local_scratch)
+                                            check_resumable, checkpoint_name)
 from tfscale.scale.guards import TrainingError
 from tfscale.scale.preemption import DEFAULT_SIGNALS, MetadataWatcher, Preempted, SignalFlag
 from tfscale.storage import Store

@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterator
 
@@ -176,8 +175,7 @@ class CheckpointStore:
         else:
             local = os.path.join(local_dir, name)
             self.store.get_file(self.store.join(name), local)
-        with open(local, "rb") as f:
-            digest, size = _hash_stream(iter(lambda: f.read(1 << 20), b""))
+        digest, size = _hash_file(local)
         if size != expected.get("bytes") or digest != expected.get("sha256"):
             raise CorruptCheckpoint(f"{self.store.join(name)} has {size} bytes with SHA-256 {digest[:12]}…, its "
                                     f"manifest {info.name}{MANIFEST} says {expected.get('bytes')} bytes, "
@@ -188,13 +186,11 @@ class CheckpointStore:
 
     def commit(self, local_weights: str, info: CheckpointInfo) -> CheckpointInfo:
         """Stores `local_weights` as `info`'s weights, then its manifest (the commit); returns the final info."""
-        with open(local_weights, "rb") as f:
-            digest, size = _hash_stream(iter(lambda: f.read(1 << 20), b""))
+        in_place = self.store.is_local and os.path.dirname(os.path.abspath(local_weights)) == self.url
+        digest, size = _hash_file(local_weights, sync=in_place)
         name = info.name + WEIGHTS
         info = dataclasses.replace(info, files={name: {"bytes": size, "sha256": digest}}, created=time.time())
-        if self.store.is_local and os.path.dirname(os.path.abspath(local_weights)) == self.url:
-            with open(local_weights, "rb+") as f:
-                os.fsync(f.fileno())
+        if in_place:
             os.replace(local_weights, self.store.join(name))  # written in the folder: renamed, not copied
         else:
             self.store.put_file(local_weights, self.store.join(name))
@@ -211,8 +207,7 @@ class CheckpointStore:
         for root, _, names in os.walk(final):
             for file in sorted(names):
                 path = os.path.join(root, file)
-                with open(path, "rb") as f:
-                    digest, size = _hash_stream(iter(lambda: f.read(1 << 20), b""))
+                digest, size = _hash_file(path)
                 files[os.path.relpath(path, self.url)] = {"bytes": size, "sha256": digest}
         info = dataclasses.replace(info, files=dict(sorted(files.items())), created=time.time())
         self.store.write_bytes(self.store.join(info.name + MANIFEST),
@@ -254,6 +249,15 @@ def is_sharded(info: CheckpointInfo) -> bool:
     return any(name.startswith(info.name + SHARDED + "/") for name in info.files)
 
 
+def _hash_file(path: str, sync: bool = False) -> tuple[str, int]:
+    """(SHA-256, bytes) of a local file, read once; with `sync`, flushed to the disk too (before a rename)."""
+    with open(path, "rb+" if sync else "rb") as f:
+        found = _hash_stream(iter(lambda: f.read(1 << 20), b""))
+        if sync:
+            os.fsync(f.fileno())
+    return found
+
+
 def _hash_stream(chunks: Iterator[bytes]) -> tuple[str, int]:
     digest, size = hashlib.sha256(), 0
     for chunk in chunks:
@@ -279,7 +283,3 @@ def check_resumable(info: CheckpointInfo, *, global_batch_size: int | None, wher
                               f"that divides it: {', '.join(map(str, works[:12]))}), or start over in a new "
                               "checkpoint_dir or with resume=False")
 
-
-def local_scratch(prefix: str = "tfscale-ckpt-") -> str:
-    """A private temporary folder for checkpoint files on their way to or from the store."""
-    return tempfile.mkdtemp(prefix=prefix)
