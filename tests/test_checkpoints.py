@@ -237,3 +237,28 @@ def test_tfscale_train_saves_every_n_steps_from_the_run_file_overrides(tmp_path)
     infos = CheckpointStore(str(ckpt)).list()
     steps = sorted(i.global_step for i in infos if i.reason == "steps")
     assert steps and all(s % 3 == 0 for s in steps), [(i.name, i.reason) for i in infos]
+
+
+def _arrays():
+    return X, Y
+
+
+def test_shuffled_arrays_of_a_run_file_resume_at_the_exact_batch(scale, tmp_path):
+    """`tfscale train`'s data.shuffle_buffer on arrays: an elastic pipeline shuffled per (seed, epoch), so a run
+    preempted mid-epoch and resumed ends equal to the uninterrupted run, each epoch in its own order."""
+    from tfscale.config.run import DataConfig
+    from tfscale.recipes.train import load_data
+
+    config = DataConfig(train=f"{__name__}:_arrays", shuffle_buffer=20, seed=3)
+    train, _ = load_data(config)
+    assert train.elastic_order, train
+    straight = ts.fit(build_model, train, scale=scale, epochs=EPOCHS, **OPTIONS).model.get_weights()
+    unshuffled = ts.fit(build_model, (X, Y), scale=scale, epochs=EPOCHS, **OPTIONS).model.get_weights()
+    assert not np.allclose(straight[0], unshuffled[0])  # the shuffle took effect
+    with pytest.raises(Preempted):
+        ts.fit(build_model, load_data(config)[0], scale=scale, epochs=EPOCHS, checkpoint_dir=tmp_path,
+               callbacks=[SignalAt(STEPS + 2)], **OPTIONS)
+    resumed = ts.fit(build_model, load_data(config)[0], scale=scale, epochs=EPOCHS, checkpoint_dir=tmp_path,
+                     **OPTIONS)
+    assert (resumed.resumed_from_epoch, resumed.resumed_from_step) == (1, 3)
+    _assert_same(resumed.model.get_weights(), straight)

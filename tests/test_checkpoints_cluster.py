@@ -56,6 +56,31 @@ def jax_reference(tmp_path_factory):
     return _weights(folder / "ref.npz")
 
 
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """The worker's arrays and 10 more rows, as `tfscale data convert` shards (4 of them, 250 records)."""
+    from tfscale.data.convert import convert
+
+    folder = tmp_path_factory.mktemp("shards")
+    rng = np.random.RandomState(0)  # as in the worker
+    x = rng.rand(STEPS * 24, 12).astype("float32")
+    x = np.concatenate([x, np.random.RandomState(1).rand(10, 12).astype("float32")])
+    y = (x[:, :6].sum(1) > x[:, 6:].sum(1)).astype("int32")
+    with open(folder / "table.csv", "w") as f:
+        f.write(",".join(f"f{i}" for i in range(12)) + ",label\n")
+        f.writelines(",".join(repr(float(v)) for v in row) + f",{label}\n" for row, label in zip(x, y))
+    convert(str(folder / "table.csv"), str(folder / "out"), 4, label="label")
+    return str(folder / "out")
+
+
+@pytest.fixture(scope="module")
+def shards_reference(shards, tmp_path_factory):
+    """The uninterrupted run on the converted shards: one process, one replica."""
+    folder = tmp_path_factory.mktemp("shards_reference")
+    _single(folder / "ref.npz", folder / "ckpt", env={"DATA": shards})
+    return _weights(folder / "ref.npz")
+
+
 def _preempted(job, ckpt, at):
     """The job exited 143 with a preemption checkpoint at or after the signalled step; returns it."""
     assert job.returncode == 143, job.stdout[-3000:]
@@ -96,6 +121,22 @@ def test_elastic_resume_on_another_number_of_replicas_equals_the_uninterrupted_r
     resumed = _single(out, ckpt, replicas=replicas)
     assert f"{workers * replicas} replica(s), resumed at {saved.epoch}:{saved.step}" in resumed.stdout, resumed.stdout
     _assert_same(_weights(out), reference)
+
+
+def test_converted_shards_read_in_elastic_order_resume_on_one_worker_equal_to_the_uninterrupted_run(
+        shards, shards_reference, tmp_path):
+    """`tfscale data convert` shards through an elastic pipeline, shuffled each epoch: 2 TensorFlow workers
+    preempted mid-epoch, resumed in 1 process at the exact next global batch (not at the epoch's start), end
+    equal to one uninterrupted process: global batch k holds the same records on 1 worker and on 2."""
+    at = random.Random().randrange(STEPS + 1, 2 * STEPS - 2)
+    out, ckpt = tmp_path / "out.npz", tmp_path / "ckpt"
+    job = _launch(2, out, ckpt, at, check=False, env={"DATA": shards})
+    saved = _preempted(job, ckpt, at)
+    assert saved.num_workers == 2 and saved.step > 0, saved
+    resumed = _single(out, ckpt, env={"DATA": shards})
+    assert f"1 replica(s), resumed at {saved.epoch}:{saved.step}" in resumed.stdout, resumed.stdout
+    assert "starts again at its first batch" not in resumed.stdout
+    _assert_same(_weights(out), shards_reference)
 
 
 def test_jax_data_parallel_over_2_processes_resumes_in_1_process_equal_to_the_uninterrupted_run(jax_reference,

@@ -9,6 +9,8 @@ REPLICAS=N in the environment: N CPU replicas per worker. EVERY_STEPS=N: also a 
 STRATEGY=name: that strategy instead of auto (model_parallel: mesh (1, 2), layout "auto"); WIDTH=N: hidden units.
 STEP_SLEEP=S: each step ends with rank 0 printing `step N` (N: steps trained by this run) and every worker
 sleeping S seconds, so that a test can signal it mid-epoch (tests/test_slurm.py).
+DATA=FOLDER: read the examples from a `tfscale data convert` folder of the same arrays (columns f0..f11, label)
+as an elastic tfscale.data pipeline, shuffled each epoch, instead of the arrays.
 Writes OUT (rank 0; OUT.<rank>.npz for the others) with the weights and where it resumed.
 """
 
@@ -75,9 +77,16 @@ class Paced(keras.callbacks.Callback):
         time.sleep(self.seconds)
 
 
+train_data = (x, y)
+if os.environ.get("DATA"):  # the same examples from converted shards, in an elastic order shuffled per epoch
+    import tensorflow as tf
+
+    train_data = ts.data.tfrecord(os.environ["DATA"], label="label").map(
+        lambda f, label: (tf.stack([tf.cast(f[f"f{i}"], tf.float32) for i in range(12)]), tf.cast(label, tf.int32))
+    ).shuffle(64, seed=7).elastic()
 every = int(os.environ["EVERY_STEPS"]) if os.environ.get("EVERY_STEPS") else None
 paced = [Paced(float(os.environ["STEP_SLEEP"]))] if os.environ.get("STEP_SLEEP") else []
-result = ts.fit(build_model, (x, y), scale=scale, epochs=EPOCHS, global_batch_size=GLOBAL_BATCH, optimizer="sgd",
+result = ts.fit(build_model, train_data, scale=scale, epochs=EPOCHS, global_batch_size=GLOBAL_BATCH, optimizer="sgd",
                 optimizer_args={"momentum": 0.9}, base_lr=0.05, warmup_steps=4, seed=3,
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), checkpoint_dir=checkpoint_dir,
                 checkpoint_every_steps=every, verbose=0, callbacks=[SignalAt(), *paced])

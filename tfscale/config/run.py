@@ -111,8 +111,9 @@ class DataConfig:
             of (x, y), a tfscale.data pipeline, or a tuple of arrays (x, y).
         validation: "module:function" for validation examples, or "" for none.
         args: keyword arguments passed to both functions.
-        shuffle_buffer: examples to shuffle over each epoch (0: keep the order; a restarted job
-            then repeats the uninterrupted run exactly).
+        shuffle_buffer: examples to shuffle over each epoch (0: keep the order). Arrays are then
+            shuffled in an elastic order, so a restarted job still repeats the uninterrupted run
+            exactly; a `tf.data.Dataset` is reshuffled each pass (a restart repeats its epoch).
         seed: the shuffle's seed.
     """
 

@@ -30,6 +30,18 @@ class Build:
     chunked: bool = False  # elements are chunks of records (a source's read_chunks): batch ops re-batch them
     carry: bool = False  # tf.data service, skip mode: batches carry their dropped count, (batch, dropped)
     sliced: bool = False  # every worker reads everything and takes its slice of each global batch
+    epoch: Any = None  # elastic pipelines: the epoch (a tensor) this pass is read for; shuffles seeded by it
+
+    def seed_for(self, seed: int | None):
+        """A shuffle's seed in this build: `seed` (or the shared one), mixed with the epoch when there is one."""
+        seed = self.shared_seed if seed is None else seed
+        if self.epoch is None or seed is None:
+            return seed
+        return tf.constant(seed, tf.int64) * 1_000_003 + tf.cast(self.epoch, tf.int64)
+
+    def reshuffles(self) -> bool:
+        """A shuffle draws a new order at every pass (False: the epoch's seed already gives each epoch its own)."""
+        return self.epoch is None
 
     def guard(self, ok, reason: str, key, fix: str, count=None):
         """`badrecords.guard` with this build's mode (returns the keep predicate)."""
@@ -44,8 +56,8 @@ class Build:
     def shuffled(self, units: tf.data.Dataset, count: int) -> tf.data.Dataset:
         if self.shuffle_units is None or count < 2:
             return units
-        seed = self.shared_seed if self.shuffle_units < 0 else self.shuffle_units
-        return units.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+        seed = self.seed_for(None if self.shuffle_units < 0 else self.shuffle_units)
+        return units.shuffle(count, seed=seed, reshuffle_each_iteration=self.reshuffles())
 
 
 class Source:

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import tensorflow as tf
 
-from tfscale.data import badrecords, service, sharding, transforms
+from tfscale.data import badrecords, order, service, sharding, transforms
 from tfscale.data.core import AUTOTUNE, Build, Op, Source
 from tfscale.data.functions import own_functions
 from tfscale.data.image_ops import ImageMethods
@@ -37,7 +37,7 @@ from tfscale.errors import ConfigError
 
 log = logging.getLogger("tfscale")
 
-_SHARED_SEED = 20240917  # unseeded shuffles when every worker reads everything: all must see one order
+_SHARED_SEED = order.SHARED_SEED  # unseeded shuffles when every worker reads everything: all must see one order
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -52,12 +52,17 @@ class Pipeline(ImageMethods, TextMethods):
     records: badrecords.BadRecords = dataclasses.field(default_factory=badrecords.BadRecords)
     shuffle_units: int | None = None
     service_options: dict | None = None
+    elastic_order: bool = False
+    start_records: int = 0
 
     def __post_init__(self):
         badrecords.check_on_error(self.on_error)
 
     def _with(self, **changes) -> "Pipeline":
-        return dataclasses.replace(self, **changes)
+        pipe = dataclasses.replace(self, **changes)
+        if pipe.elastic_order:
+            order.check(pipe)  # e.g. a cache() or service() added to an elastic pipeline
+        return pipe
 
     def then(self, op: Op) -> "Pipeline":
         """A new pipeline with `op` appended (what every transform method does)."""
@@ -123,7 +128,8 @@ class Pipeline(ImageMethods, TextMethods):
         """Shuffles elements through a buffer, and (files=True) the order of files each epoch."""
         pipe = self._with(shuffle_units=-1 if seed is None else seed) if files else self
         return pipe.then(Op(f"shuffle({buffer_size})", lambda ds, b: ds.shuffle(
-            buffer_size, seed=seed if seed is not None else b.shared_seed), agnostic=True))
+            buffer_size, seed=b.seed_for(seed), reshuffle_each_iteration=b.reshuffles()), agnostic=True,
+            payload="shuffle"))
 
     def repeat(self, count: int | None = None) -> "Pipeline":
         """Repeats the data `count` times (forever when None)."""
@@ -137,6 +143,32 @@ class Pipeline(ImageMethods, TextMethods):
     def deterministic(self, enabled: bool = True) -> "Pipeline":
         """Same order on every run (default off: parallel stages may reorder elements for speed)."""
         return self._with(deterministic_order=enabled)
+
+    def elastic(self, enabled: bool = True) -> "Pipeline":
+        """One order of examples for any number of workers, so a checkpoint resumes exactly on another count.
+
+        Global batch k then holds the same records on 1 worker or 16, in every run: the order is a
+        function of the shuffles' seeds and the epoch only (unseeded shuffles get one shared seed).
+        `tfscale.fit` resumes such a pipeline at the exact next batch on any number of workers that
+        divides the global batch. The cost: every worker reads every record's bytes (it parses and
+        decodes only its own where the records per file are known, as in `tfscale data convert`
+        folders and image folders; otherwise it runs the whole pipeline). See `tfscale.data.order`.
+
+        Example:
+            train = ts.data.tfrecord("shards/", label="label").shuffle(4096, seed=1).elastic()
+        """
+        return self._with(elastic_order=enabled)
+
+    def starting_at(self, records: int) -> "Pipeline":
+        """This elastic pipeline's first pass without its first `records` records (a resumed epoch).
+
+        Raises:
+            ConfigError: the pipeline is not elastic (its order depends on the worker count).
+        """
+        if not self.elastic_order:
+            raise ConfigError("only an elastic pipeline can start mid-epoch: this one's order depends on the "
+                              "number of workers", where=repr(self), fix="add .elastic() to the pipeline")
+        return self._with(start_records=int(records))
 
     def errors(self, on_error: str) -> "Pipeline":
         """Sets how bad records are handled: "raise" (default) or "skip" (counted and reported)."""
@@ -200,6 +232,8 @@ class Pipeline(ImageMethods, TextMethods):
         if any(op.payload == "batch" for op in self.ops):
             raise ConfigError("this pipeline is already batched", where=repr(self),
                               fix="remove .batch(...): dataset(batch_size=...) and scale.distribute batch it")
+        if self.elastic_order and drop_remainder:
+            return order.batches(self, input_context, batch_size, static=static)
         if self.service_options:
             return service.through_service(self, input_context, (batch_size, drop_remainder, static))
         build, plan = self._build_for(input_context), None

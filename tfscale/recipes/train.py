@@ -115,9 +115,11 @@ def load_data(data: DataConfig):
     """(train, validation or None) from the functions the [data] table names; train shuffled if asked.
 
     What the functions return goes to `Scale.distribute` as it is (arrays stay arrays, so the JAX engine
-    reads them without TensorFlow); only a shuffle buffer makes arrays a tf.data.Dataset.
+    reads them without TensorFlow); only a shuffle buffer makes arrays a tfscale.data pipeline, with an
+    elastic order (each epoch shuffled by (seed, epoch)): a restarted job resumes at the exact next batch.
     """
     from tfscale.data.sharding import is_tf_input
+    from tfscale.data.sharding.arrays import is_arrays
     from tfscale.train.loading import resolve
 
     train = _call(resolve(data.train, where="data.train"), data.args, "data.train")
@@ -126,6 +128,10 @@ def load_data(data: DataConfig):
         validation = _call(resolve(data.validation, where="data.validation"), data.args, "data.validation")
     if data.shuffle_buffer and hasattr(train, "batched_dataset_for"):
         log.warning("data.shuffle_buffer ignored: a tfscale.data pipeline shuffles itself")
+    elif data.shuffle_buffer and is_arrays(train):  # an elastic order: a restart resumes at the exact batch
+        from tfscale.data.sources import from_numpy
+
+        train = from_numpy(*train).shuffle(data.shuffle_buffer, seed=data.seed, files=False).elastic()
     elif data.shuffle_buffer:
         from tfscale.data.sharding import as_dataset
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import keras
 
+from tfscale.data import epochs
 from tfscale.scale.checkpoint import Checkpoints, ensure_writable, worker_dir
 from tfscale.scale.guards import TerminateOnNaN
 from tfscale.scale.preemption import DEFAULT_SIGNALS
@@ -33,6 +34,14 @@ class SilentProgbar(keras.callbacks.ProgbarLogger):
     def on_predict_end(self, logs=None): pass  # noqa: E704
     def on_epoch_end(self, epoch, logs=None): pass  # noqa: E704
     def on_train_end(self, logs=None): pass  # noqa: E704
+
+
+class InputEpoch(keras.callbacks.Callback):
+    """Tells elastic tfscale.data pipelines which epoch Keras starts, so they read it in that epoch's order
+    (`tfscale.data.epochs`): a resumed run reads epoch k as the run that was not stopped did."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        epochs.set_epoch(epoch)
 
 
 class RemoveAtEnd(keras.callbacks.Callback):
@@ -86,7 +95,7 @@ def build_callbacks(scale, *, checkpoint_dir: str | os.PathLike | None = None,
         model.fit(train, epochs=5, callbacks=scale.callbacks(checkpoint_dir="ckpt/", tensorboard_dir="logs/"))
     """
     chief, rank = scale.is_chief, scale.rank
-    callbacks: list = [TerminateOnNaN(learning_rate)] if terminate_on_nan else []
+    callbacks: list = [InputEpoch(), *([TerminateOnNaN(learning_rate)] if terminate_on_nan else [])]
     if throughput:
         sizes = getattr(scale, "distributed_batch_sizes", ())
         batch = global_batch_size or (min(sizes) if len(sizes) == 1 else None)

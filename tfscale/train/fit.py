@@ -128,8 +128,9 @@ def fit(build_model: Callable[..., keras.Model] | str, train_data, *, scale=None
             rest = _skipped(train_data, step, plan.global_batch_size, cfg)
             if rest is None:
                 log.warning("resuming %d step(s) into epoch %d: this input's order depends on the number of workers "
-                            "(a tfscale.data pipeline) or on steps_per_epoch, so the epoch starts again at its first "
-                            "batch and those steps run twice", step, first_epoch + 1)
+                            "(a tfscale.data pipeline without .elastic()) or on steps_per_epoch / gradient "
+                            "accumulation, so the epoch starts again at its first batch and those steps run twice",
+                            step, first_epoch + 1)
             else:
                 checkpoints.start_offset = step
                 histories.append(_fit(model, batches(rest, wrap=timer.wrap), cfg, scale, validation, all_callbacks,

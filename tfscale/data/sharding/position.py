@@ -7,9 +7,10 @@ what the uninterrupted run read, once the first ``k * global_batch_size`` exampl
 
 `skip_examples` does that for the input whose order is fixed by the input itself: NumPy arrays, tf.data
 datasets (deterministic ones: a `shuffle` reshuffled per iteration starts a new order at every restart)
-and generator functions. A tfscale.data pipeline deals files or records per worker (the "files" and
-"records" plans), so its order depends on the worker count: it is not skipped (None), and the epoch
-starts again at its first batch.
+and generator functions, and for a tfscale.data pipeline with `elastic()` (its order is the same on
+every worker count: `tfscale.data.order`). Another tfscale.data pipeline deals files or records per
+worker (the "files" and "records" plans), so its order depends on the worker count: it is not
+skipped (None), and the epoch starts again at its first batch.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ from tfscale.data.sharding.arrays import _map, is_arrays
 
 
 def skip_examples(data, count: int):
-    """`data` without its first `count` examples, or None where that is not exact (a tfscale pipeline)."""
+    """`data` without its first `count` examples, or None where that is not exact (a tfscale pipeline that is
+    not elastic)."""
     if count == 0:
         return data
+    if getattr(data, "elastic_order", False):
+        return data.starting_at(count)
     if hasattr(data, "batched_dataset_for") or hasattr(data, "dataset_for"):
         return None
     if is_arrays(data):
