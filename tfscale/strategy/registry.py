@@ -42,19 +42,33 @@ class StrategySpec:
     one_process: bool = False
 
 
-def register(name: str, description: str, *, backend: str = TENSORFLOW, one_process: bool = False):
+def register(name: str, description: str, *, backend: str = TENSORFLOW, one_process: bool = False,
+             override: bool = False):
     """Decorator: registers `fn(topology, config)` as strategy `name` of `backend`.
 
     `one_process=True` declares a strategy that trains within one process (refused under a launch of
-    several workers, naming the strategies that span them).
+    several workers, naming the strategies that span them). A name that is taken is refused unless
+    `override=True` (the same function registered again, as a module imported twice does, is fine).
+
+    Raises:
+        ConfigError: `name` is "auto" or already names another strategy of `backend`.
 
     Example:
         @register("my_strategy", "one line on what it does")
         def build(topology, config):
             return tf.distribute.MirroredStrategy()
     """
+    _load_builtins()  # a user's strategy is checked against the built-in names too
 
     def decorate(fn):
+        taken = _REGISTRY.get((backend, name))
+        same = taken is not None and (getattr(taken.build, "__module__", None), getattr(
+            taken.build, "__qualname__", None)) == (getattr(fn, "__module__", None), getattr(fn, "__qualname__", None))
+        if name == "auto" or (taken is not None and not same and not override):
+            raise ConfigError(f"strategy {name!r} of the {backend} engine exists already"
+                              + (f" ({taken.description})" if taken is not None else " (it picks one for the machine)"),
+                              where=f"register({name!r}, backend={backend!r})",
+                              fix="choose another name" + ("" if name == "auto" else ", or pass override=True to replace it"))
         _REGISTRY[(backend, name)] = StrategySpec(name, description, fn, backend, one_process)
         return fn
 
@@ -63,10 +77,15 @@ def register(name: str, description: str, *, backend: str = TENSORFLOW, one_proc
 
 def _load_builtins() -> None:
     global _loaded
-    if not _loaded:
+    if _loaded:  # also while loading: the built-ins' own register() calls come back here
+        return
+    _loaded = True
+    try:
         for module in _BUILTINS:
             importlib.import_module(f"tfscale.strategy.{module}")
-        _loaded = True
+    except BaseException:
+        _loaded = False
+        raise
 
 
 def names(backend: str) -> list[str]:
