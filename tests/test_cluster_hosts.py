@@ -206,9 +206,18 @@ def test_host_1_losing_its_link_mid_epoch_ends_host_0s_launch_within_the_collect
 
 
 def test_mistakes_in_hosts_give_clear_errors_within_the_timeout(tmp_path):
-    """A host name that does not resolve (at once, before any worker starts); a host that does not answer (an
-    unused address of the /24) and a port in use on the other host (one 3-node job): within --timeout."""
+    """A host name that does not resolve (at once, before any worker starts); then one 5-node job whose chief
+    reports, at --timeout, each answer a worker port can give: a host that does not answer (an unused address of
+    the /24), a port in use there by another program (so its worker never joined), a port that refuses (nothing
+    listens: that node's launcher never started) and a worker's gRPC server that answers."""
     with netns.hosts(2) as (h0, h1):
+        unused = h0.addr.rsplit(".", 1)[0] + ".250"
+        hosts = f"{h0.addr}:{PORT},{h1.addr}:{PORT},{unused}:{PORT},{h1.addr}:{PORT + 10},{h1.addr}:{PORT + 20}"
+        # node 4 is a worker's TensorFlow gRPC server, up before the job and until its end (a real worker of node 4
+        # would give up waiting for the chief on a loaded machine); it starts first, overlapping the first case
+        answering = h1.popen([sys.executable, "-c", "import tensorflow as tf; tf.distribute.Server({'worker': "
+                              f"['{h1.addr}:{PORT + 20}']}}, job_name='worker', task_index=0).join()"],
+                             env=procs.base_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         started = time.monotonic()
         # at once: the deadline (90 s, generous) is far below --timeout (600 s); the time is printed
         out = finish(launch(h0, f"{h0.addr}:{PORT},no-such-host.invalid:{PORT}", "--timeout", "600", "--",
@@ -222,21 +231,29 @@ def test_mistakes_in_hosts_give_clear_errors_within_the_timeout(tmp_path):
                              f"s.bind(('0.0.0.0', {PORT})); s.listen(); print('up', flush=True); time.sleep(600)"],
                             stdout=subprocess.PIPE, text=True)
         assert squatter.stdout.readline().strip() == "up"
-        unused = h0.addr.rsplit(".", 1)[0] + ".250"
-        hosts = f"{h0.addr}:{PORT},{h1.addr}:{PORT},{unused}:{PORT}"
+        deadline = time.monotonic() + 200
+        while PORT + 20 not in _listening(h1, [PORT + 20]):
+            if answering.poll() is not None or time.monotonic() > deadline:
+                netns.kill_group(answering)
+                raise AssertionError(f"node 4's server never listened:\n{answering.communicate()[0][-3000:]}")
+            time.sleep(0.2)
         timeout = 20
         started = time.monotonic()
         runs = [launch(h, hosts, "-n", "1", "--timeout", str(timeout), "--", sys.executable, FIT, str(tmp_path), "2")
                 for h in (h0, h1)]
         outputs = [finish(p, timeout + 60) for p in runs]
         took = time.monotonic() - started
+        assert answering.poll() is None, "node 4's server ended before node 0's --timeout"
     assert runs[1].returncode != 0 and f"port {PORT} on this host is not free" in outputs[1], outputs[1]
     assert runs[0].returncode == 124, outputs[0][-3000:]  # ended by --timeout (finish's deadline: timeout + 60)
     chief = outputs[0]
     assert f"did not finish within {timeout} s" in chief, chief[-3000:]
     assert re.search(rf"node 2 \({re.escape(unused)}:{PORT}\)[^.]*does not answer", chief), chief[-3000:]
     assert re.search(rf"node 1 \({re.escape(h1.addr)}:{PORT}\)[^.]*never joined", chief), chief[-3000:]
-    print(f"unreachable host and port in use on the other host: host 0's launcher exited after {took:.1f} s")
+    assert re.search(rf"node 3 \({re.escape(h1.addr)}:{PORT + 10}\): w3's port refuses connections", chief), \
+        chief[-3000:]
+    assert re.search(rf"node 4 \({re.escape(h1.addr)}:{PORT + 20}\): w4 answers", chief), chief[-3000:]
+    print(f"4 other nodes, each answering differently: host 0's launcher exited after {took:.1f} s")
     print(errors(chief), errors(outputs[1]), sep="\n")
 
 

@@ -4,6 +4,7 @@ auto's choice on JAX, what `tfscale launch --backend jax` gives a worker, and th
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -159,6 +160,19 @@ def test_auto_layout_shards_large_variables_on_their_last_dimension_that_divides
     whole = placer.place("m/prime/kernel", (31, 37))  # 1,147 parameters, no dimension divides over 2
     assert whole.axes == (None, None)
     assert [p.path for p in placer.check()] == ["m/prime/kernel"]  # reported by name
+
+
+def test_a_large_variable_left_whole_is_a_warning_naming_it_once(caplog):
+    placer = _placer(rules_from({".*dense.*kernel": ["", "model"]})[0])
+    placer.place("m/dense/kernel", (64, 512))
+    placer.place("m/embedding/embeddings", (100, 64))  # 6,400 parameters (>= 1,000): no rule shards it
+    placer.place("m/dense/bias", (512,))  # under min_shard_params: whole, and nothing to say
+    with caplog.at_level(logging.WARNING, logger="tfscale"):
+        placer.check()
+        placer.check()  # the scope closes, then describe() checks again: still one warning
+    assert [r.getMessage() for r in caplog.records if r.name == "tfscale"] == [
+        "m/embedding/embeddings (100, 64) (6400 parameters) is whole on every device: no layout rule shards it "
+        "(add a rule, or raise min_shard_params)"]
 
 
 def test_layout_rules_are_checked_variable_by_variable_and_for_the_whole_model():

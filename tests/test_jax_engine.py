@@ -240,3 +240,54 @@ def test_train_run_file_on_jax_trains_and_exports_through_a_tensorflow_process(t
     assert (tmp_path / "out" / "int8.tflite").stat().st_size == rows["int8"]["size_bytes"]
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["epoch-00001.json", "epoch-00001.weights.h5",
                                                                      "epoch-00002.json", "epoch-00002.weights.h5"]
+
+
+def test_a_keras_hub_layout_map_places_gemma_as_keras_does_with_the_same_checks_and_axis_names():
+    """keras-hub's own `GemmaBackbone.get_layout_map` as `layout=` (issue #26: it was a raw TypeError), a tiny
+    Gemma on 2 CPU devices: every variable sharded as Keras' own ModelParallel places it with the same map, the
+    same outputs; `axis_names`; a large variable a LayoutMap leaves whole is a warning naming it; and each wrong
+    LayoutMap is a tfscale error, never a raw one."""
+    out = run_one([str(WORKERS / "promise_layout_map.py")], timeout=300,
+                  env={**JAX, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}).stdout
+    found = json.loads(out.strip().splitlines()[-1])
+    gemma = found["gemma"]
+    assert gemma["tfscale"] == gemma["keras"] and len(gemma["tfscale"]) == 20, gemma
+    assert gemma["tfscale"]["decoder_block_0/attention/query/kernel"] == "('model', 'batch', None)"  # heads split
+    assert gemma["tfscale"]["decoder_block_1/ffw_linear/kernel"] == "('model', 'batch')"
+    assert gemma["mesh"] == {"batch": 1, "model": 2} and gemma["output_difference"] < 1e-5
+    assert gemma["query_bytes_per_device"] * 2 == gemma["query_bytes"]
+    assert found["axis_names"] == {"mesh": {"batch": 1, "model": 2}, "batch_axis": "batch",
+                                   "kernel": {"sequential/dense/kernel": "(None, 'model')",
+                                              "sequential/dense/bias": "(None,)"}}
+    whole = found["whole"]
+    assert whole["shardings"]["sequential_1/dense_1/kernel"] == "(None, 'model')"  # a map without a mesh: the Scale's
+    assert [w for w in whole["warnings"] if "is whole on every device" in w] == [
+        "sequential_1/embedding/embeddings (1000, 128) (128000 parameters) is whole on every device: no layout rule "
+        "shards it (add a rule, or raise min_shard_params)"], whole["warnings"]
+    errors = found["errors"]
+    assert all(e.startswith("ConfigError: ") for e in errors.values()), errors
+    assert "mesh (2, 1) differs from the LayoutMap's mesh (1, 2)" in errors["other_mesh_shape"]
+    assert "axis_names ('x', 'y') differ from the LayoutMap's mesh" in errors["other_axis_names"]
+    assert "over the devices ['cpu:0'], but this Scale spreads over ['cpu:0', 'cpu:1']" in errors["other_devices"]
+    assert "names axis 'modle', which the mesh does not have" in errors["axis_not_in_mesh"]
+    assert "'.*dense.*kernel' is a TensorLayout on the mesh (2, 1)" in errors["layout_on_other_mesh"]
+    assert "'token_embedding/embeddings' has shape (1023, 256): dimension 0 (1023) does not divide" in errors[
+        "indivisible"]
+    assert "['.*conv.*kernel'] match no variable" in errors["matches_nothing"]
+    assert "names axis 'data', which the mesh does not have" in errors["rule_axis_not_in_named_axes"]
+    assert "('batch', 'model')" in errors["rule_axis_not_in_named_axes"]  # the axes axis_names gave the mesh
+
+
+def test_a_model_trained_on_jax_exports_a_saved_model_through_a_tensorflow_process(tmp_path):
+    """README: a model on JAX is saved as .keras and converted in a TensorFlow-backend process. The SavedModel
+    it writes serves, in this (TensorFlow) process, the outputs the JAX model gave."""
+    import tensorflow as tf
+
+    out = run_one([str(WORKERS / "promise_jax_export.py"), str(tmp_path)], env=JAX, timeout=300).stdout
+    found = json.loads(out.strip().splitlines()[-1])
+    assert found["backend"] == "jax" and found["path"] == str(tmp_path / "saved_model")
+    assert "exporting in a TensorFlow process (this one runs Keras on another backend): saved_model" in found["log"]
+    data = np.load(tmp_path / "data.npz")
+    loaded = tf.saved_model.load(found["path"])  # held: its functions need its variables alive
+    served = loaded.serve(tf.constant(data["x"])).numpy()
+    np.testing.assert_allclose(served, data["logits"], atol=1e-5)

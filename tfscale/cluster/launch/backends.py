@@ -365,7 +365,7 @@ def supervise(plan: Plan, argv: Sequence[str], options: LaunchOptions, *, output
             specs = [dataclasses.replace(spec, env={**spec.env, **cache_env}, namespaces=namespaces)
                      for spec in specs_for(plan, argv, options, attempt)]
             try:
-                return _attempt(specs, remaining, output, signal_grace, resend_signals, check)
+                return _attempt(specs, remaining, output, signal_grace, resend_signals, check, total=options.timeout)
             except GroupTimeout as timeout:
                 if peers is None:
                     raise
@@ -418,10 +418,11 @@ def compilation_cache(plan: Plan, max_restarts: int):
 
 
 def _attempt(specs: list[ProcessSpec], timeout: float | None, output, signal_grace: float | None = None,
-             resend_signals: bool = True, check: Callable[[], None] | None = None) -> list[int]:
+             resend_signals: bool = True, check: Callable[[], None] | None = None,
+             total: float | None = None) -> list[int]:
     """One run of the group. Each worker gets a temporary folder of its own (TMPDIR), removed when the
     group ends: a worker killed by SIGKILL leaves nothing behind (TensorFlow's autograph writes files there).
-    `check`: polled while the workers run (`Group.wait`)."""
+    `check`: polled while the workers run; `total`: the --timeout that `timeout` remains of (`Group.wait`)."""
     scratch = tempfile.mkdtemp(prefix="tfscale-workers-")
     try:
         specs = [dataclasses.replace(spec, env={**spec.env, "TMPDIR": _folder(scratch, spec.name)}) for spec in specs]
@@ -434,7 +435,7 @@ def _attempt(specs: list[ProcessSpec], timeout: float | None, output, signal_gra
         grace = {} if signal_grace is None else {"signal_grace": signal_grace}
         group = start_group(specs, output=output, **grace)
         with group, forwarded_signals(group, resend=resend_signals):
-            return group.wait(timeout=timeout, check=check)
+            return group.wait(timeout=timeout, check=check, total=total)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

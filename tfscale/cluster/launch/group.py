@@ -309,12 +309,14 @@ class Group:
 
     # ------------------------------------------------------------------ waiting
 
-    def wait(self, timeout: float | None = None, *, check: Callable[[], None] | None = None) -> list[int]:
+    def wait(self, timeout: float | None = None, *, check: Callable[[], None] | None = None,
+             total: float | None = None) -> list[int]:
         """Waits until every process has exited 0, and returns their exit codes.
 
         `check` is called at each poll while the processes run; an exception it raises stops every
         process and propagates (an elastic launcher's `rendezvous.Rendezvous.check`: another host
-        started a new membership).
+        started a new membership). `total`: the whole time limit of which `timeout` is what remains
+        (``--timeout``, across restarts), named in the GroupTimeout; default `timeout`.
 
         Raises:
             WorkerFailure: a process exited non-zero or was killed (the first one
@@ -349,7 +351,7 @@ class Group:
             if deadline is not None and time.monotonic() > deadline:
                 running = [self.name(i) for i, c in enumerate(codes) if c is None]
                 self.stop()
-                raise GroupTimeout(f"the workers did not finish within {timeout:g} s; "
+                raise GroupTimeout(f"the workers did not finish within {timeout if total is None else total:g} s; "
                                    f"still running: {', '.join(running)}", where="--timeout",
                                    fix="raise --timeout, or look for a worker waiting on a dead peer")
             time.sleep(POLL_SECONDS)
@@ -416,8 +418,9 @@ def start_group(specs: Sequence[ProcessSpec], *, output: IO[str] | None = None, 
 def forwarded_signals(group: Group, signals=(signal.SIGINT, signal.SIGTERM), passed=(signal.SIGUSR1,), *,
                       resend: bool = True):
     """Within the block, SIGINT/SIGTERM to this process go to the group (noted in `group.signalled`, which ends
-    it), and `passed` signals (SIGUSR1: "save a checkpoint, then exit", Slurm's ``--signal``) go to it and leave
-    it running: the workers decide. A second SIGINT/SIGTERM kills the group at once.
+    it), followed by SIGCONT so that a stopped process handles it within `signal_grace` too, and `passed`
+    signals (SIGUSR1: "save a checkpoint, then exit", Slurm's ``--signal``) go to it and leave it running: the
+    workers decide. A second SIGINT/SIGTERM kills the group at once.
 
     `resend=False` where the manager signals every process of the job itself (Slurm): the signals are caught
     and noted, not sent again, since a worker takes a copy for a second signal, on which tfscale's preemption
@@ -438,6 +441,7 @@ def forwarded_signals(group: Group, signals=(signal.SIGINT, signal.SIGTERM), pas
         group.signalled = sig
         if resend:
             group.send_signal(sig)
+            group.send_signal(signal.SIGCONT)  # a stopped worker handles it now, within signal_grace
 
     previous = {sig: signal.signal(sig, forward) for sig in (*signals, *passed)}
     try:

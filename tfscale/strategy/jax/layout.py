@@ -69,16 +69,24 @@ class Placement:
 def rules_from(layout: Any) -> tuple[list[Rule], bool]:
     """(explicit rules, auto) for a config's `layout`: None, "auto", {regex: axes} or a LayoutMap.
 
-    In a table, "" stands for None (TOML has no null): ``{".*dense.*kernel" = ["", "model"]}``.
+    In a table, "" stands for None (TOML has no null): ``{".*dense.*kernel" = ["", "model"]}``. A
+    `keras.distribution.LayoutMap` is a Mapping too, whose values are `TensorLayout`s (tuples given to it
+    become TensorLayouts): each rule takes the layout's `axes`.
     """
     if layout is None:
         return [], False
     if isinstance(layout, str):
         return [], layout == "auto"
     if isinstance(layout, Mapping):
-        return [Rule(str(k), tuple(a or None for a in v)) for k, v in layout.items()], False
-    # a keras.distribution.LayoutMap: its keys and each TensorLayout's axes
-    return [Rule(k, tuple(layout[k].axes)) for k in layout], False
+        return [Rule(str(k), _axes(v)) for k, v in layout.items()], False
+    raise ConfigError(f"layout must be \"auto\", a table of rules or a keras.distribution.LayoutMap, got "
+                      f"{type(layout).__name__}", where="strategy.layout",
+                      fix='e.g. layout="auto", or {".*dense.*kernel": (None, "model")}')
+
+
+def _axes(value: Any) -> tuple[str | None, ...]:
+    """A rule's axes: a sequence of axis names ("" or None: replicated), or a keras TensorLayout's `axes`."""
+    return tuple(a or None for a in getattr(value, "axes", value))
 
 
 class Placer:
