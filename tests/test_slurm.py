@@ -268,3 +268,54 @@ def test_sbatch_requeue_with_usr1_saves_at_the_step_and_resumes_there_exactly(on
     print(f"USR1 at {usr1 - started:.1f} s: saved {first.name}; requeue (SIGTERM) at {requeue - started:.1f} s: "
           f"saved {second.name}; run 3 resumed there and completed at {time.monotonic() - started:.1f} s; largest "
           f"weight difference {max(np.abs(a - b).max() for a, b in zip(resumed, uninterrupted)):.1e}")
+
+
+def test_sbatch_requeued_on_fewer_nodes_resumes_at_the_exact_step_with_the_uninterrupted_weights(two_nodes,
+                                                                                               tmp_path):
+    """A `--nodes=2 --requeue` job trains on 2 nodes (2 TensorFlow workers), loses node h1 (drained) and is
+    requeued mid-epoch 2, then given one node (`scontrol update JobId=... NumNodes=1 NumTasks=1`, as an operator
+    would for a job whose node is gone for good):
+    the workers save at the step and exit 143, Slurm starts the job again on h0 alone, and
+    its one worker resumes at the exact step (the same global batch, on half the replicas) and ends with the
+    weights of an uninterrupted run. The restore path is the one of every other resume (tfscale.fit)."""
+    script, output, ckpt = tmp_path / "elastic.sbatch", tmp_path / "job.out", tmp_path / "ckpt"
+    # one task per node the job has now (Slurm's own SLURM_NTASKS keeps the count it was submitted with)
+    script.write_text(PREEMPTIBLE_SBATCH.replace("#SBATCH --nodes=1\n", "#SBATCH --nodes=2\n").replace(
+        "srun tfscale", 'srun -N "$SLURM_JOB_NUM_NODES" -n "$SLURM_JOB_NUM_NODES" tfscale'))
+    reference = subprocess.Popen([sys.executable, PREEMPT_WORKER, tmp_path / "ref.npz", tmp_path / "ref-ckpt"],
+                                 env=base_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 start_new_session=True)
+    job = two_nodes.sbatch([f"--output={output}", script, tmp_path / "out.npz", ckpt],
+                           env=task_env(STEP_SLEEP="0.3", TFSCALE_PORT=str(free_ports(1)[0])))
+    lost = two_nodes.nodes[1]
+
+    def run(n: int) -> str:
+        text = output.read_text() if output.exists() else ""
+        return text.partition(f"job {job}: run {n}\n")[2].partition(f"job {job}: run {n + 1}\n")[0]
+
+    def preempted():
+        newest = (CheckpointStore(str(ckpt)).list() or [None])[0]
+        return newest if newest and newest.reason == "preemption" else None
+
+    try:
+        _wait_until(lambda: len(re.findall(r"^\[w\d+\] step \d+$", run(1), re.M)) >= 14, "in epoch 2", two_nodes,
+                    job, output)
+        two_nodes.run(["scontrol", "update", f"NodeName={lost}", "State=DRAIN", "Reason=lost"], timeout=30)
+        two_nodes.run(["scontrol", "requeue", str(job)], timeout=30)
+        _wait_until(lambda: two_nodes.run(["scontrol", "update", f"JobId={job}", "NumNodes=1", "NumTasks=1"],
+                                          timeout=30, check=False).returncode == 0, "given one node", two_nodes, job, output)
+        _wait_until(lambda: preempted() and run(2), "saved and started again", two_nodes, job, output)
+        saved = preempted()
+        assert (saved.num_workers, saved.epoch) == (2, 1) and saved.step > 0, saved
+        assert two_nodes.wait_job(job, ("COMPLETED", "FAILED", "CANCELLED"), timeout=240) == "COMPLETED", \
+            output.read_text()[-4000:]
+    finally:
+        two_nodes.run(["scontrol", "update", f"NodeName={lost}", "State=RESUME"], timeout=30, check=False)
+    assert f"rank 0: 1 replica(s), resumed at {saved.epoch}:{saved.step}" in run(2), run(2)
+    wait_all([reference], timeout=300)
+    resumed, uninterrupted = weights(tmp_path / "out.npz"), weights(tmp_path / "ref.npz")
+    assert len(resumed) == len(uninterrupted) == 4
+    for a, b in zip(resumed, uninterrupted):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    print(f"2 nodes -> 1: saved {saved.name} on 2 workers, resumed on 1; largest weight difference "
+          f"{max(np.abs(a - b).max() for a, b in zip(resumed, uninterrupted)):.1e}")
