@@ -74,7 +74,7 @@ def decide(config, topology, backend: str) -> Decision:
     spec = registry.get(name, backend)  # an unknown or other-engine name fails here, before any effect
     if spec.one_process and topology.num_workers > 1:
         spanning = [n for n in registry.names(backend)
-                    if n != "auto" and not registry.get(n, backend).one_process and n not in ("tpu", "parameter_server")]
+                    if n != "auto" and registry.get(n, backend).has(registry.Capability.LOCKSTEP)]
         raise ConfigError(f"strategy {name!r} trains within one process, and this is worker {topology.rank} of a "
                           f"{topology.num_workers}-worker cluster ({topology.manager}): each worker would train "
                           "alone, on its own copy of the model", where=f"strategy {name!r}",
@@ -112,6 +112,11 @@ class Engine(abc.ABC):
     def __init__(self, name: str, topology):
         self.name = name
         self.topology = topology
+
+    def has(self, capability: "registry.Capability") -> bool:
+        """Whether this engine's strategy declares `capability` (a strategy's behaviour follows what it
+        declares in the registry, never its name)."""
+        return registry.get(self.name, self.backend).has(capability)
 
     @abc.abstractmethod
     def scope(self):

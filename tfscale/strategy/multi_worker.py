@@ -11,7 +11,7 @@ import sys
 from tfscale.cluster.detection.devices import configure_cpu_replicas
 from tfscale.config.strategy import DEFAULT_JOIN_TIMEOUT
 from tfscale.strategy import communication
-from tfscale.strategy.registry import register
+from tfscale.strategy.registry import Capability, register
 
 
 def cluster_resolver(topology):
@@ -26,7 +26,7 @@ def cluster_resolver(topology):
 
 
 @register("multi_worker", "synchronous replicas across worker processes/machines (collective all-reduce); "
-                          "Keras 3 fit made to work")
+                          "Keras 3 fit made to work", capabilities={Capability.LOCKSTEP, Capability.CLUSTER_RUNTIME})
 def build(topology, config):
     from tfscale.strategy.keras_compat import MultiWorkerStrategy
 

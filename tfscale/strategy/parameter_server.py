@@ -16,7 +16,7 @@ import os
 
 from tfscale.errors import ClusterError, ConfigError
 from tfscale.strategy.multi_worker import cluster_resolver
-from tfscale.strategy.registry import register
+from tfscale.strategy.registry import Capability, register
 
 log = logging.getLogger("tfscale")
 
@@ -49,7 +49,8 @@ def serve(topology, *, join: bool = True):
 
 
 @register("parameter_server", "asynchronous training, variables on ps tasks (needs 'chief', 'worker' "
-                              "and 'ps' jobs in the cluster)")
+                              "and 'ps' jobs in the cluster)",
+          capabilities={Capability.SERVERS, Capability.CLUSTER_RUNTIME})
 def build(topology, config):
     if not topology.has_parameter_servers or "chief" not in topology.cluster:
         raise ClusterError("parameter_server needs a cluster with 'chief', 'worker' and 'ps' jobs",

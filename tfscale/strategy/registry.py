@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import importlib
 from collections.abc import Callable
 
@@ -26,38 +27,66 @@ _loaded = False
 _TITLES = {TENSORFLOW: "TensorFlow (tf.distribute)", JAX: "JAX (keras.distribution)"}
 
 
+class Capability(enum.Enum):
+    """What a strategy declares about itself; engines and callers act on these, never on a strategy's name."""
+
+    ONE_PROCESS = "one_process"
+    """It trains within one process (its devices only): under a launch of several workers each would train
+    alone, so `decide` refuses it there."""
+    LOCKSTEP = "lockstep"
+    """Every worker process runs the same program in step: they meet at exit (the exit barrier) and share keys
+    (`Engine.exchange`: the shared-checkpoint check, agreeing on a preemption step). The strategies named
+    when a one-process strategy is refused under a launch."""
+    SERVERS = "servers"
+    """The cluster's worker and ps tasks serve variables and functions (`Scale.serve()`) and hold no strategy;
+    only the chief trains."""
+    CLUSTER_RUNTIME = "cluster_runtime"
+    """It runs on TensorFlow's cluster runtime even in one process (keras-tuner trains its trials under no
+    such strategy: keras-team/keras-tuner#531, #910)."""
+    COMPILES_ITSELF = "compiles_itself"
+    """It compiles for its own devices (TPUStrategy): `jit_compile` is left as asked."""
+
+
 @dataclasses.dataclass(frozen=True)
 class StrategySpec:
     """A registered strategy.
 
     Attributes:
-        one_process: it trains within one process (its devices only): under a launch of several worker
-            processes each would train alone, so `decide` refuses it there.
+        capabilities: what it declares (`Capability`).
     """
 
     name: str
     description: str
     build: Callable | None
     backend: str = TENSORFLOW
-    one_process: bool = False
+    capabilities: frozenset = frozenset()
+
+    @property
+    def one_process(self) -> bool:
+        return Capability.ONE_PROCESS in self.capabilities
+
+    def has(self, capability: Capability) -> bool:
+        return capability in self.capabilities
 
 
-def register(name: str, description: str, *, backend: str = TENSORFLOW, one_process: bool = False,
+def register(name: str, description: str, *, backend: str = TENSORFLOW, capabilities=(), one_process: bool = False,
              override: bool = False):
     """Decorator: registers `fn(topology, config)` as strategy `name` of `backend`.
 
-    `one_process=True` declares a strategy that trains within one process (refused under a launch of
-    several workers, naming the strategies that span them). A name that is taken is refused unless
-    `override=True` (the same function registered again, as a module imported twice does, is fine).
+    `capabilities` declares what the strategy needs and does (`Capability`): a strategy whose workers run
+    in step declares `Capability.LOCKSTEP` and gets the exit barrier and the key-value exchange as
+    `multi_worker` does. `one_process=True` is `Capability.ONE_PROCESS`. A name that is taken is refused
+    unless `override=True` (the same function registered again, as a module imported twice does, is fine).
 
     Raises:
         ConfigError: `name` is "auto" or already names another strategy of `backend`.
 
     Example:
-        @register("my_strategy", "one line on what it does")
+        @register("my_strategy", "one line on what it does", capabilities={Capability.LOCKSTEP})
         def build(topology, config):
-            return tf.distribute.MirroredStrategy()
+            return tf.distribute.MultiWorkerMirroredStrategy()
     """
+    declared = frozenset(Capability(c) for c in capabilities) | ({Capability.ONE_PROCESS} if one_process else set())
     _load_builtins()  # a user's strategy is checked against the built-in names too
 
     def decorate(fn):
@@ -69,7 +98,7 @@ def register(name: str, description: str, *, backend: str = TENSORFLOW, one_proc
                               + (f" ({taken.description})" if taken is not None else " (it picks one for the machine)"),
                               where=f"register({name!r}, backend={backend!r})",
                               fix="choose another name" + ("" if name == "auto" else ", or pass override=True to replace it"))
-        _REGISTRY[(backend, name)] = StrategySpec(name, description, fn, backend, one_process)
+        _REGISTRY[(backend, name)] = StrategySpec(name, description, fn, backend, declared)
         return fn
 
     return decorate

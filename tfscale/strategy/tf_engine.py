@@ -11,6 +11,7 @@ from tfscale.cluster.detection.devices import configure_threads, local_gpus
 from tfscale.errors import ClusterError
 from tfscale.strategy.backend import TENSORFLOW
 from tfscale.strategy.engine import Engine
+from tfscale.strategy.registry import Capability
 from tfscale.worker_env import PEER_LOST_EXIT
 
 MIN_FLOAT16_CAPABILITY = (7, 0)
@@ -40,9 +41,9 @@ class TensorFlowEngine(Engine):
 
     @classmethod
     def build(cls, name: str, spec, topology, config) -> "TensorFlowEngine":
-        serving = name == "parameter_server" and topology.task_type in ("worker", "ps")
+        serving = spec.has(Capability.SERVERS) and topology.task_type in ("worker", "ps")
         engine = cls(name, None if serving else spec.build(topology, config), topology)
-        if name == "multi_worker" and engine.num_processes > 1:
+        if spec.has(Capability.LOCKSTEP) and engine.num_processes > 1:
             _leave_together(engine, EXIT_BARRIER_S)
         return engine
 
@@ -61,7 +62,7 @@ class TensorFlowEngine(Engine):
 
     @property
     def summary(self) -> str:
-        if self.name == "parameter_server":  # replicas are the cluster's workers, not this process's
+        if self.has(Capability.SERVERS):  # replicas are the cluster's workers, not this process's
             return f"{self.num_replicas} replica(s) = {self.num_processes} worker(s) x ? {self.accelerator}"
         return super().summary
 
@@ -107,11 +108,11 @@ class TensorFlowEngine(Engine):
             log.warning("the workers did not all reach %r: %s", name, str(e).splitlines()[0] if str(e) else e)
 
     def exchange(self, key: str, value: str, timeout: float = 600.0) -> list[str] | None:
-        """Through the key-value store of TensorFlow's coordination service (multi_worker only: the tasks of
-        a parameter-server cluster do not all run the same code)."""
+        """Through the key-value store of TensorFlow's coordination service (lockstep strategies only: the
+        tasks of a parameter-server cluster do not all run the same code)."""
         if self.num_processes < 2:
             return [value]
-        if self.name != "multi_worker":
+        if not self.has(Capability.LOCKSTEP):
             return None
         from tensorflow.python.eager import context
 
@@ -121,7 +122,7 @@ class TensorFlowEngine(Engine):
                 for rank in range(self.num_processes)]
 
     def forget(self, key: str) -> None:
-        if self.num_processes < 2 or self.name != "multi_worker":
+        if self.num_processes < 2 or not self.has(Capability.LOCKSTEP):
             return
         from tensorflow.python.eager import context
 
@@ -143,7 +144,7 @@ class TensorFlowEngine(Engine):
         """`wanted`, except "auto" outside TPUStrategy on TensorFlow's TPU build (tensorflow-tpu 2.20 with libtpu):
         it shows a TPU_SYSTEM device, so Keras turns XLA on, and that build has no XLA for the CPU ("could not
         find registered transfer manager for platform Host")."""
-        if wanted != "auto" or self.name == "tpu":
+        if wanted != "auto" or self.has(Capability.COMPILES_ITSELF):
             return wanted
         import tensorflow as tf
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from tfscale.errors import ClusterError
-from tfscale.strategy.registry import register
+from tfscale.strategy.registry import Capability, register
 
 log = logging.getLogger("tfscale")
 
@@ -37,7 +37,8 @@ def resolve(address: str | None):
     return resolver
 
 
-@register("tpu", "TPU cores (Colab, Kaggle, Cloud TPU VM via TPU_NAME); bfloat16 by default")
+@register("tpu", "TPU cores (Colab, Kaggle, Cloud TPU VM via TPU_NAME); bfloat16 by default",
+          capabilities={Capability.COMPILES_ITSELF})
 def build(topology, config):
     import tensorflow as tf
 

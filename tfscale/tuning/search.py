@@ -21,6 +21,7 @@ from typing import Any
 from tfscale.config import TuneConfig, with_options
 from tfscale.errors import ConfigError, DataError, TfscaleError
 from tfscale.scale import Scale
+from tfscale.strategy.registry import Capability
 from tfscale.tuning.results import BEST_MODEL, TuneResult, rows_from_oracle
 
 log = logging.getLogger("tfscale")
@@ -102,7 +103,7 @@ def _default_scale(scale):
 
 def _check_single_worker(scale) -> None:
     """keras-tuner trains a trial under one worker's strategy only (keras-team/keras-tuner#531, #910)."""
-    if scale.num_workers > 1 or scale.name in ("multi_worker", "parameter_server"):
+    if scale.num_workers > 1 or scale.engine.has(Capability.CLUSTER_RUNTIME):
         raise ConfigError(f"keras-tuner trains each trial in one process, but this Scale ({scale.name}) spans "
                           f"{scale.num_workers} workers (keras-team/keras-tuner#531, #910)",
                           where="tfscale.tune(scale=...)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tfscale.errors import ConfigError
 from tfscale.strategy.backend import JAX
 from tfscale.strategy.jax.devices import device_names, mesh_devices
-from tfscale.strategy.registry import register
+from tfscale.strategy.registry import Capability, register
 
 
 def data_parallel(devices, axis_name: str):
@@ -19,7 +19,8 @@ def data_parallel(devices, axis_name: str):
 
 
 @register("data_parallel", "synchronous replicas on every device JAX sees (GPUs, CPU host devices with "
-                           "`replicas=N`, processes from `tfscale launch --backend jax`)", backend=JAX)
+                           "`replicas=N`, processes from `tfscale launch --backend jax`)", backend=JAX,
+          capabilities={Capability.LOCKSTEP})
 def build(topology, config):
     devices = mesh_devices(topology, config)
     if config.mesh is not None and tuple(config.mesh) != (len(devices),):

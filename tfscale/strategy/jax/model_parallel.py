@@ -10,7 +10,7 @@ import numpy as np
 from tfscale.errors import ConfigError
 from tfscale.strategy.backend import JAX
 from tfscale.strategy.jax.devices import device_names, mesh_devices
-from tfscale.strategy.registry import register
+from tfscale.strategy.registry import Capability, register
 
 
 def mesh_shape(config, topology, count: int) -> tuple[int, ...]:
@@ -33,7 +33,8 @@ def mesh_shape(config, topology, count: int) -> tuple[int, ...]:
 
 
 @register("model_parallel", "variables sharded over a (data, model) device mesh: `mesh=(1, 2)`, `layout=\"auto\"` "
-                            "or rules {path regex: axes}, checked before training", backend=JAX)
+                            "or rules {path regex: axes}, checked before training", backend=JAX,
+          capabilities={Capability.LOCKSTEP})
 def build(topology, config):
     from keras import distribution
 
