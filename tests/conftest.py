@@ -1,10 +1,26 @@
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 # tests/procs.py and the worker scripts are imported as plain modules.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# TFSCALE_PROCESS_LOG=FILE (.ci/run sets it): every process a test starts through subprocess (the launcher,
+# workers, Slurm, Ray, namespaces...) appends that test's id to FILE, so CI can say how many tests start real
+# processes. A module fixture's processes count for the test that built it.
+if os.environ.get("TFSCALE_PROCESS_LOG"):
+    _popen_init = subprocess.Popen.__init__
+
+    def _logged_init(self, *args, **kwargs):
+        test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+        if test:
+            with open(os.environ["TFSCALE_PROCESS_LOG"], "a") as log:
+                log.write(test + "\n")
+        _popen_init(self, *args, **kwargs)
+
+    subprocess.Popen.__init__ = _logged_init
 
 # Seconds each test file took in CI (scripts/test.sh, 2 pytest workers on 2 cores; the junit report of a
 # clean-clone .ci/run). Files run longest first, so that the last ones to finish are short and neither pytest
