@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 import tensorflow as tf
@@ -75,7 +76,12 @@ def test_image_folder_to_shards_then_decode_inspect_and_lookup(tmp_path, capsys)
                  "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["records"] == 8 and report["classes"] == {"class_0": 5, "class_1": 3}
-    assert report["skipped_at_convert"] == 1 and report["keeps_up"] is True and report["examples_per_second"] > 0
+    assert report["skipped_at_convert"] == 1 and report["probe_batch_size"] == 4
+    # the probe's figures agree: 4 examples a step every 1000 s need 0.004/s (0.0 rounded), and the rate keeps up
+    rate = report["examples_per_second"]
+    assert report["needed_per_second"] == 0.0 and report["keeps_up"] is True and rate >= 0.004
+    said = re.fullmatch(r"keeps up: (\d+) examples/s >= 0 needed at 1000\.0s/step", report["verdict"])
+    assert said and abs(int(said[1]) - rate) <= 1, report["verdict"]  # the verdict quotes the rate
 
 
 def test_inspect_an_image_folder_says_when_input_is_too_slow(tmp_path):
@@ -85,3 +91,30 @@ def test_inspect_an_image_folder_says_when_input_is_too_slow(tmp_path):
     report = inspect(str(tmp_path), step_time=1e-9, batch_size=2, probe_batches=2, image_size=(8, 8))
     assert report["files"] == 6 and report["classes"] == {"class_0": 4, "class_1": 2}
     assert report["keeps_up"] is False and report["verdict"].startswith("too slow")
+
+
+def _shard_ids(out: str) -> list[list[int]]:
+    """The `id` of each record, shard by shard, in the order the shard file holds them."""
+    meta = json.load(open(os.path.join(out, "dataset.json")))
+    return [[int(tf.train.Example.FromString(r.numpy()).features.feature["id"].bytes_list.value[0][1:])
+             for r in tf.data.TFRecordDataset(os.path.join(out, s["file"]))] for s in meta["shards"]]
+
+
+def test_no_shuffle_keeps_the_source_order_inside_each_shard(tmp_path, capsys):
+    """`tfscale data convert --no-shuffle`: each shard holds its records in the CSV's order; by default the same
+    records in a seeded order, stratified by label (here the CSV holds its 3 labels in blocks of 40 rows)."""
+    src = tmp_path / "rows.csv"
+    src.write_text("id,x,label\n" + "".join(f"r{i},{i * 0.5},{i // 40}\n" for i in range(120)))
+    kept, shuffled = str(tmp_path / "kept"), str(tmp_path / "shuffled")
+    for out, flags in ((kept, ["--no-shuffle"]), (shuffled, [])):
+        assert main(["data", "convert", str(src), "--out", out, "--shards", "2", "--key", "id", "--label", "label",
+                     "--quiet", *flags]) == 0
+    assert "120 records in 2 shards" in capsys.readouterr().out
+    in_order, reordered = _shard_ids(kept), _shard_ids(shuffled)
+    assert [sorted(ids) for ids in in_order] == [sorted(ids) for ids in reordered]  # the same records per shard
+    assert all(ids == sorted(ids) and len(ids) > 20 for ids in in_order), in_order
+    assert json.load(open(os.path.join(kept, "dataset.json")))["shuffle"] is None
+    assert json.load(open(os.path.join(shuffled, "dataset.json")))["shuffle"] == 0  # the seed
+    # shuffled, every stretch of 12 records mixes the 3 labels; in the source order the first 12 share one
+    assert all(len({i // 40 for i in ids[k:k + 12]}) == 3 for ids in reordered for k in range(0, len(ids) - 11, 12))
+    assert all(len({i // 40 for i in ids[:12]}) == 1 for ids in in_order)

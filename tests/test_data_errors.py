@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_data_helpers import write_csv, write_images, write_tfrecord
+from test_data_helpers import undecodable_png, write_csv, write_images, write_tfrecord
 
 import tfscale as ts
+from tfscale.cli import main
 from tfscale.errors import DataError
 
 
@@ -126,3 +129,66 @@ def test_skip_mode_on_several_workers_drops_before_batching_so_steps_stay_equal(
     assert pipe.skipped == {"corrupt or truncated image": 2}  # each worker reads (and drops) everything
     single = [int(x.shape[0]) for x, _ in pipe.dataset(batch_size=5)]
     assert single == [5, 5, 5, 3]  # one worker: whole batches after the drop
+
+
+def _numbers_and_labels(dataset) -> list[tuple[int, int]]:
+    """(image number, label) of every image: write_images gives image n the grey value n."""
+    return sorted((round(float(v) * 255), int(y)) for x, labels in dataset
+                  for v, y in zip(x[:, 0, 0, 0].numpy(), labels.numpy()))
+
+
+def test_skip_mode_loses_no_good_image_beside_an_undecodable_one(tmp_path, caplog, capsys):
+    """One undecodable PNG (signature, header and trailer intact, pixel stream garbled) in every 16 images, so in
+    every part a batch is decoded in: read from the folder in skip mode, and from the shards `tfscale data
+    convert` writes of it, every good image arrives once with its label, and every bad one is counted and named."""
+    paths = write_images(tmp_path / "photos", per_class=(48, 48), size=(12, 12))  # image n: grey n, label n >= 48
+    numbers = list(range(6, 96, 16))  # in the read order; each a PNG (kinds alternate png, jpg)
+    for k, n in enumerate(numbers):
+        data = open(paths[n], "rb").read()
+        open(paths[n], "wb").write(undecodable_png(data, keep_crc=k % 2 == 0))
+    good = [(n, int(n >= 48)) for n in range(96) if n not in numbers]
+    folder, figures = str(tmp_path / "photos"), []
+    for batch in (16, 64, None):  # parts of 16 images, of 64, and an unbatched pipeline (batched by tf.data after)
+        pipe = ts.data.image_folder(folder, image_size=(8, 8), on_error="skip")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="tfscale"):
+            batches = list(pipe.dataset(batch_size=batch) if batch else pipe.dataset().batch(7))
+        got = _numbers_and_labels(batches)
+        figures.append(f"folder, batch {batch}: {len(got)} images read, skipped {pipe.skipped}, "
+                       f"named {sorted(r.split('/')[-1] for r in pipe.records.recent)}")
+        assert got == good
+        if batch:
+            assert [int(x.shape[0]) for x, _ in batches][:-1] == [batch] * (len(good) // batch)  # whole batches
+        assert pipe.skipped == {"undecodable image": len(numbers)}
+        assert sorted(pipe.records.recent) == sorted(f"undecodable image: {paths[n]}" for n in numbers)
+        assert f"skipped {len(numbers)} bad record(s) this epoch" in caplog.text
+
+    out = str(tmp_path / "shards")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tfscale"):
+        assert main(["data", "convert", folder, "--out", out, "--shards", "2", "--store", "encoded", "--on-error",
+                     "skip", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{len(good)} records in 2 shards" in printed and f"{len(numbers)} bad records skipped" in printed
+    named = sorted(r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped"))
+    assert named == sorted(f"skipped undecodable image: {paths[n]}" for n in numbers)
+    assert json.load(open(os.path.join(out, "dataset.json")))["skipped"] == {"undecodable image": len(numbers)}
+    pipe = ts.data.image_folder(out, image_size=(8, 8), on_error="skip")
+    got = _numbers_and_labels(pipe.dataset(batch_size=16))
+    print("\n".join(figures), f"\nshards: {len(got)} images read, {len(named)} skipped and named at convert, "
+          f"skipped at read {pipe.skipped}")
+    assert got == good and pipe.skipped == {}
+
+
+def test_skip_mode_counts_an_image_resized_after_the_pipeline_was_built(tmp_path):
+    """Every image decodes to one size, so batches are resized at once; a file replaced by one of another size
+    after the pipeline was built is left out and named in skip mode, and the images beside it arrive."""
+    paths = write_images(tmp_path, per_class=(10, 10), size=(12, 12), kinds=("png",))
+    pipe = ts.data.image_folder(str(tmp_path), image_size=(8, 8), on_error="skip")
+    assert pipe.source.uniform == (12, 12)
+    tf.io.write_file(paths[3], tf.io.encode_png(np.full((10, 10, 3), 3, np.uint8)))
+    got = _numbers_and_labels(pipe.dataset(batch_size=16))
+    print(f"{len(got)} images read, skipped {pipe.skipped}, named {list(pipe.records.recent)}")
+    assert got == [(n, int(n >= 10)) for n in range(20) if n != 3]
+    assert pipe.skipped == {"image size changed since the pipeline was built": 1}
+    assert list(pipe.records.recent) == [f"image size changed since the pipeline was built: {paths[3]}"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 
 import numpy as np
 import tensorflow as tf
@@ -39,6 +41,24 @@ def encode_bmp(image: np.ndarray) -> bytes:
               + (1).to_bytes(2, "little") + (24).to_bytes(2, "little") + bytes(4) + len(pixels).to_bytes(4, "little")
               + (2835).to_bytes(4, "little") * 2 + bytes(8))
     return header + pixels
+
+
+def undecodable_png(png: bytes, *, keep_crc: bool = True) -> bytes:
+    """`png` with its signature, IHDR and IEND intact and its compressed pixel stream garbled: it passes tfscale's
+    whole-image and size checks and fails only when decoded. keep_crc: the IDAT chunk's CRC is made to match the
+    garbled bytes (else libpng also finds a CRC error)."""
+    out, i = bytearray(png[:8]), 8
+    while i < len(png):
+        size = struct.unpack(">I", png[i:i + 4])[0]
+        kind, data = png[i + 4:i + 8], png[i + 8:i + 8 + size]
+        if kind == b"IDAT":  # the 2-byte zlib header kept, the deflate stream after it flipped
+            data = data[:2] + bytes(b ^ 0x5A for b in data[2:])
+            crc = zlib.crc32(kind + data) if keep_crc else struct.unpack(">I", png[i + 8 + size:i + 12 + size])[0]
+            out += struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc & 0xFFFFFFFF)
+        else:
+            out += png[i:i + 12 + size]
+        i += 12 + size
+    return bytes(out)
 
 
 def write_csv(path, rows: int, start: int = 0) -> str:

@@ -13,8 +13,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "tfscale" / "data"
 # each module's layer; a module may import tfscale.data modules of lower layers only
 LAYERS = {
     # the element ops (decode, resize, parse), the batch contract and their helpers
-    "batching": 0, "badrecords": 0, "records": 0, "image_codecs": 0, "arrays": 0, "functions": 0,
-    "core": 1, "transforms": 2, "text": 2, "image_decoding": 2, "image_ops": 3, "sharding": 1, "service": 3,
+    "batching": 0, "badrecords": 0, "records": 0, "image_codecs": 0, "arrays": 0, "functions": 0, "epochs": 0,
+    "core": 1, "image_fallback": 1, "transforms": 2, "text": 2, "image_decoding": 2, "image_ops": 3, "sharding": 1,
+    "service": 3, "order": 3,
     # sources (readers)
     "readers": 4, "image_files": 4, "record_files": 4,
     # Pipeline

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 from procs import base_env, free_ports, kill_all
-from test_data_helpers import write_images
+from test_data_helpers import undecodable_png, write_images
 
 import tfscale as ts
 from tfscale.errors import ConfigError
@@ -62,13 +62,16 @@ def test_pipeline_through_a_dispatcher_and_two_workers(tmp_path):
     # the parallel_epochs pipeline's bad files: each of the two workers decoded them itself
     for i, log in enumerate(logs):
         assert "bad_a.png" in log and "bad_b.jpg" in log, f"service worker {i} never decoded the pipeline:\n{log}"
+        assert "skipped undecodable image: " in log and "bad_c.png" in log, log
 
 
 def _each_worker_decodes_in_parallel_epochs(root, address):
-    """6 good images and 2 bad ones, read in parallel_epochs mode: each worker delivers the 6 and drops the 2."""
-    write_images(root, per_class=(3, 3))
+    """6 good images and 3 bad ones, read in parallel_epochs mode: each worker delivers the 6 and drops the 3 (one
+    passes the checks and fails only when decoded: the good images of its batch still arrive)."""
+    paths = write_images(root, per_class=(3, 3))
     (root / "class_0" / "bad_a.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
     (root / "class_1" / "bad_b.jpg").write_bytes(b"")
+    (root / "class_1" / "bad_c.png").write_bytes(undecodable_png(open(paths[0], "rb").read()))
     pipe = ts.data.image_folder(str(root), image_size=(8, 8), on_error="skip").service(
         address, processing_mode="parallel_epochs")
     firsts = sorted(int(x[i, 0, 0, 0] * 255 + 0.5) for x, _ in pipe.dataset(batch_size=3) for i in range(x.shape[0]))

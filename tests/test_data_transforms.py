@@ -211,7 +211,10 @@ def test_text_standardize_and_vectorize_adapted_on_a_sample():
 
 
 def _functions_of(ds: tf.data.Dataset) -> dict:
-    """name -> FunctionDef of every function in the dataset's graph."""
+    """name -> FunctionDef of every function in the dataset's graph.
+
+    `ds._variant_tensor` is TensorFlow's private handle on a dataset (checked on 2.21; tf.data has no public way to
+    its graph): if a release renames it, both cases of the test below fail with an AttributeError, none passes."""
     graph = tf.compat.v1.GraphDef()
     graph.ParseFromString(tf.raw_ops.DatasetToGraphV2(input_dataset=ds._variant_tensor).numpy())
     return {f.signature.name: f for f in graph.library.function}

@@ -8,6 +8,7 @@ CI needs the Debian package redis-server and the `examples` extra (celery, redis
 
 from __future__ import annotations
 
+import collections
 import json
 import shutil
 import signal
@@ -128,22 +129,31 @@ def test_int8_tflite_is_as_accurate_as_keras(model_dir):
 
 def test_stream_scores_every_held_out_tweet(model_dir, data, tmp_path):
     """stream.py starts its own Redis and 2 workers, streams 300 held-out tweets and reports."""
-    out = tmp_path / "stream.json"
+    out, rows = tmp_path / "stream.json", tmp_path / "per_tweet.jsonl"
     procs.run_one([str(EXAMPLE / "stream.py"), "--model-dir", str(model_dir), "--data", str(data), "--workers", "2",
-                   "--concurrency", "8", "--max-batch", "8", "--limit", "300", "--json", str(out)], timeout=300)
+                   "--concurrency", "8", "--max-batch", "8", "--limit", "300", "--json", str(out),
+                   "--per-tweet", str(rows)], timeout=300)
     report = json.loads(out.read_text())
+    per_tweet = [json.loads(line) for line in rows.read_text().splitlines()]
     _, held_out = tweets.split(tweets.load(data))
     import scoring
 
     direct = scoring.Scorer(model_dir).score([t.text for t in held_out[:300]])
     expected_accuracy = np.mean((direct >= 0.5) == np.array([t.label for t in held_out[:300]]))
     assert report["messages"] == 300
-    # both workers scored: one count per worker name (celery's scorer<i>@host), each > 0, together 300
+    # every one of the 300 held-out tweets came back once, by its own task, with its own score
+    assert [r["id"] for r in per_tweet] == [t.id for t in held_out[:300]]
+    assert len({r["task_id"] for r in per_tweet}) == 300
+    np.testing.assert_allclose([r["positive"] for r in per_tweet], direct, atol=1e-4)
+    # both workers scored: one count per worker name (celery's scorer<i>@host), each > 0, and the counts are
+    # those of the tweets each worker scored
     per_worker = report["per_worker"]
     assert sorted(name.split("@")[0] for name in per_worker) == ["scorer0", "scorer1"], per_worker
-    assert all(n > 0 for n in per_worker.values()) and sum(per_worker.values()) == 300, per_worker
-    # each tweet scored once: none redelivered, none sent again (stream.py's report has no per-tweet ids)
+    assert all(n > 0 for n in per_worker.values()), per_worker
+    assert collections.Counter(r["worker"] for r in per_tweet) == per_worker, per_worker
+    # each tweet scored once: none redelivered by the broker, none sent again by the client
     assert report["redelivered"] == 0 and report["resent"] == 0, report
+    assert not any(r["redelivered"] for r in per_tweet)
     assert report["accuracy"] == pytest.approx(expected_accuracy, abs=1e-4)
     assert 1 <= report["mean_batch"] <= 8
     print(f"stream: {report['messages_per_s']} messages/s, latency {report['latency_ms']}")  # reported only

@@ -70,3 +70,17 @@ def test_top_level_help_and_version():
     done = subprocess.run([sys.executable, "-m", "tfscale", "--help"], env=env, capture_output=True, text=True,
                           timeout=60)
     assert "--version" in done.stdout and "--verbose" in done.stdout and "TFSCALE_VERBOSE" in done.stdout
+
+
+def test_demo_replicas_trains_on_that_many_replicas(tmp_path):
+    """`tfscale demo --replicas N` (README's command table): N logical CPU devices under mirrored, the global batch
+    a multiple of N split evenly (3: 63 = 3 x 21, where the default is 64)."""
+    done = procs.run_one(["-m", "tfscale", "demo", "--replicas", "3", "--epochs", "1", "--no-export",
+                          "--out", str(tmp_path / "demo")], timeout=300,
+                         hide=procs.hiding("sklearn"))  # the demo's data comes with scikit-learn
+    lines = done.stdout.splitlines()
+    print("\n".join(lines[-5:]))
+    assert any(line.startswith("tfscale demo on Scale(mirrored: 3 replica(s) = 1 worker(s) x 3 CPU; chief;")
+               and line.endswith(": 3 CPU replicas asked for (logical devices)") for line in lines), done.stdout
+    assert any(line.startswith("batch 63 (21 per replica), ") for line in lines), done.stdout
+    assert any(line.startswith("test accuracy: ") for line in lines) and not (tmp_path / "demo").exists()

@@ -48,6 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--broker", help="redis://HOST:PORT/DB of a running Redis (default: start one here)")
     p.add_argument("--timeout", type=float, default=300, help="seconds to wait for all results")
     p.add_argument("--json", dest="json_path", help="also write the report here")
+    p.add_argument("--per-tweet", dest="per_tweet_path", metavar="PATH",
+                   help="also write one JSON line per tweet here: its id, task id, the worker that scored it, "
+                        "P(positive), label and whether it was redelivered")
     p.add_argument("--log-dir", help="folder for the Redis and worker logs (default: a temporary one)")
     return p.parse_args(argv)
 
@@ -105,9 +108,20 @@ def run(args: argparse.Namespace, log_dir: Path) -> dict:
         services.wait_for_workers(client.app, names, workers)
         results, sent_at = client.submit_all([t.text for t in held_out], args.rate)
         values = client.collect(results, timeout=args.timeout)
+        if args.per_tweet_path:
+            write_per_tweet(Path(args.per_tweet_path), held_out, results, values)
         return summarize(values, sent_at, [t.label for t in held_out], args) | {"resent": client.resent}
     finally:
         services.stop(started)
+
+
+def write_per_tweet(path: Path, held_out: list, results: list, values: list[dict]) -> None:
+    """One JSON line per tweet, in the order sent: what each tweet's own task came back with."""
+    with open(path, "w") as f:
+        for tweet, result, value in zip(held_out, results, values, strict=True):
+            f.write(json.dumps({"id": tweet.id, "task_id": result.id, "worker": value["worker"],
+                                "positive": value["positive"], "label": value["label"],
+                                "redelivered": value["redelivered"]}) + "\n")
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -13,7 +13,10 @@ image one read op and one decode op, with no branch:
 - skip mode: the same loop decodes a stand-in for a bad image, which is then left out
   and counted once per call (no branch, no Python call); the parts of a batch are joined
   into whole batches again (where workers slice global batches, files are checked 64 at
-  a time before batching instead, so all workers keep equal steps);
+  a time before batching instead, so all workers keep equal steps). An image that passes
+  the checks but will not decode (a corrupt pixel stream) fails its part's call: only that
+  part is then decoded again one image at a time (`retried`), so the image is counted and
+  named and the good ones beside it arrive; clean data never takes that path;
 - images of one decoded size (known from the files' headers, `image_codecs`) are
   stacked and resized in one op; others are resized one by one.
 """
@@ -25,6 +28,8 @@ import tensorflow as tf
 from tfscale.data.badrecords import after, gate
 from tfscale.data.core import AUTOTUNE, Build, Op
 from tfscale.data.image_codecs import TOO_LARGE, decode, image_ok, size_ok
+from tfscale.data.image_fallback import (FIX_RESIZED, RESIZED, SKIP_PART, UNDECODABLE, Verdict, one_at_a_time,
+                                         retried)
 from tfscale.errors import ConfigError
 
 GRANULE = 16  # images per loop step of a batch decode: the step costs ~20 us, an image 40-150 us
@@ -33,6 +38,9 @@ _FIX = "remove or replace the file, or build the pipeline with on_error='skip'"
 _CORRUPT = "corrupt or truncated image"
 _FIX_LARGE = "shrink or remove the file (it was not decoded), or build the pipeline with on_error='skip'"
 _IN_RECORD = "image bytes in a record"
+# skip mode's reasons and fixes, in `Verdict` order (a verdict v > 0 is REASONS[v - 1])
+REASONS = (_CORRUPT, TOO_LARGE, UNDECODABLE, RESIZED)
+FIXES = (_FIX, _FIX_LARGE, _FIX, FIX_RESIZED)
 
 
 # --------------------------------------------------------------------------- element access
@@ -70,8 +78,9 @@ def _element(args):
 
 
 def verdict(contents: tf.Tensor) -> tf.Tensor:
-    """Per image: 0 good, 1 not a whole image (`image_ok`), 2 a header claiming too many pixels (`size_ok`)."""
-    return tf.where(image_ok(contents), tf.where(size_ok(contents), 0, 2), 1)
+    """Per image, a `Verdict`: GOOD, CORRUPT (not a whole image, `image_ok`) or TOO_LARGE (`size_ok`)."""
+    return tf.where(image_ok(contents), tf.where(size_ok(contents), int(Verdict.GOOD), int(Verdict.TOO_LARGE)),
+                    int(Verdict.CORRUPT))
 
 
 def checked_bytes(build: Build, contents: tf.Tensor, where: tf.Tensor) -> tf.Tensor:
@@ -125,13 +134,13 @@ class BatchDecoder:
         with tf.init_scope():  # decoded in place of a bad image (skip mode), then left out: no branch needed
             self.stand_in = tf.io.encode_png(tf.zeros([*(uniform or (1, 1)), channels], tf.uint8)).numpy()
 
-    def _one(self, contents):
+    def decode_one(self, contents):
         if self.uniform:  # decoded only: the batch is resized at once
             image = decode(contents, self.channels, None, self.method, self.jpeg_ratio)
             return tf.ensure_shape(image, [*self.uniform, self.channels])
         return decode(contents, self.channels, self.image_size, self.method, self.jpeg_ratio)
 
-    def _spec(self) -> tf.TensorSpec:
+    def part_spec(self) -> tf.TensorSpec:
         if self.uniform:
             return tf.TensorSpec([GRANULE, *self.uniform, self.channels], tf.uint8)
         return tf.TensorSpec([GRANULE, *self.image_size, self.channels], tf.float32)
@@ -154,20 +163,22 @@ class BatchDecoder:
                 contents = tf.where(tf.equal(found, 0), contents, self.stand_in)
             elif check is not None:  # the bytes pass through the check's result, so decoding waits for it
                 contents = gate(contents, tf.reduce_all(check(contents, granule)))
-            return tf.stack([self._one(c) for c in tf.unstack(contents, num=GRANULE)]), found
+            return tf.stack([self.decode_one(c) for c in tf.unstack(contents, num=GRANULE)]), found
 
         granules, n = _granules(items)
         out, found = tf.map_fn(step, granules, parallel_iterations=1,
-                               fn_output_signature=(self._spec(), tf.TensorSpec([GRANULE], tf.int32)))
+                               fn_output_signature=(self.part_spec(), tf.TensorSpec([GRANULE], tf.int32)))
         out, found = tf.reshape(out, tf.concat([[-1], tf.shape(out)[2:]], 0))[:n], tf.reshape(found, [-1])[:n]
         if skip:  # before resizing, when one size: the smaller copy (dynamic_partition: one op, few to instantiate)
             out = tf.dynamic_partition(out, tf.cast(found > 0, tf.int32), 2)[0]
+        out = self.finished(out)
+        return (out, found) if skip else out
+
+    def finished(self, out: tf.Tensor) -> tf.Tensor:
         out = tf.cast(out, tf.float32)
         if self.uniform:  # scaled first (resizing is linear): the multiply runs on the smaller images
-            out = tf.image.resize(out if self.scale is None else out * self.scale, self.image_size, method=self.method)
-        elif self.scale is not None:
-            out = out * self.scale
-        return (out, found) if skip else out
+            return tf.image.resize(out if self.scale is None else out * self.scale, self.image_size, method=self.method)
+        return out if self.scale is None else out * self.scale
 
 
 def decode_op(image_size, channels: int, key, read_files: bool, method: str, jpeg_ratio=None,
@@ -207,14 +218,19 @@ class _Decoding:
     def where_of(self, items, reads: bool):
         return items if reads else tf.fill(tf.shape(items), _IN_RECORD)
 
-    def marked(self, element, reads: bool):
+    def marked(self, element, reads: bool, checks: bool, whole: bool = True):
         """(element decoded, bad images left out; the bad images' keys; their `verdict` codes).
 
-        No stateful op here: one in a decode call (a table insert, even a print) cost 13-17 us an image in
-        a 16-image call when measured here, so the bad ones are counted by a small stage after it (`noted`)."""
+        whole=False: decoded one image at a time (`image_fallback.one_at_a_time`), for a part whose
+        whole call failed. No stateful op here: one in a decode call (a table insert, even a print) cost
+        13-17 us an image in a 16-image call when measured here, so the bad ones are counted by a small
+        stage after it (`noted`)."""
         items = get_image(element, self.key)
-        images, found = self.decoder.images(items, read_files=reads, check=lambda contents, _: verdict(contents),
-                                            skip=True)
+        if whole:
+            check = (lambda contents, _: verdict(contents)) if checks else None
+            images, found = self.decoder.images(items, read_files=reads, check=check, skip=True)
+        else:
+            images, found = one_at_a_time(self.decoder, items, read_files=reads, check=verdict if checks else None)
         bad = tf.cast(found > 0, tf.int32)
 
         def split(t):  # (good, bad)
@@ -228,7 +244,7 @@ class _Decoding:
         """The stage after `marked`: counts the bad images (one table insert), (element, keys, codes) -> element."""
 
         def note(element, keys, codes):
-            done = build.count_codes(keys, codes, (_CORRUPT, TOO_LARGE), (_FIX, _FIX_LARGE))
+            done = build.count_codes(keys, codes, REASONS, FIXES)
             return tf.nest.map_structure(lambda t: after(t, done), element)
 
         return note
@@ -241,8 +257,9 @@ class _Decoding:
         return put_image(element, self.key, images)
 
     def one_by_one(self, ds, build: Build, reads: bool, par: dict):
-        """Unbatched (or no fixed size): a call per image; skip mode checks each, raise mode checks the
-        size its header claims and names a file that will not decode after a failure (`Source.find_bad`)."""
+        """No fixed size (or unbatched in raise mode): a call per image; skip mode checks each (an image that
+        passes but will not decode is dropped uncounted here), raise mode checks the size its header claims and
+        names a file that will not decode after a failure (`Source.find_bad`)."""
 
         def read(*args):
             item = get_image(_element(args), self.key)
@@ -266,30 +283,32 @@ class _Decoding:
         checked_before = self.check and _checks_first(build)  # by the check op (see decode_op)
         reads = self.read_files and not checked_before
         par = dict(num_parallel_calls=AUTOTUNE, deterministic=build.deterministic)
-        if self.decoder is None or get_image(ds.element_spec, self.key).shape.rank != 1:  # not batched
+        rank = get_image(ds.element_spec, self.key).shape.rank
+        if self.decoder is not None and rank == 0 and build.on_error == "skip":
+            # unbatched: decoded in parts all the same, so an image that will not decode is counted and named too
+            return self.apply(ds.batch(SKIP_PART), build).unbatch()
+        if self.decoder is None or rank != 1:  # not batched
             return self.one_by_one(ds, build, reads, par)
         checks = self.check and not checked_before
         if build.on_error == "raise":
             return ds.map(lambda *a: self.batch_call(_element(a), build, reads, checks), **par)
-        if checks:
-            ds = ds.map(lambda *a: self.marked(_element(a), reads), **par)
-        else:
-            ds = ds.map(lambda *a: self.batch_call(_element(a), build, reads, False), **par)
-        # an image that passed the check but will not decode drops its part of the batch (TF logs it;
-        # `tfscale data convert` decodes every image once, so shards never hold one)
-        ds = ds.ignore_errors(log_warning=True)
-        return ds.map(self.noted(build)) if checks else ds
+        # an image that passes the checks but will not decode (a corrupt pixel stream) fails its part's call:
+        # that part alone is decoded again one image at a time, so the good images beside it arrive
+        ds = retried(ds, lambda *a: self.marked(_element(a), reads, checks),
+                     lambda *a: self.marked(_element(a), reads, checks, whole=False), build.deterministic)
+        return ds.map(self.noted(build))
 
     def carry(self, ds, build: Build):
         """On a tf.data service in skip mode: (batch, dropped) in and out, bad images left out here."""
+        reads = self.read_files
 
-        def call(element, dropped):
-            if not self.check:
-                return self.batch_call(element, build, self.read_files, False), dropped
-            element, keys, codes = self.marked(element, self.read_files)
+        def counted(element, keys, codes, dropped):
             return self.noted(build)(element, keys, codes), dropped + tf.size(keys, out_type=tf.int64)
 
-        return ds.map(call, num_parallel_calls=AUTOTUNE, deterministic=build.deterministic)
+        ds = retried(ds, lambda element, dropped: (*self.marked(element, reads, self.check), dropped),
+                     lambda element, dropped: (*self.marked(element, reads, self.check, whole=False), dropped),
+                     build.deterministic)
+        return ds.map(counted)
 
 
 def _check_op(key, read_files: bool):

@@ -12,6 +12,7 @@ import tensorflow as tf
 from tfscale.data import badrecords
 from tfscale.data.core import AUTOTUNE, Build, Op
 from tfscale.data.functions import own_functions
+from tfscale.data.image_fallback import SKIP_PART
 from tfscale.errors import ConfigError
 
 _BUCKETS = 1 << 30  # hash resolution of sample() and balance(): fractions to ~1e-9
@@ -103,7 +104,7 @@ def map_op(fn: Callable, *, vectorized: bool, name: str) -> Op:
     return Op(name, apply, vectorized=vectorized, fn=fn)
 
 
-MICRO_BATCH = 16  # images a decode call takes when a batch is decoded in parts (see `apply_ops`)
+MICRO_BATCH = 16  # images a decode call takes when a batch is decoded in parts (see `apply_ops`; skip mode: SKIP_PART)
 
 
 class Batcher:
@@ -128,8 +129,8 @@ class Batcher:
         return self._filtered(ds.batch(self.size, drop_remainder=self.drop and self.static))
 
     def parts(self, ds: tf.data.Dataset, build: Build) -> tf.data.Dataset:
-        """Batches of MICRO_BATCH (or fewer), to be `join`ed after the per-image ops."""
-        size = min(MICRO_BATCH, self.size)
+        """Batches of MICRO_BATCH (SKIP_PART in skip mode) or fewer, to be `join`ed after the per-image ops."""
+        size = min(SKIP_PART if build.on_error == "skip" else MICRO_BATCH, self.size)
         return ds.rebatch(size) if build.chunked else ds.batch(size)
 
     def join(self, ds: tf.data.Dataset) -> tf.data.Dataset:
