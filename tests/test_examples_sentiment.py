@@ -205,3 +205,19 @@ def test_killed_worker_loses_no_message(model_dir, data, redis_server, tmp_path)
     assert {v["worker"].split("@")[0] for v in redelivered} <= {"survivor"}
     assert {v["worker"].split("@")[0] for v in values} == {"doomed", "survivor"}
     assert max(v["batch"] for v in values) > 1, "messages were never scored together"
+
+
+def test_train_under_tfscale_launch_n_2_trains_one_model_on_two_workers(data, model_dir, tmp_path):
+    """README: the example trains under `tfscale launch -n 2` as it does alone: Scale.auto() picks multi_worker
+    over the 2 workers, the chief alone exports, and the model is as good as the one-process run's (3 epochs,
+    the same global batch; the pipeline's shuffle makes the runs differ slightly)."""
+    out = tmp_path / "two"
+    done = procs.run_one(["-m", "tfscale", "launch", "-n", "2", "--", sys.executable, str(EXAMPLE / "train.py"),
+                          "--data", str(data), "--out", str(out), "--epochs", "3"], timeout=400)
+    report = json.loads((out / "train_report.json").read_text())
+    alone = json.loads((model_dir / "train_report.json").read_text())
+    assert "multi_worker" in report["scale"] and "2 worker(s)" in report["scale"], report["scale"]
+    assert report["train_examples"] == alone["train_examples"] == 3357
+    assert abs(report["keras_accuracy"] - alone["keras_accuracy"]) <= 0.03, (report, alone)
+    assert abs(report["tflite_int8_accuracy"] - report["keras_accuracy"]) <= 0.01
+    assert done.stdout.count('"train_examples"') == 1, done.stdout[-3000:]  # only the chief reports and exports
