@@ -7,16 +7,19 @@
         ts.fit(build_model, data, scale=scale, checkpoint_dir=config["checkpoint_dir"], ...)
 
     result = ts.ray.fit(train_fn, num_workers=2, train_loop_config={"checkpoint_dir": "/shared/ckpt"},
-                        max_failures=1)
+                        max_failures=1)        # num_workers=(2, 4): elastic, as many as the cluster holds
 
 A thin layer over Ray Train (v2): Ray places the workers, sets each one's TF_CONFIG as its `TensorflowTrainer`
 does (backend.py: without TF_USE_LEGACY_KERAS and without loading TensorFlow in the driver), and restarts the
 worker group after a failure (`max_failures`: under Ray, Ray owns restarts; tfscale's `--max-restarts` is
-not involved). tfscale builds the strategy inside `train_fn`, so Keras 3 `fit` works where plain
+not involved), with `num_workers=(min, max)` on as many workers as the cluster then holds (Ray Train's elastic
+scaling). tfscale builds the strategy inside `train_fn`, so Keras 3 `fit` works where plain
 `MultiWorkerMirroredStrategy` under Ray fails (ray-project/ray#47464), and tfscale's checkpoints (on a path
-every node sees) resume a restarted group at the last epoch. Each worker also gets the TFSCALE_* variables of
+every node sees) resume a restarted group, of the same size or not, at the exact global batch after the last
+checkpoint (`checkpoint_every_steps`). Each worker also gets the TFSCALE_* variables of
 `tfscale.worker_env` (rank, local rank, node rank, restart), as under `tfscale launch`.
-`import tfscale` does not import Ray: this package imports it inside `fit` (backend.py imports it at the top).
+`import tfscale` does not import Ray: this package imports it inside `fit` (backend.py imports it at the top;
+worker.py holds what runs on each worker).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from tfscale.errors import ClusterError, ConfigError, TfscaleError
+from tfscale.ray.worker import WorkerFailure, WorkerLoop
 from tfscale.worker_env import WorkerEnv
 
 log = logging.getLogger("tfscale")
@@ -42,7 +46,11 @@ class RayOptions:
     """How `fit` asks Ray for workers.
 
     Attributes:
-        num_workers: training processes (Ray workers), each one TF_CONFIG task.
+        num_workers: training processes (Ray workers), each one TF_CONFIG task; or `(min, max)`: elastic (Ray
+            Train's `ScalingConfig(num_workers=(min, max))`): each start of the group, the first and every restart,
+            takes as many workers as the cluster's live nodes hold, up to `max`, and Ray waits until they hold
+            `min`; a running group is restarted larger when nodes join. tfscale's checkpoints resume a group of
+            any size at the same global batch, so every count from `min` to `max` must divide it.
         cpus_per_worker: CPUs Ray reserves for each worker.
         gpus_per_worker: GPUs Ray reserves for each worker (0: CPU training).
         resources_per_worker: other Ray resources per worker (e.g. {"TPU": 4}); CPU/GPU go in the fields above.
@@ -58,7 +66,7 @@ class RayOptions:
             becomes an error that Ray sees, never a hang); None: tfscale's default.
     """
 
-    num_workers: int = 2
+    num_workers: int | tuple[int, int] = 2
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     resources_per_worker: Mapping[str, float] | None = None
@@ -71,9 +79,7 @@ class RayOptions:
 
     def __post_init__(self):
         where = "tfscale.ray.fit(...)"
-        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 1:
-            raise ConfigError(f"num_workers={self.num_workers!r} must be a whole number of at least 1",
-                              where=where, fix="pass num_workers=2 (or more) for several workers")
+        object.__setattr__(self, "num_workers", _worker_count(self.num_workers, where))
         for field in ("cpus_per_worker", "gpus_per_worker"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
@@ -100,6 +106,19 @@ class RayOptions:
         if self.storage_path is not None and "://" not in str(self.storage_path):
             object.__setattr__(self, "storage_path", os.path.abspath(os.fspath(self.storage_path)))
 
+    @property
+    def elastic(self) -> bool:
+        """`num_workers` is a range (min, max): Ray Train's elastic scaling."""
+        return isinstance(self.num_workers, tuple)
+
+    @property
+    def min_workers(self) -> int:
+        return self.num_workers[0] if self.elastic else self.num_workers
+
+    @property
+    def max_workers(self) -> int:
+        return self.num_workers[1] if self.elastic else self.num_workers
+
     def worker_env(self) -> dict[str, str]:
         """The variables `train_fn` finds set on every worker."""
         env = {str(k): str(v) for k, v in (self.env or {}).items()}
@@ -108,8 +127,25 @@ class RayOptions:
         return env
 
 
-def fit(train_fn: Callable, *, num_workers: int = 2, train_loop_config: Mapping[str, Any] | None = None,
-        cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
+def _worker_count(value, where: str) -> int | tuple[int, int]:
+    """`num_workers` as Ray takes it: a whole number >= 1, or (min, max) with 1 <= min < max (min == max: min)."""
+    def whole(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    if isinstance(value, (tuple, list)):
+        if len(value) == 2 and all(whole(v) for v in value) and value[0] <= value[1]:
+            return (int(value[0]), int(value[1])) if value[0] < value[1] else int(value[0])
+        raise ConfigError(f"num_workers={value!r} is not a range of workers: give (min, max), two whole numbers "
+                          f"with 1 <= min <= max", where=where,
+                          fix="pass e.g. num_workers=(2, 4) (elastic: 2 to 4 workers), or num_workers=4")
+    if whole(value):
+        return int(value)
+    raise ConfigError(f"num_workers={value!r} must be a whole number of at least 1, or (min, max)", where=where,
+                      fix="pass num_workers=2 (or more) for several workers, or (min, max) for an elastic group")
+
+
+def fit(train_fn: Callable, *, num_workers: int | tuple[int, int] = 2,
+        train_loop_config: Mapping[str, Any] | None = None, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
         resources_per_worker: Mapping[str, float] | None = None, max_failures: int = 0,
         storage_path: str | None = None, name: str | None = None, backend: str = "tensorflow",
         env: Mapping[str, str] | None = None, collective_timeout: float | None = None,
@@ -119,7 +155,8 @@ def fit(train_fn: Callable, *, num_workers: int = 2, train_loop_config: Mapping[
     `train_fn(config)` (or `train_fn()`) runs on every worker; inside it `ts.Scale.auto()` finds the cluster
     Ray made (TF_CONFIG). A dict it returns is reported to Ray (`result.metrics` holds rank 0's). Give its
     checkpoints a `checkpoint_dir` every node sees: after a failure Ray restarts every worker (up to
-    `max_failures` times) and training resumes from the last checkpoint.
+    `max_failures` times), with `num_workers=(min, max)` as many as the cluster then holds, and `tfscale.fit`
+    resumes at the global batch after the last checkpoint.
 
     Args:
         train_fn: the training function (a module-level function, or one cloudpickle can ship).
@@ -139,12 +176,12 @@ def fit(train_fn: Callable, *, num_workers: int = 2, train_loop_config: Mapping[
 
     Raises:
         ConfigError: Ray is not installed, or an argument is wrong.
-        ClusterError: the cluster's nodes cannot hold `num_workers` workers of the resources asked for.
+        ClusterError: the cluster's nodes cannot hold `num_workers` (or `min`) workers of the resources asked for.
         TfscaleError: the one a worker's `train_fn` raised (e.g. a ConfigError in the model's options).
         ClusterError: training failed on Ray (a worker died more often than `max_failures` allows, ...).
 
     Example:
-        result = ts.ray.fit(train_fn, num_workers=2, max_failures=1, train_loop_config={"epochs": 3})
+        result = ts.ray.fit(train_fn, num_workers=(2, 4), max_failures=1, train_loop_config={"epochs": 3})
         print(result.metrics)
     """
     if not callable(train_fn):
@@ -184,49 +221,6 @@ def fit(train_fn: Callable, *, num_workers: int = 2, train_loop_config: Mapping[
     finally:
         if started:
             ray.shutdown()
-
-
-class WorkerLoop:
-    """What each Ray worker runs: `train_fn`, then a dict it returns reported to Ray (rank 0's with a checkpoint).
-
-    TF_CONFIG and the options' variables (KERAS_BACKEND, ...) are already set (`backend.TfscaleBackend`).
-    """
-
-    def __init__(self, train_fn: Callable, takes_config: bool):
-        self.train_fn, self.takes_config = train_fn, takes_config
-
-    def __call__(self, config):
-        import sys
-
-        keras = sys.modules.get("keras")
-        wanted = os.environ.get("KERAS_BACKEND", "tensorflow")
-        if keras is not None and hasattr(keras, "backend") and keras.backend.backend() != wanted:
-            raise ConfigError(f"Keras was imported on this Ray worker with the {keras.backend.backend()} backend "
-                              f"before train_fn ran, and backend={wanted!r} was asked for",
-                              where="tfscale.ray.fit(backend=...)",
-                              fix="import keras inside train_fn, not at the top of the module that defines it")
-        result = self.train_fn(config) if self.takes_config else self.train_fn()
-        if isinstance(result, Mapping):
-            _report(dict(result))
-        elif result is not None:
-            log.warning("train_fn returned a %s: only a dict of metrics is reported to Ray", type(result).__name__)
-
-
-def _report(metrics: dict) -> None:
-    """Every worker reports (Ray's report is a barrier); rank 0 attaches a checkpoint, so `Result.metrics` holds
-    its metrics (Ray Train keeps the metrics of reports with a checkpoint)."""
-    import json
-    import tempfile
-
-    from ray import train
-
-    if train.get_context().get_world_rank() != 0:
-        train.report(metrics)
-        return
-    with tempfile.TemporaryDirectory(prefix="tfscale-ray-") as folder:
-        with open(os.path.join(folder, "metrics.json"), "w") as f:
-            json.dump(metrics, f, default=str)
-        train.report(metrics, checkpoint=train.Checkpoint.from_directory(folder))
 
 
 def _takes_config(train_fn: Callable) -> bool:
@@ -273,11 +267,12 @@ def _check_resources(ray, options: RayOptions) -> None:
     need = {k: v for k, v in _resources(options).items() if v > 0}
     nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
     fits = sum(int(min(res.get(k, 0.0) / v for k, v in need.items()) + 1e-9) for res in nodes)
-    if fits < options.num_workers:
+    if fits < options.min_workers:
         have = ", ".join(f"{res.get('CPU', 0):g} CPU" + (f" {res['GPU']:g} GPU" if res.get("GPU") else "")
                          for res in nodes) or "none"
-        raise ClusterError(f"the Ray cluster can hold {fits} worker(s) of {need}, and num_workers={options.num_workers} "
-                           f"were asked for", where=f"Ray nodes: {len(nodes)} alive ({have})",
+        asked = f"num_workers={options.num_workers}" + (f" (at least {options.min_workers})" if options.elastic else "")
+        raise ClusterError(f"the Ray cluster can hold {fits} worker(s) of {need}, and {asked} were asked for",
+                           where=f"Ray nodes: {len(nodes)} alive ({have})",
                            fix="lower num_workers or the resources per worker, add nodes, or pass "
                                "wait_for_resources=True on a cluster that scales up")
 
@@ -301,8 +296,12 @@ def _training_error(error: Exception, options: RayOptions) -> TfscaleError:
 def _summary(error: BaseException) -> str:
     """`Type: first line` of the exception a worker raised (Ray wraps it: RayTaskError.cause), or of Ray's own."""
     cause = getattr(error, "cause", None) or error
-    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
-    return f"{type(cause).__name__}: {lines[0][:300] if lines else ''}".rstrip(": ")
+    if isinstance(cause, WorkerFailure):
+        kind, text = cause.kind.rpartition(".")[2], cause.message
+    else:
+        kind, text = type(cause).__name__, str(cause)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"{kind}: {lines[0][:300] if lines else ''}".rstrip(": ")
 
 
 def _find_tfscale_error(error: BaseException | None, depth: int = 0) -> TfscaleError | None:
