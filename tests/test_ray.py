@@ -386,6 +386,56 @@ def test_an_elastic_group_restarts_on_the_nodes_left_and_resumes_at_the_exact_gl
           f"{ended:.0f} s, node 1 back at {took:.0f} s")
 
 
+def test_a_node_drained_for_preemption_saves_at_an_agreed_step_and_resumes_there_on_the_nodes_left(
+        cluster, reference, tmp_path):
+    """Ray's preemption notice: node 1 is drained for preemption (`ray drain-node`, what Ray's autoscaler does when
+    a spot node is reclaimed) mid-epoch; Ray Train tells every worker, tfscale saves at one agreed step (a
+    "preemption" checkpoint after the fault's step, beyond the last step checkpoint) and ends the group with 143;
+    Ray restarts it with the 1 worker the node left holds, which resumes at that exact step: no step lost, the
+    weights of the uninterrupted run."""
+    from tfscale.scale.checkpoint_store import CheckpointStore
+
+    h0, h1, token, root, _ = cluster
+    out, ckpt = tmp_path / "out", tmp_path / "ckpt"
+    out.mkdir()
+    fault = out / "fault.json"
+    argv = [sys.executable, RESUME, "ray", str(out), str(ckpt), str(tmp_path / "ray_results"), "drain", "1-2"]
+    log = tmp_path / "driver.log"
+    with open(log, "w") as sink:
+        env = _ray_env(token, TFSCALE_TEST_RAY_ADDRESS=f"{h0.addr}:{PORT}", TFSCALE_TEST_RAY_HEAD=h0.addr,
+                       RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S="20")
+        driver = h0.popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    started = time.monotonic()
+    try:
+        while not fault.exists() and driver.poll() is None and time.monotonic() - started < RAY_TIMEOUT:
+            time.sleep(0.2)
+        assert fault.exists(), "the worker on node 1 never reached the fault:\n" + log.read_text()[-6000:]
+        node_id = json.loads(fault.read_text())["node_id"]
+        drain = h0.run([RAY, "drain-node", "--address", f"{h0.addr}:{PORT}", "--node-id", node_id, "--reason",
+                        "DRAIN_NODE_REASON_PREEMPTION", "--reason-message", "spot reclaimed (test)",
+                        "--deadline-remaining-seconds", "120"], env=_ray_env(token), timeout=60)
+        assert drain.returncode == 0, drain.stdout + drain.stderr
+        driver.wait(timeout=RAY_TIMEOUT)
+    finally:
+        netns.kill_group(driver)
+        _remove_node(h1)
+        _start_node(h0, h1, token, root)  # node 1 back (undrained) for the tests after this one
+    output = log.read_text()
+    assert driver.returncode == 0, output[-6000:]
+    saved = [i for i in CheckpointStore(str(ckpt)).list() if i.reason == "preemption"]
+    assert len(saved) == 1 and saved[0].global_step > json.loads(fault.read_text())["global_step"], saved
+    assert saved[0].num_workers == 2, saved[0]
+    result = _printed(output, "RESULT")
+    assert result["num_workers"] == 1, result
+    assert (result["resumed_from_epoch"], result["resumed_from_step"]) == (saved[0].epoch, saved[0].step), result
+    ws, info = _weights(out / "rank-0.npz")
+    assert info["node"] == h0.addr and int(info["restart"]) >= 1, info
+    worst = _largest_difference(reference(), ws)
+    print(f"drained for preemption after global step {json.loads(fault.read_text())['global_step']}: saved "
+          f"{saved[0].name} (global step {saved[0].global_step}) on 2 workers, resumed there on 1: 0 steps lost; "
+          f"largest weight difference {worst:.2e}")
+
+
 @pytest.fixture(scope="module")
 def live_driver(cluster, tmp_path_factory):
     """One driver on the live cluster: Ray Data shards, then the mistakes (the two tests below read its output)."""

@@ -10,6 +10,9 @@ before it is committed (the faulty worker waits until it is listed), and writes 
     node:  the worker that is not on the head node (TFSCALE_TEST_RAY_HEAD) waits there: the test removes its node
            (every process of it), as a spot VM vanishes; with NUM_WORKERS "1-2" (elastic) Ray restarts the group
            on the nodes left.
+    drain: the worker that is not on the head node writes its Ray node id and trains on, every worker now 1 s a
+           step: the test drains that node for preemption (`ray drain-node`), Ray Train's notice reaches every
+           worker, tfscale saves at one agreed step and ends the group with 143; Ray restarts it on the node left.
 NUM_WORKERS: "2" (default), or "MIN-MAX" for `num_workers=(MIN, MAX)`.
 Every start of `train_fn` writes OUT_DIR/start-<restart>-<rank>.json (its place, Ray node, TFSCALE_* contract);
 every worker of the last start writes OUT_DIR/rank-<rank>.npz: its weights, where it resumed, what reached it
@@ -94,6 +97,10 @@ def train_fn(config):
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
 
+        def on_train_batch_end(self, batch, logs=None):
+            if fault == "drain" and os.path.exists(os.path.join(out, "fault.json")):
+                time.sleep(1.0)  # time for Ray's notice (polled every 5 s) to arrive mid-epoch
+
         def on_train_batch_begin(self, batch, logs=None):
             marker = os.path.join(out, "fault.json")
             if fault == "none" or self.epoch != KILL_EPOCH or batch != KILL_BATCH or os.path.exists(marker):
@@ -103,8 +110,12 @@ def train_fn(config):
             done = KILL_EPOCH * STEPS + KILL_BATCH  # global steps trained when the fault comes
             saved = done // EVERY * EVERY
             _wait_listed(config["checkpoint_dir"], checkpoint_name(saved // STEPS, saved % STEPS))
+            node_id = __import__("ray").get_runtime_context().get_node_id() if fault == "drain" else ""
             with open(marker, "w") as f:
-                json.dump({"pid": os.getpid(), "node": node, "global_step": done, "checkpoint_step": saved}, f)
+                json.dump({"pid": os.getpid(), "node": node, "global_step": done, "checkpoint_step": saved,
+                           "node_id": node_id}, f)
+            if fault == "drain":
+                return
             if fault == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
             while True:  # the test removes this node

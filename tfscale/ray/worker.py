@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Callable, Mapping
 
 from tfscale.errors import ConfigError
+from tfscale.ray import notice
 
 log = logging.getLogger("tfscale")
 
@@ -42,6 +43,7 @@ class WorkerLoop:
                               f"before train_fn ran, and backend={wanted!r} was asked for",
                               where="tfscale.ray.fit(backend=...)",
                               fix="import keras inside train_fn, not at the top of the module that defines it")
+        notice.install()  # a node drained for preemption: tfscale saves at an agreed step (tfscale.ray.notice)
         try:
             result = self.train_fn(config) if self.takes_config else self.train_fn()
         except BaseException as error:

@@ -5,16 +5,19 @@ What a checkpoint is, and how it is committed, listed and verified: `checkpoint_
 the Keras callback that decides when to save and restores when training starts:
 
 - **When.** At each epoch's end; every `every_steps` steps; every `every_seconds` seconds (the chief's
-  clock, agreed with the others at a step's end); and on a preemption signal (`preemption.py`), after
-  which every worker stops at the same step and `fit` raises `Preempted` (exit code 143, "restart me").
+  clock); and on a preemption signal (`preemption.py`), after which every worker stops at the same step and
+  `fit` raises `Preempted` (exit code 143, "restart me"). On several processes the last two are agreed
+  through the flags the workers exchange at every step's end (`preemption.FlagExchange`, while the next
+  step trains), so every worker saves at the end of the same step, one step after the flag was given.
 - **Who.** Every worker takes part in a save (reading weights sharded across processes needs them all);
   only the chief writes, except for a model sharded across processes in a folder: there each process writes
-  its own shards (`sharded.py`, orbax) and none gathers the whole model. With `async_save`, for step and
-  time checkpoints, the chief copies the values at the step (a few ms) and a background thread writes the
-  `.weights.h5` from the copies (`keras_saving.capture`), hashes, uploads and commits it, so the next steps
-  do not wait for the disk or the store; one save is in flight at a time, and `fit` ends only once the last
-  is committed. An epoch's checkpoint is committed before the next epoch starts (the soak caught a restart
-  resuming from the epoch before, its newest save killed in flight), a preemption's before the process exits.
+  its own shards (`sharded.py`, orbax) and none gathers the whole model. The chief copies the values at the
+  step (`keras_saving.capture`: ~2 ms for 8 MB here) and writes the `.weights.h5` from the copies, hashing
+  it as it writes (the file is not read back), syncs it, uploads and commits it. With `async_save`, for
+  step and time checkpoints, that runs in a background thread, so the next steps do not wait for the disk or
+  the store; one save is in flight at a time, and `fit` ends only once the last is committed. An epoch's
+  checkpoint is committed before the next epoch starts (the soak caught a restart resuming from the epoch
+  before, its newest save killed in flight), a preemption's before the process exits.
 - **Where resumed.** On (re)start every worker restores the newest intact checkpoint of the chief's folder
   (the previous one when the newest does not match its hash). A checkpoint names its position (epochs
   done, steps into the next); `tfscale.fit` resumes at that exact step, the input skipping the batches
@@ -51,7 +54,7 @@ from tfscale.scale import keras_saving, sharded
 from tfscale.scale.checkpoint_store import (SHARDED, WEIGHTS, CheckpointInfo, CheckpointStore, CorruptCheckpoint,
                                             check_resumable, checkpoint_name)
 from tfscale.scale.guards import TrainingError
-from tfscale.scale.preemption import DEFAULT_SIGNALS, MetadataWatcher, Preempted, SignalFlag
+from tfscale.scale.preemption import DEFAULT_SIGNALS, FlagExchange, Preempted, SignalFlag, notice_watchers
 from tfscale.storage import Store
 
 log = logging.getLogger("tfscale")
@@ -60,6 +63,7 @@ SHARED_MARKER = ".tfscale-chief"  # the chief's token, read back by every worker
 MARKER_WAIT_S = 3.0  # how long a worker retries reading it (an NFS client may cache the folder's listing)
 _checks = itertools.count()  # one key per check, the same sequence on every worker
 _TMP_PREFIX = ".tmp-"
+BACKGROUND_NICE = 10  # the background save's nice value (0: the training thread's)
 
 
 def list_checkpoints(directory: str) -> list[tuple[int, str]]:
@@ -112,6 +116,7 @@ class Checkpoints(keras.callbacks.Callback):
         scope: the context the optimizer is built in before a restore (`scale.scope`).
         host_weights: a context in which every weight can be read on this host (`scale.engine.host_weights`).
         exchange: every process's value of a key (`scale.engine.exchange`), on several processes; None: one.
+            The preemption flags and the chief's timer go through it (`preemption.FlagExchange`).
         forget: drops this process's value of an exchanged key (`scale.engine.forget`).
         storage_options: for an object-store URL, passed to its file system (fsspec).
     """
@@ -125,7 +130,7 @@ class Checkpoints(keras.callbacks.Callback):
         for key, value in (("checkpoint_every_steps", every_steps), ("checkpoint_every_seconds", every_seconds)):
             if value is not None and not value > 0:
                 raise ConfigError(f"{key} is {value!r}", where=key, fix="give a positive number, or leave it unset")
-        self.exchange, self.forget, self.scope = exchange, forget, scope
+        self.exchange, self.scope = exchange, scope
         self.host_weights = host_weights or (lambda model: contextlib.nullcontext())
         self.checkpoints = CheckpointStore(directory, storage_options=storage_options)
         self.directory = self.checkpoints.url
@@ -135,7 +140,10 @@ class Checkpoints(keras.callbacks.Callback):
         self.async_save = async_save
         self.run = dict(run or {})
         self.flag = SignalFlag(signals, active=self._training) if preemption else None
-        self.notice = MetadataWatcher(self.flag) if preemption and preemption_notice else None
+        self.notices = notice_watchers(self.flag) if preemption and preemption_notice else []
+        # on several processes, the preemption flags and the chief's timer are agreed through the engine
+        needs_flags = exchange is not None and (preemption or every_seconds is not None)
+        self.flags = FlagExchange(exchange, forget) if needs_flags else None
         self.stale_after = 600.0  # seconds without a step after which a signal is not taken for a running fit
         self.scratch = worker_dir(self.directory, "ckpt", rank)
         shutil.rmtree(self.scratch, ignore_errors=True)  # left over by a killed run
@@ -151,9 +159,8 @@ class Checkpoints(keras.callbacks.Callback):
         self._epoch = self._step = self._global_step = 0
         self._last_save = time.monotonic()
         self._last_saved: tuple[int, int] | None = None
-        self._pending: threading.Thread | None = None
+        self._pending: _Background | None = None
         self._pending_error: BaseException | None = None
-        self._syncs = itertools.count()
         self._progress: float | None = None
 
     # ------------------------------------------------------------------ restore
@@ -169,12 +176,14 @@ class Checkpoints(keras.callbacks.Callback):
             self._global_step -= self.restored.step  # the interrupted epoch starts again at its first batch
         self._restored_here = False  # a later fit() restores again, as a new run would
         self._last_save = time.monotonic()
+        if self.flags is not None:
+            self.flags.finish()  # nothing in flight from a fit before
         if self.flag is not None:
             self.flag.received = None
             self.flag.install()
         self._progress = time.monotonic()
-        if self.notice is not None:  # once training counts as running: a notice already out is taken
-            self.notice.start()
+        for notice in self.notices:  # once training counts as running: a notice already out is taken
+            notice.start()
 
     def _training(self) -> bool:
         """A fit is running with this callback: begun, not ended, and a step ended in the last `stale_after` s."""
@@ -190,10 +199,15 @@ class Checkpoints(keras.callbacks.Callback):
                 log.warning("the last checkpoint could not be committed: %s", self._pending_error)
                 self._pending_error = None
         self._progress = None
+        if self.flags is not None:
+            try:  # every worker waits for the last step's exchange (which needs them all); its flags are not used
+                self.flags.finish()
+            except Exception as e:  # noqa: BLE001 - a peer gone: what ended the training says more
+                log.warning("the last exchange of preemption flags did not complete: %s", e)
         if self.flag is not None:
             self.flag.uninstall()
-        if self.notice is not None:
-            self.notice.stop()
+        for notice in self.notices:
+            notice.stop()
 
     def restore_now(self) -> CheckpointInfo | None:
         """Checks the folder is shared, then loads the newest intact checkpoint; returns it (None: none).
@@ -321,14 +335,9 @@ class Checkpoints(keras.callbacks.Callback):
         preempt = self.flag is not None and self.flag.received is not None
         timed = (self.every_seconds is not None and self.is_chief
                  and time.monotonic() - self._last_save >= self.every_seconds)
-        if self.exchange is not None and (self.flag is not None or self.every_seconds is not None):
-            mine = "p" if preempt else "s" if timed else "-"
-            sync = next(self._syncs)
-            everyone = self.exchange(f"ckpt/{sync}", mine)
-            if sync >= 2 and self.forget is not None:  # every process has read it: it wrote `sync - 1` after
-                self.forget(f"ckpt/{sync - 2}")
-            if everyone is not None:  # the same list on every worker: the same decision
-                preempt, timed = "p" in everyone, "s" in everyone
+        if self.flags is not None:  # several processes: decided together, from the flags everyone gave a step ago
+            everyone = self.flags.step_end("p" if preempt else "s" if timed else "-")
+            preempt, timed = everyone is not None and "p" in everyone, everyone is not None and "s" in everyone
         if preempt:
             return "preemption"
         if self.every_steps is not None and self._global_step % self.every_steps == 0:
@@ -385,13 +394,13 @@ class Checkpoints(keras.callbacks.Callback):
         # Step and time checkpoints are committed in the background; an epoch's is committed before the next epoch
         # starts (a process that dies early in it resumes from there), a preemption's before the process exits.
         background = self.async_save and reason in ("steps", "seconds")
-        write = None
         try:
             # Every worker takes the same steps: Keras' save walk can itself run collectives (on JAX, creating the
             # optimizer it compares attributes with puts a variable on every device), so a save on the chief
-            # alone would leave the workers out of step. The others write into their private folder.
+            # alone would leave the workers out of step. Where the values cannot be captured (a Keras outside
+            # keras_saving's range) the others write into their private folder.
             with self.host_weights(self.model):  # every worker enters it (on JAX it may gather across them)
-                write = keras_saving.capture(self.model) if background else None
+                write = keras_saving.capture(self.model)
                 if write is None:
                     self.model.save_weights(local, overwrite=True)
         except OSError as e:
@@ -403,11 +412,9 @@ class Checkpoints(keras.callbacks.Callback):
             return name
         info = self._info(name, epoch, step, reason, steps)
         if background:  # the file is written (from the values captured), hashed and committed while training goes on
-            self._pending = threading.Thread(target=self._commit, args=(local, info, write),
-                                             name=f"tfscale-save-{name}")  # not a daemon: Python exits after it
-            self._pending.start()
+            self._pending = _Background(self._commit, (local, info, write), name=f"tfscale-save-{name}")
         else:
-            self._commit(local, info)
+            self._commit(local, info, write)
             self._raise_pending()
         return name
 
@@ -434,13 +441,10 @@ class Checkpoints(keras.callbacks.Callback):
         return name
 
     def _commit(self, local: str, info: CheckpointInfo, write=None) -> None:
-        if write is not None:  # the background thread yields the cores to training (Linux: a thread is a task)
-            with contextlib.suppress(AttributeError, OSError):
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        """Writes `local` from the values captured (`write`; None: written already), then commits it."""
         try:
-            if write is not None:
-                write(local)
-            self.checkpoints.commit(local, info)
+            digest = write(local) if write is not None else None  # hashed while written (None: hashed in commit)
+            self.checkpoints.commit(local, info, digest=digest)
             self.checkpoints.prune(self.keep)
             log.info("checkpoint %s saved (%s)", info.name, info.reason)
         except BaseException as e:  # noqa: BLE001 - raised in the training thread by wait()
@@ -464,6 +468,38 @@ class Checkpoints(keras.callbacks.Callback):
         if isinstance(error, OSError):
             raise _write_error(self._last_name, error) from None
         raise error
+
+
+class _Background:
+    """The thread that commits a save while training goes on, at a lower priority (nice `BACKGROUND_NICE`: Linux
+    schedules each thread apart) so that it takes the cores when training leaves them, until `join` waits for it:
+    then it runs at the waiting thread's priority again (where the OS lets a process raise one: root or
+    CAP_SYS_NICE; else it stays low). Not a daemon: Python exits after it."""
+
+    def __init__(self, target, args: tuple, name: str):
+        self._lock, self._tid, self._waited = threading.Lock(), None, False
+        self._thread = threading.Thread(target=self._run, args=(target, args), name=name)
+        self._thread.start()
+
+    def _run(self, target, args: tuple) -> None:
+        with self._lock:
+            if not self._waited:
+                with contextlib.suppress(AttributeError, OSError):
+                    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+                    self._tid = threading.get_native_id()
+        try:
+            target(*args)
+        finally:
+            with self._lock:
+                self._tid = None
+
+    def join(self) -> None:
+        with self._lock:
+            self._waited = True
+            if self._tid is not None:  # lowered and still running
+                with contextlib.suppress(AttributeError, OSError):
+                    os.setpriority(os.PRIO_PROCESS, self._tid, os.getpriority(os.PRIO_PROCESS, 0))
+        self._thread.join()
 
 
 def _write_error(name: str, e: OSError) -> TrainingError:

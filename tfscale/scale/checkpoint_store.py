@@ -184,10 +184,21 @@ class CheckpointStore:
 
     # ------------------------------------------------------------------ writing (the chief only)
 
-    def commit(self, local_weights: str, info: CheckpointInfo) -> CheckpointInfo:
-        """Stores `local_weights` as `info`'s weights, then its manifest (the commit); returns the final info."""
+    def commit(self, local_weights: str, info: CheckpointInfo,
+               digest: tuple[str, int] | None = None) -> CheckpointInfo:
+        """Stores `local_weights` as `info`'s weights, then its manifest (the commit); returns the final info.
+
+        `digest` is the file's (SHA-256 hex digest, bytes) where its writer hashed it while writing
+        (`keras_saving.capture`); None: the file is read and hashed here. Either way a file renamed into place
+        is synced to the disk first.
+        """
         in_place = self.store.is_local and os.path.dirname(os.path.abspath(local_weights)) == self.url
-        digest, size = _hash_file(local_weights, sync=in_place)
+        if digest is None:
+            digest, size = _hash_file(local_weights, sync=in_place)
+        else:
+            digest, size = digest
+            if in_place:
+                _sync_file(local_weights)
         name = info.name + WEIGHTS
         info = dataclasses.replace(info, files={name: {"bytes": size, "sha256": digest}}, created=time.time())
         if in_place:
@@ -256,6 +267,14 @@ def _hash_file(path: str, sync: bool = False) -> tuple[str, int]:
         if sync:
             os.fsync(f.fileno())
     return found
+
+
+def _sync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _hash_stream(chunks: Iterator[bytes]) -> tuple[str, int]:

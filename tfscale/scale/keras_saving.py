@@ -1,77 +1,321 @@
 """Quarantine of Keras' private saving internals: a `.weights.h5` written from values captured at one step.
 
 Why: `model.save_weights` reads every variable while it writes the file, so it must run in the training
-thread and the step waits for the disk (30-55 ms for an 8 MB file here, against 7 ms steps: a checkpoint
-every 50 steps cost 13-25 % of the throughput). `capture(model)` copies the values (a few ms, NumPy) and
-returns a function that writes the same file later, in another thread, while training goes on: Keras'
-own walk over the model (`saving_lib._save_state`, which names every entry exactly as `save_weights`
-does) runs now into a store that only records each entry and a copy of its value (the variables, and
-what a saveable computes, such as the optimizer's step count); the file is written later by replaying
-those entries into a real `H5IOStore`. It is a plain `.weights.h5` that `model.load_weights` reads
-(tests/test_checkpoints.py restores from it).
+thread and the step waits for the disk (25-60 ms for an 8 MB file here, against 5 ms steps). `capture(model)`
+copies the values (~3 ms for that model: the only part the step waits for) and returns a function that writes
+the same file later, in another thread, while training goes on, and returns its SHA-256 and size. What each
+part cost before (the MLP of benchmarks/bench_checkpoint.py, 2 cores, CPU ms): Keras' walk 7-12, reading the
+values 2-3, h5py writing the file 3 (besides the bytes), SHA-256 of the file read back 5.5 + the read.
+
+- **What to save, found once.** Keras' own walk over the model (`saving_lib._save_state`, which names every
+  entry exactly as `save_weights` does) runs into a store that records each entry. The walk reads every
+  attribute of every object (`dir` + `getattr`), so the saveables it visits, with their paths and metadata,
+  are kept per model (`_Layout`), and later captures call their `save_own_variables` again, as the walk
+  would, without walking. The layout is walked anew when the model's or the optimizer's variables are not the
+  same objects any more (a new optimizer, a rebuilt layer), and a walk whose calls could not be recorded is
+  made at every capture.
+- **Written once by h5py, then from its bytes.** The first file of a structure (the groups, their attributes,
+  each dataset's name, shape and dtype) is written by h5py as `H5IOStore` writes it; the bytes between the
+  datasets' values (HDF5's headers, the groups, the attributes: a few KB) and the place of each value
+  (`Dataset.id.get_offset()`, a contiguous dataset) are kept (`_Template`). A later file of that structure is
+  those bytes with each value written at its place by `os.pwrite`, with no h5py call at all; it is the same
+  file h5py would write (the same structure, written the same way), which `model.load_weights` reads
+  (tests/test_checkpoints.py restores from it; benchmarks/bench_checkpoint.py compares it with Keras' own).
+- **Hashed while written.** SHA-256 runs over the same pieces in file order, from memory (the file is not read
+  back); `os.pwrite` and `hashlib` release the GIL, so the training thread runs meanwhile.
 
 Private names used, checked on Keras 3.13-3.15 (`KERAS_RANGE`): `keras.src.saving.saving_lib._save_state`
-and `keras.src.saving.saving_lib.H5IOStore` (`make(path, metadata)` opens an entry, `store[key] = value`
-fills it). Outside that range, or where they are gone, `capture` returns None and the caller saves with
-`model.save_weights` in the training thread, as before.
+(its frame's local `saveable`, the object whose `save_own_variables` receives the store that `make` returns),
+and `keras.src.saving.saving_lib.H5IOStore` (the walk accepts only its instances; the file layout replayed
+here is its `make` / `__setitem__`: a group ``vars`` under each path, metadata as attributes, a dataset per
+key, bfloat16 marked by a ``dtype`` attribute). Outside that range, or where they are gone, `capture` returns
+None and the caller saves with `model.save_weights` in the training thread.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
+import os
+import sys
+import threading
+import weakref
 
+import h5py
 import keras
 import numpy as np
+
+try:
+    from keras.src.saving import saving_lib
+except ImportError:  # a Keras without it: `capture` says so with None
+    saving_lib = None
 
 log = logging.getLogger("tfscale")
 
 KERAS_RANGE = ((3, 13), (3, 15))  # the versions these internals were read and tested on
+MAX_TEMPLATES = 8  # structures whose bytes are kept (one per model saved, as a rule)
+_IOV_MAX = getattr(os, "IOV_MAX", 16)  # buffers per pwritev (1024 on Linux)
+_STORE = getattr(saving_lib, "H5IOStore", None)
+_SAVE_STATE = getattr(saving_lib, "_save_state", None)
+_OPTIMIZER_SAVE = getattr(getattr(keras.optimizers, "Optimizer", None), "save_own_variables", None)
 
 
 def _supported() -> bool:
     version = tuple(int(p) for p in keras.__version__.split(".")[:2])
-    return KERAS_RANGE[0] <= version <= KERAS_RANGE[1]
+    return KERAS_RANGE[0] <= version <= KERAS_RANGE[1] and _STORE is not None and _SAVE_STATE is not None
+
+
+def _stores_copies(saveable) -> bool:
+    """`saveable` stores NumPy copies made for the store: Keras' own optimizer, which stores `variable.numpy()`
+    of each variable (base_optimizer.py, 3.13-3.15), not an array it keeps and changes later."""
+    return _OPTIMIZER_SAVE is not None and getattr(type(saveable), "save_own_variables", None) is _OPTIMIZER_SAVE
+
+
+def _host_copy(value, copied: bool = False) -> np.ndarray:
+    """A C-ordered copy in host memory, which training does not overwrite at the next step.
+
+    `Variable.numpy()` is a copy already (Keras: ``np.array(self)``; TensorFlow: `Tensor.numpy()`, documented
+    as one), and so is a NumPy value of a saveable that `copied` it (`_stores_copies`); other values (a
+    tensor a saveable computed, an array it keeps) are copied here. One copy of 8 MB costs ~1 ms here, most
+    of it page faults of the new memory.
+    """
+    if isinstance(value, keras.Variable):
+        return np.asarray(value.numpy(), order="C")
+    if isinstance(value, (np.ndarray, np.generic)):
+        return np.asarray(value, order="C") if copied else np.array(value, copy=True, order="C")
+    return np.array(keras.ops.convert_to_numpy(value), copy=True, order="C")
+
+
+@dataclasses.dataclass
+class _Group:
+    path: str
+    metadata: dict | None
+    values: list[tuple[str, np.ndarray]] = dataclasses.field(default_factory=list)
+
+
+class _Recorder(_STORE or object):
+    """What Keras' walk (or a saveable's `save_own_variables`) writes, kept as groups of host copies."""
+
+    def __init__(self):  # nothing opened: an H5IOStore only for the walk's isinstance check
+        self.groups: list[_Group] = []
+        self.saveables: list | None = []  # (saveable, path, metadata) per `make`; None: one was not seen
+        self._copied = False  # the saveable of the group being filled stores copies (`_stores_copies`)
+
+    def __bool__(self):
+        return True
+
+    def make(self, path, metadata=None):
+        caller = sys._getframe(1)
+        saveable = caller.f_locals.get("saveable") if caller.f_code is _SAVE_STATE.__code__ else None
+        if saveable is None or self.saveables is None:
+            self.saveables = None
+        else:
+            self.saveables.append((saveable, path, metadata))
+        return self.entry(path, metadata, saveable)
+
+    def entry(self, path, metadata=None, saveable=None):
+        """Opens the group `path` for `saveable` (as `make` does; for a saveable asked again without the walk)."""
+        self.groups.append(_Group(path, metadata))
+        self._copied = saveable is not None and _stores_copies(saveable)
+        return self
+
+    def __setitem__(self, key, value):  # a variable, or a value the saveable computed (the optimizer's)
+        self.groups[-1].values.append((key, _host_copy(value, self._copied)))
+
+
+class _Layout:
+    """The saveables Keras' walk visits in a model, in order, with their paths and metadata (held weakly: the
+    layout is kept per model, and must not keep the model alive)."""
+
+    def __init__(self, saveables: list, signature: tuple):
+        self.saveables = [(weakref.ref(saveable), path, metadata) for saveable, path, metadata in saveables]
+        self.signature = signature
+
+    def capture(self) -> list[_Group] | None:
+        """The groups, or None where a saveable is gone (walk again)."""
+        recorder = _Recorder()
+        for ref, path, metadata in self.saveables:
+            saveable = ref()
+            if saveable is None:
+                return None
+            saveable.save_own_variables(recorder.entry(path, metadata, saveable))
+        return recorder.groups
+
+
+_layouts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its _Layout
+
+
+def _signature(model) -> tuple:
+    """The identity of every variable of `model` and its optimizer: a layout is reused only while it holds."""
+    optimizer = getattr(model, "optimizer", None)
+    variables = list(model.variables) + list(getattr(optimizer, "variables", None) or [])
+    return (id(optimizer), *(id(v) for v in variables))
+
+
+def _groups(model) -> list[_Group]:
+    signature = _signature(model)
+    layout = _layouts.get(model)
+    groups = layout.capture() if layout is not None and layout.signature == signature else None
+    if groups is not None:
+        return groups
+    recorder = _Recorder()
+    _SAVE_STATE(model, weights_store=recorder, assets_store=None, inner_path="", visited_saveables=set())
+    try:
+        _layouts[model] = _Layout(recorder.saveables, signature)
+    except TypeError:  # the walk could not be recorded (None), or an object without weak references
+        _layouts.pop(model, None)
+        log.debug("keras_saving: the save walk cannot be replayed; every capture walks the model")
+    return recorder.groups
 
 
 def capture(model):
-    """The values of `model`'s variables and its optimizer's now, and a function (path) -> None writing them
-    as `model.save_weights(path)` would; None where these internals are not known to work (see above)."""
+    """The values of `model`'s variables and its optimizer's now, and a function `write(path)` that writes them
+    as `model.save_weights(path)` would and returns the file's (SHA-256 hex digest, bytes); None where these
+    internals are not known to work (see above).
+
+    The file is not synced: the caller syncs it before renaming it into place.
+
+    Example:
+        write = capture(model)          # in the training thread, at the step
+        digest, size = write(path)      # later, in any thread
+    """
     if not _supported():
         return None
+    groups = _groups(model)
+    return lambda path: write_weights(groups, path)
+
+
+# ---------------------------------------------------------------------- the file
+
+@dataclasses.dataclass(frozen=True)
+class _Template:
+    """A `.weights.h5` of one structure without its values.
+
+    Attributes:
+        size: the file's bytes.
+        pieces: the whole file in order: (offset, the bytes there) or (offset, index of the value there).
+        reusable: every value has its own place (none is among the bytes), so any values of the structure fit.
+    """
+
+    size: int
+    pieces: tuple[tuple[int, bytes | int], ...]
+    reusable: bool
+
+
+_templates: dict[tuple, _Template] = {}  # structure -> its bytes (`_structure`)
+_templates_lock = threading.Lock()
+
+
+def _structure(groups: list[_Group]) -> tuple | None:
+    """What a file's bytes other than the values depend on; None where it cannot be a key."""
     try:
-        from keras.src.saving import saving_lib
-    except ImportError:
+        structure = tuple((g.path, tuple(sorted((g.metadata or {}).items())),
+                           tuple((key, array.shape, array.dtype.str) for key, array in g.values)) for g in groups)
+        hash(structure)
+    except TypeError:  # metadata that cannot be sorted or hashed: written by h5py every time
         return None
-    save_state, store_class = getattr(saving_lib, "_save_state", None), getattr(saving_lib, "H5IOStore", None)
-    if save_state is None or store_class is None:
-        return None
-    class Recorder(store_class):  # Keras' walk writes into it; nothing is opened (an H5IOStore, for its check)
-        def __init__(self):
-            self.calls: list[tuple] = []
+    return structure
 
-        def __bool__(self):
-            return True
 
-        def make(self, path, metadata=None):
-            self.calls.append(("make", path, metadata))
-            return self
+def write_weights(groups: list[_Group], path: str) -> tuple[str, int]:
+    """Writes `groups` as a `.weights.h5` at `path` (replacing it); returns its (SHA-256 hex digest, bytes)."""
+    arrays = [array for group in groups for _, array in group.values]
+    structure = _structure(groups)
+    with _templates_lock:
+        template = _templates.get(structure) if structure is not None else None
+    written = template is None
+    if written:  # h5py writes the file whole; its bytes are kept for the next files of this structure
+        template = _write_h5py(groups, path)
+        if template.reusable and structure is not None:
+            with _templates_lock:
+                _templates[structure] = template
+                while len(_templates) > MAX_TEMPLATES:
+                    del _templates[next(iter(_templates))]
+    fd = os.open(path, os.O_WRONLY | (0 if written else os.O_CREAT | os.O_TRUNC), 0o666)
+    try:
+        pieces = [(offset, _bytes(arrays[piece]) if isinstance(piece, int) else piece)
+                  for offset, piece in template.pieces]
+        if not written:  # the pieces cover the file in order: one system call (one wait for the GIL after it)
+            _pwrite(fd, [data for _, data in pieces])
+        if hasattr(os, "posix_fadvise"):  # Linux starts writing the dirty pages to the disk now (dropping none):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # the caller's fsync then waits less
+        digest = hashlib.sha256()
+        for _, data in pieces:  # the file's bytes in order, from memory
+            digest.update(data)
+    finally:
+        os.close(fd)
+    return digest.hexdigest(), template.size
 
-        def __setitem__(self, key, value):  # a variable, or a value the saveable computed (the step count)
-            self.calls.append(("set", key, np.array(keras.ops.convert_to_numpy(value), copy=True)))
 
-    recorder = Recorder()
-    save_state(model, weights_store=recorder, assets_store=None, inner_path="", visited_saveables=set())
-    calls = recorder.calls
-
-    def write(path: str) -> None:
-        store = store_class(path, mode="w")
-        try:
-            for kind, first, second in calls:
-                if kind == "make":
-                    store.make(first, metadata=second)
+def _write_h5py(groups: list[_Group], path: str) -> _Template:
+    """Writes the file with h5py as `H5IOStore` does; returns its `_Template` (the bytes read back)."""
+    places: list[tuple[int, int, int]] = []  # (offset, index of the value, its bytes), for the values stored apart
+    index, reusable = 0, True
+    with h5py.File(path, "w") as f:
+        for group in groups:
+            if group.metadata or group.values:  # H5IOStore creates a group without metadata once a value is set
+                entry = f.create_group(group.path).create_group("vars") if group.path else f.create_group("vars")
+                for key, value in (group.metadata or {}).items():
+                    entry.attrs[key] = value
+            for key, array in group.values:
+                if keras.backend.standardize_dtype(array.dtype) == "bfloat16":
+                    entry.create_dataset(key, data=array).attrs["dtype"] = "bfloat16"
                 else:
-                    store[first] = second
-        finally:
-            store.close()
+                    entry[key] = array
+                offset = entry[key].id.get_offset()
+                plain = array.dtype.kind in "fiu" and array.dtype.isnative  # stored as its bytes in memory
+                if plain and offset is not None and entry[key].id.get_storage_size() == array.nbytes:
+                    places.append((offset, index, array.nbytes))
+                else:
+                    reusable = reusable and array.nbytes == 0
+                index += 1
+    return _template(path, places, reusable)
 
-    return write
+
+def _template(path: str, places: list[tuple[int, int, int]], reusable: bool) -> _Template:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size, position, pieces = os.fstat(fd).st_size, 0, []
+        for offset, index, nbytes in sorted(places):
+            if offset < position or offset + nbytes > size:
+                raise OSError(f"{path}: HDF5 placed a dataset's value at bytes {offset}-{offset + nbytes}, over the "
+                              f"one before (ending at {position}) or past the file's end ({size})")
+            if offset > position:
+                pieces.append((position, _pread(fd, offset - position, position)))
+            pieces.append((offset, index))
+            position = offset + nbytes
+        if size > position:
+            pieces.append((position, _pread(fd, size - position, position)))
+    finally:
+        os.close(fd)
+    return _Template(size, tuple(pieces), reusable)
+
+
+def _bytes(array: np.ndarray) -> memoryview:
+    return memoryview(array).cast("B")
+
+
+def _pwrite(fd: int, buffers: list) -> None:
+    """Writes `buffers` one after the other from the file's start (`os.pwritev`, continued where it stopped)."""
+    buffers, offset = [memoryview(b).cast("B") for b in buffers], 0
+    while buffers:
+        written = os.pwritev(fd, buffers[:_IOV_MAX], offset) if hasattr(os, "pwritev") else \
+            os.pwrite(fd, buffers[0], offset)
+        offset += written
+        while buffers and written >= len(buffers[0]):
+            written -= len(buffers[0])
+            buffers.pop(0)
+        if buffers and written:
+            buffers[0] = buffers[0][written:]
+
+
+def _pread(fd: int, count: int, offset: int) -> bytes:
+    chunks = []
+    while count > 0:
+        chunk = os.pread(fd, count, offset)
+        if not chunk:
+            raise OSError(f"the file ended {count} bytes early at byte {offset}")
+        chunks.append(chunk)
+        count, offset = count - len(chunk), offset + len(chunk)
+    return b"".join(chunks)

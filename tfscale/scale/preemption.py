@@ -7,12 +7,16 @@ it ends; a second signal does what the previous handler would have done). A Pyth
 between steps, so the flag is read at each step's end.
 
 On several processes the workers must save at the same step: all of them take part in a save (gathering
-sharded weights), and a worker that stopped alone would leave the others waiting in a collective. At
-every step's end each worker publishes its flags through the engine's key-value store
-(`Engine.exchange`) and reads everyone's: the same answer on every worker, at the same step. A
-signalled worker publishes at the end of the step it is in; its peers cannot finish the next step
-without it, so they read its flag at the latest one step later: at most one step of work is lost, and
-none where every worker is signalled (the usual case: the platform signals them all).
+sharded weights), and a worker that stopped alone would leave the others waiting in a collective.
+`FlagExchange`: at every step's end each worker publishes its flags through the engine's key-value store
+(`Engine.exchange`) and reads everyone's: the same answer on every worker, so every worker saves at the end of
+the same step and nothing trained is lost. An exchange is a few round trips to the coordination service
+(about 1.3 ms on 127.0.0.1): waited for at every step's end, it cost 10 % of the steps/s of 2 workers with
+22 ms steps here (benchmarks/bench_checkpoint.py --exchange). So a step's flags are exchanged in a helper
+thread while the next step trains, and acted on at that next step's end: a worker that sees a signal at the
+end of step t saves, with every other, at the end of step t+1 (at step t+2 if it sees it one step late, the
+bound tests/test_checkpoints_cluster.py holds), far within the seconds a platform gives between its signal
+and its kill.
 
 Google Compute Engine (spot and preemptible VMs, Cloud TPU VMs, GKE nodes) also announces a preemption in its
 metadata server, before its SIGTERM: `MetadataWatcher` polls ``instance/preempted`` ("TRUE") and
@@ -31,20 +35,22 @@ from __future__ import annotations
 
 import enum
 import http.client
+import itertools
 import logging
 import os
 import signal
 import threading
 import urllib.error
 import urllib.request
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from tfscale.worker_env import PREEMPTED_EXIT
 
 log = logging.getLogger("tfscale")
 
 DEFAULT_SIGNALS = ("SIGTERM", "SIGUSR1")
-__all__ = ["DEFAULT_SIGNALS", "GCE_NOTICE", "PREEMPTED_EXIT", "MetadataWatcher", "Preempted", "SignalFlag",
-           "signal_numbers"]
+__all__ = ["DEFAULT_SIGNALS", "GCE_NOTICE", "OVERLAP_EXCHANGE", "PREEMPTED_EXIT", "FlagExchange", "MetadataWatcher",
+           "Preempted", "SignalFlag", "signal_numbers"]
 
 GCE_NOTICE = "GCE preemption notice"  # what `SignalFlag.received` holds when the metadata server announced it
 
@@ -137,6 +143,68 @@ class SignalFlag:
             previous(number, frame)
         else:
             signal.raise_signal(number)
+
+
+OVERLAP_EXCHANGE = True  # a step's flags are exchanged while the next step trains (False: waited for at its end)
+# One key per exchange, the same sequence on every worker, for every fit of the process: a counter per fit
+# started again at 0 in the next fit, whose exchanges then met the last keys of the one before
+# (AlreadyExistsError from TensorFlow's coordination service).
+_exchanges = itertools.count()
+
+
+class FlagExchange:
+    """Every worker's flags, read by every worker at the end of the same step (see the module docstring).
+
+    With `overlap` (the default, `OVERLAP_EXCHANGE`), the flags a worker gives at the end of step t are
+    exchanged in a helper thread while step t+1 trains, and `step_end` returns them at the end of step t+1:
+    the same string on every worker, one step later, with no wait in the training thread. Without it,
+    `step_end` waits for the exchange of the flags it is given.
+
+    Args:
+        exchange: every process's value of a key, by rank (`Engine.exchange`); None from it: the engine cannot
+            exchange, and each worker goes by its own flags.
+        forget: drops this process's value of an exchanged key (`Engine.forget`).
+        overlap: exchange while the next step trains (None: `OVERLAP_EXCHANGE`).
+
+    Example:
+        flags = FlagExchange(scale.engine.exchange, scale.engine.forget)
+        everyone = flags.step_end("p")  # at every step's end, on every worker: e.g. "p-" (the step before's)
+        flags.finish()                  # when training ends, on every worker
+    """
+
+    def __init__(self, exchange, forget=None, overlap: bool | None = None):
+        self.exchange, self.forget = exchange, forget
+        self.overlap = OVERLAP_EXCHANGE if overlap is None else overlap
+        self._helper: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
+
+    def step_end(self, flags: str) -> str | None:
+        """Every worker's flags (one character each), joined in rank order: of this step (no `overlap`) or of the
+        step before (None at the first step after `finish`)."""
+        number = next(_exchanges)
+        if not self.overlap:
+            return self._exchange(number, flags)
+        if self._helper is None:
+            self._helper = ThreadPoolExecutor(1, thread_name_prefix="tfscale-flags")
+        before, self._pending = self._pending, self._helper.submit(self._exchange, number, flags)
+        return before.result() if before is not None else None
+
+    def finish(self) -> None:
+        """Waits for the exchange in flight (every worker takes part in it) and stops the helper thread."""
+        pending, self._pending = self._pending, None
+        try:
+            if pending is not None:
+                pending.result()
+        finally:
+            if self._helper is not None:
+                self._helper.shutdown(wait=True)
+                self._helper = None
+
+    def _exchange(self, number: int, flags: str) -> str:
+        everyone = self.exchange(f"ckpt/{number}", flags)
+        if number >= 2 and self.forget is not None:  # every process has read the one before last: it wrote the last
+            self.forget(f"ckpt/{number - 2}")
+        return flags if everyone is None else "".join(everyone)  # None: no way to exchange, its own flags
 
 
 METADATA_HOST_ENV = "GCE_METADATA_HOST"  # google-auth's and gcloud's name; "host" or "host:port"
@@ -244,3 +312,18 @@ class MetadataWatcher:
         if _metadata(host, "instance/preempted", POLL_TIMEOUT_S)[0].upper() == "TRUE":
             return True
         return _metadata(host, "instance/maintenance-event", POLL_TIMEOUT_S)[0] == MaintenanceEvent.TERMINATE.value
+
+
+_NOTICE_SOURCES: list = []  # factories flag -> watcher (`start() -> bool`, `stop()`): platforms' notices beside GCE's
+
+
+def add_notice_source(factory) -> None:
+    """Every `Checkpoints` with preemption on also starts `factory(flag)`, a watcher of a platform's preemption
+    notice that marks the flag (tfscale.ray.notice adds Ray Train's in Ray workers)."""
+    if factory not in _NOTICE_SOURCES:
+        _NOTICE_SOURCES.append(factory)
+
+
+def notice_watchers(flag: SignalFlag) -> list:
+    """The watchers of every preemption notice this process knows of, for `flag` (GCE's metadata server first)."""
+    return [MetadataWatcher(flag), *(factory(flag) for factory in _NOTICE_SOURCES)]
