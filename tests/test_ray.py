@@ -400,6 +400,10 @@ def test_a_node_drained_for_preemption_saves_at_an_agreed_step_and_resumes_there
     out.mkdir()
     fault = out / "fault.json"
     argv = [sys.executable, RESUME, "ray", str(out), str(ckpt), str(tmp_path / "ray_results"), "drain", "1-2"]
+    # node 1 was removed and started again by the elastic test before this one: an elastic group counts the nodes
+    # Ray's AutoscalingCoordinator last listed (it refreshes them every 20 s), so a group started at once got 1
+    # worker (seen in CI: no worker on node 1, no fault)
+    time.sleep(25)
     log = tmp_path / "driver.log"
     with open(log, "w") as sink:
         env = _ray_env(token, TFSCALE_TEST_RAY_ADDRESS=f"{h0.addr}:{PORT}", TFSCALE_TEST_RAY_HEAD=h0.addr,
