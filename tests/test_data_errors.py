@@ -192,3 +192,69 @@ def test_skip_mode_counts_an_image_resized_after_the_pipeline_was_built(tmp_path
     assert got == [(n, int(n >= 10)) for n in range(20) if n != 3]
     assert pipe.skipped == {"image size changed since the pipeline was built": 1}
     assert list(pipe.records.recent) == [f"image size changed since the pipeline was built: {paths[3]}"]
+
+
+def _resized_copies(paths, every: int, size) -> None:
+    """Every `every`-th image written again at `size`, same grey value and format: a folder of two sizes."""
+    for path in paths[::every]:
+        image = tf.fill([*size, 3], tf.io.decode_image(tf.io.read_file(path))[0, 0, 0])
+        data = tf.io.encode_png(image) if path.endswith(".png") else tf.io.encode_jpeg(image, quality=95)
+        tf.io.write_file(path, data)
+
+
+def test_skip_mode_without_a_fixed_size_counts_and_names_an_undecodable_image(tmp_path, caplog):
+    """Without image_size each image keeps its own size; one that passed the checks but would not decode was dropped
+    by tf.data's ignore_errors, uncounted and unnamed. A folder of 40 images of two sizes with one undecodable PNG
+    (signature, header and trailer intact, pixel stream garbled) in the middle of a 16-image part: in skip mode the
+    39 good ones arrive once each, at their own size, with their labels; the bad one is counted and named; in raise
+    mode the error names it."""
+    paths = write_images(tmp_path, per_class=(20, 20), size=(12, 16))  # image n: grey n, label n >= 20, png/jpg
+    _resized_copies(paths, 3, (7, 9))
+    bad = 22  # a PNG (kinds alternate), in the second part of 16 in the read order
+    data = open(paths[bad], "rb").read()
+    open(paths[bad], "wb").write(undecodable_png(data))
+    good = [(n, int(n >= 20), (7, 9) if n % 3 == 0 else (12, 16)) for n in range(40) if n != bad]
+    pipe = ts.data.image_folder(str(tmp_path), on_error="skip").deterministic()
+    with caplog.at_level(logging.WARNING, logger="tfscale"):
+        got = [(round(float(x[0, 0, 0]) * 255), int(y), tuple(x.shape[:2])) for x, y in pipe.dataset()]
+    print(f"{len(got)} images read, skipped {pipe.skipped}, named {list(pipe.records.recent)}")
+    assert got == good  # every good one, once, in order, at its own size
+    assert pipe.skipped == {"undecodable image": 1}
+    assert list(pipe.records.recent) == [f"undecodable image: {paths[bad]}"]
+    assert "skipped 1 bad record(s) this epoch" in caplog.text and os.path.basename(paths[bad]) in caplog.text
+    with pytest.raises(DataError, match="undecodable image") as raised:
+        list(ts.data.image_folder(str(tmp_path)))
+    assert paths[bad] in str(raised.value)
+
+
+def test_skip_mode_without_a_fixed_size_on_several_workers_reads_every_image(tmp_path):
+    """Every worker reads everything and slices each global batch (skip mode): without image_size the files must
+    still be read (they were decoded as if the paths were image bytes, and every image was dropped as corrupt)."""
+    from test_data_helpers import contexts
+
+    paths = write_images(tmp_path, per_class=(9, 9), size=(8, 8))
+    data = open(paths[2], "rb").read()
+    open(paths[2], "wb").write(undecodable_png(data))
+    pipe = ts.data.image_folder(str(tmp_path), on_error="skip")
+    batches = [[y.numpy().tolist() for _, y in pipe.batched_dataset_for(c, 4, True)] for c in contexts(2)]
+    assert [len(b) for w in batches for b in w] == [4, 4, 4, 4]  # 17 good: 2 global batches of 8, 1 left out
+    assert pipe.skipped == {"undecodable image": 2}  # each worker reads (and drops) everything
+
+
+def test_skip_mode_counts_an_undecodable_image_in_elements_that_do_not_batch(tmp_path):
+    """Elements with a part of varying (or no) length beside the image bytes cannot be batched into parts: each
+    image is then a part of its own, and an undecodable one is still counted (tf.data 2.21's unbatch crashed on the
+    empty token lists)."""
+    images = [tf.io.encode_png(tf.fill([3 + n % 3, 5, 3], tf.constant(n, tf.uint8))).numpy() for n in range(20)]
+    images[5] = undecodable_png(images[5])
+
+    def rows():
+        for n, image in enumerate(images):
+            yield {"image": image, "tokens": np.arange(n % 3, dtype=np.int64)}
+
+    signature = {"image": tf.TensorSpec([], tf.string), "tokens": tf.TensorSpec([None], tf.int64)}
+    for size in (None, (4, 4)):
+        pipe = ts.data.from_generator(rows, signature, on_error="skip").decode_images(size, key="image")
+        got = [(int(tf.size(e["tokens"])), tuple(e["image"].shape)) for e in pipe.deterministic().dataset()]
+        assert got == [(n % 3, (3 + n % 3, 5, 3) if size is None else (*size, 3)) for n in range(20) if n != 5]
+        assert pipe.skipped == {"undecodable image": 1}

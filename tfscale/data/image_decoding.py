@@ -1,4 +1,4 @@
-"""Image decoding ops: files, bytes or raw pixels to batches of float images (`BatchDecoder`), checked.
+"""Image decoding ops: files or bytes to batches of float images (`BatchDecoder`), checked.
 
 Decoding a fixed-size batch costs what its images cost, not what tf.data's calls
 cost: a tf.data function call, a `tf.map_fn` step or a `tf.cond` each cost tens of
@@ -18,7 +18,10 @@ image one read op and one decode op, with no branch:
   part is then decoded again one image at a time (`retried`), so the image is counted and
   named and the good ones beside it arrive; clean data never takes that path;
 - images of one decoded size (known from the files' headers, `image_codecs`) are
-  stacked and resized in one op; others are resized one by one.
+  stacked and resized in one op; others are resized one by one;
+- without a fixed size, raise mode decodes each image in a call of its own, and skip
+  mode decodes unbatched images in parts of GRANULE all the same, each image kept at
+  its size and `held` in a scalar so that a part's images stack (`image_fallback`).
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ import tensorflow as tf
 from tfscale.data.badrecords import after, gate
 from tfscale.data.core import AUTOTUNE, Build, Op
 from tfscale.data.image_codecs import TOO_LARGE, decode, image_ok, size_ok
-from tfscale.data.image_fallback import (FIX_RESIZED, RESIZED, SKIP_PART, UNDECODABLE, Verdict, one_at_a_time,
-                                         retried)
+from tfscale.data.image_fallback import (FIX_RESIZED, RESIZED, SKIP_PART, UNDECODABLE, Verdict, held,
+                                         one_at_a_time, retried, unheld)
 from tfscale.errors import ConfigError
 
 GRANULE = 16  # images per loop step of a batch decode: the step costs ~20 us, an image 40-150 us
@@ -96,13 +99,13 @@ def checked_bytes(build: Build, contents: tf.Tensor, where: tf.Tensor) -> tf.Ten
 # --------------------------------------------------------------------------- batch decoding
 
 
-def _granules(items: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """items [n] as [k, GRANULE], the last row padded with the first item; and n."""
+def _granules(items: tf.Tensor, width: int = GRANULE) -> tuple[tf.Tensor, tf.Tensor]:
+    """items [n] as [k, width], the last row padded with the first item (decoded again, then left out); and n."""
     n = tf.size(items)
-    k = (n + GRANULE - 1) // GRANULE
+    k = (n + width - 1) // width
     first = tf.concat([items, tf.constant([""])], 0)[0]
-    padded = tf.concat([items, tf.fill([k * GRANULE - n], first)], 0)
-    return tf.reshape(padded, [k, GRANULE]), n
+    padded = tf.concat([items, tf.fill([k * width - n], first)], 0)
+    return tf.reshape(padded, [k, width]), n
 
 
 def read_all(paths: tf.Tensor) -> tf.Tensor:
@@ -120,7 +123,8 @@ class BatchDecoder:
     """Decodes a batch of image files or bytes in one call (see the module docstring).
 
     Args:
-        image_size: (height, width) to resize to.
+        image_size: (height, width) to resize to; None: each image keeps its size (skip mode's parts without a
+            fixed size): a call gives a vector of scalars, each an image `held` (uint8, not scaled).
         channels: 1, 3 or 4.
         method: resize method.
         jpeg_ratio: JPEG/PNG data, JPEGs decoded at 1/jpeg_ratio scale; None for other formats.
@@ -135,39 +139,54 @@ class BatchDecoder:
             self.stand_in = tf.io.encode_png(tf.zeros([*(uniform or (1, 1)), channels], tf.uint8)).numpy()
 
     def decode_one(self, contents):
+        if self.image_size is None:  # any size: held in a scalar, so that the images of a call stack
+            return held(decode(contents, self.channels, None, self.method, self.jpeg_ratio))
         if self.uniform:  # decoded only: the batch is resized at once
             image = decode(contents, self.channels, None, self.method, self.jpeg_ratio)
             return tf.ensure_shape(image, [*self.uniform, self.channels])
         return decode(contents, self.channels, self.image_size, self.method, self.jpeg_ratio)
 
-    def part_spec(self) -> tf.TensorSpec:
+    def part_spec(self, width: int = GRANULE) -> tf.TensorSpec:
+        if self.image_size is None:
+            return tf.TensorSpec([width], tf.variant)
         if self.uniform:
-            return tf.TensorSpec([GRANULE, *self.uniform, self.channels], tf.uint8)
-        return tf.TensorSpec([GRANULE, *self.image_size, self.channels], tf.float32)
+            return tf.TensorSpec([width, *self.uniform, self.channels], tf.uint8)
+        return tf.TensorSpec([width, *self.image_size, self.channels], tf.float32)
+
+    def empty(self) -> tf.Tensor:
+        """No image, as a call gives them."""
+        if self.image_size is None:  # no zeros of a variant: none of one
+            return tf.stack([held(tf.zeros([0, 0, self.channels], tf.uint8))])[:0]
+        spec = self.part_spec()
+        return tf.zeros([0, *spec.shape[1:]], spec.dtype)
 
     def images(self, items: tf.Tensor, *, read_files: bool, check=None, skip: bool = False):
-        """[n, height, width, channels] float32 images of `items` (paths when read_files, else bytes).
+        """[n, height, width, channels] float32 images of `items` (paths when read_files, else bytes); without a
+        fixed size [n] scalars, each an image `held`.
 
-        check: None, or a function (contents [GRANULE], items [GRANULE]) -> the guard's result: a bad
+        check: None, or a function (contents, items of a loop step) -> the guard's result: a bad
         image fails the call with the check's message (the granule is decoded only after it); with
         skip=True, a function giving each image's `verdict` (0: good): a bad one is decoded as a
         stand-in and left out, and (images, verdicts [n]) is returned.
         """
 
+        # a loop step takes GRANULE images, or all of them when fewer are known to come (parts of one: no padding)
+        width = min(items.shape[0] or GRANULE, GRANULE)
+
         def step(granule):
-            contents = tf.stack([tf.io.read_file(p) for p in tf.unstack(granule, num=GRANULE)]) if read_files \
+            contents = tf.stack([tf.io.read_file(p) for p in tf.unstack(granule, num=width)]) if read_files \
                 else granule
-            found = tf.zeros([GRANULE], tf.int32)
+            found = tf.zeros([width], tf.int32)
             if check is not None and skip:
                 found = check(contents, granule)
                 contents = tf.where(tf.equal(found, 0), contents, self.stand_in)
             elif check is not None:  # the bytes pass through the check's result, so decoding waits for it
                 contents = gate(contents, tf.reduce_all(check(contents, granule)))
-            return tf.stack([self.decode_one(c) for c in tf.unstack(contents, num=GRANULE)]), found
+            return tf.stack([self.decode_one(c) for c in tf.unstack(contents, num=width)]), found
 
-        granules, n = _granules(items)
+        granules, n = _granules(items, width)
         out, found = tf.map_fn(step, granules, parallel_iterations=1,
-                               fn_output_signature=(self.part_spec(), tf.TensorSpec([GRANULE], tf.int32)))
+                               fn_output_signature=(self.part_spec(width), tf.TensorSpec([width], tf.int32)))
         out, found = tf.reshape(out, tf.concat([[-1], tf.shape(out)[2:]], 0))[:n], tf.reshape(found, [-1])[:n]
         if skip:  # before resizing, when one size: the smaller copy (dynamic_partition: one op, few to instantiate)
             out = tf.dynamic_partition(out, tf.cast(found > 0, tf.int32), 2)[0]
@@ -175,6 +194,8 @@ class BatchDecoder:
         return (out, found) if skip else out
 
     def finished(self, out: tf.Tensor) -> tf.Tensor:
+        if self.image_size is None:  # any size: held, made images one by one (`_Decoding.dense`)
+            return out
         out = tf.cast(out, tf.float32)
         if self.uniform:  # scaled first (resizing is linear): the multiply runs on the smaller images
             return tf.image.resize(out if self.scale is None else out * self.scale, self.image_size, method=self.method)
@@ -193,7 +214,7 @@ def decode_op(image_size, channels: int, key, read_files: bool, method: str, jpe
     """
     decoding = _Decoding(image_size, channels, key, read_files, method, jpeg_ratio, check, scale, uniform)
     name = f"decode_images({image_size}{f', jpeg 1/{jpeg_ratio}' if jpeg_ratio else ''})"
-    batched = decoding.decoder is not None
+    batched = decoding.batched
     op = Op(name, decoding.apply, vectorized=batched, carry=decoding.carry if batched else None,
             payload="decode", splits=True, own=True)
     if not batched or not check:
@@ -211,7 +232,8 @@ class _Decoding:
     """The decode op's steps for one `decode_images` call (batched, one by one, on a tf.data service)."""
 
     def __init__(self, image_size, channels, key, read_files, method, jpeg_ratio, check, scale, uniform):
-        self.decoder = BatchDecoder(image_size, channels, method, jpeg_ratio, uniform, scale) if image_size else None
+        self.batched = image_size is not None  # else a call per image (skip mode: in parts all the same, `apply`)
+        self.decoder = BatchDecoder(image_size, channels, method, jpeg_ratio, uniform if self.batched else None, scale)
         self.image_size, self.channels, self.key, self.read_files = image_size, channels, key, read_files
         self.method, self.jpeg_ratio, self.check, self.scale = method, jpeg_ratio, check, scale
 
@@ -257,9 +279,9 @@ class _Decoding:
         return put_image(element, self.key, images)
 
     def one_by_one(self, ds, build: Build, reads: bool, par: dict):
-        """No fixed size (or unbatched in raise mode): a call per image; skip mode checks each (an image that
-        passes but will not decode is dropped uncounted here), raise mode checks the size its header claims and
-        names a file that will not decode after a failure (`Source.find_bad`)."""
+        """Raise mode without a fixed size, or unbatched: a call per image, which checks the size its header
+        claims; a file that will not decode is named after the failure (`Source.find_bad`). (Skip mode comes
+        here only for elements that are already batches without a fixed size, which no call decodes.)"""
 
         def read(*args):
             item = get_image(_element(args), self.key)
@@ -280,23 +302,57 @@ class _Decoding:
         return ds.ignore_errors(log_warning=True) if build.on_error == "skip" else ds
 
     def apply(self, ds, build: Build):
-        checked_before = self.check and _checks_first(build)  # by the check op (see decode_op)
+        checked_before = self.check and self.batched and _checks_first(build)  # by the check op (see decode_op)
         reads = self.read_files and not checked_before
+        checks = self.check and not checked_before
         par = dict(num_parallel_calls=AUTOTUNE, deterministic=build.deterministic)
         rank = get_image(ds.element_spec, self.key).shape.rank
-        if self.decoder is not None and rank == 0 and build.on_error == "skip":
-            # unbatched: decoded in parts all the same, so an image that will not decode is counted and named too
-            return self.apply(ds.batch(SKIP_PART), build).unbatch()
-        if self.decoder is None or rank != 1:  # not batched
+        if rank == 0 and build.on_error == "skip":
+            # unbatched: decoded in parts all the same, so an image that will not decode is counted and named
+            # too; without a fixed size each image of a part comes `held` in a scalar, made an image again after
+            part = self.part_length(ds.element_spec)
+            ds = self.skipping(ds.batch(part, drop_remainder=part == 1), build, reads, checks)  # 1: a static length
+            if part > 1:
+                ds = ds.unbatch()
+                return ds if self.batched else ds.map(element_map(self.dense, self.key), **par)
+            # parts of one: the part left empty is filtered out (tf.data 2.21's unbatch crashes on an empty component)
+            ds = ds.filter(lambda *a: tf.shape(get_image(_element(a), self.key))[0] > 0)
+            return ds.map(lambda *a: self.one_of_part(_element(a)), **par)
+        if not self.batched or rank != 1:  # not batched
             return self.one_by_one(ds, build, reads, par)
-        checks = self.check and not checked_before
         if build.on_error == "raise":
             return ds.map(lambda *a: self.batch_call(_element(a), build, reads, checks), **par)
-        # an image that passes the checks but will not decode (a corrupt pixel stream) fails its part's call:
-        # that part alone is decoded again one image at a time, so the good images beside it arrive
+        return self.skipping(ds, build, reads, checks)
+
+    def part_length(self, spec) -> int:
+        """Images a part takes when skip mode decodes unbatched elements in parts: `SKIP_PART`; without a fixed size
+        GRANULE, one loop step (images kept at their own size: parts of 64 cost 1-7 % less CPU an image here, but
+        1600x1200 JPEGs took +620 MB instead of +340 MB over a decode per image, on 2 cores); 1 where another part
+        of the element varies in shape (tf.data batches none of them) or is empty (tf.data 2.21's unbatch
+        crashes on one, a segmentation fault)."""
+        rest = tf.nest.flatten(put_image(spec, self.key, ()))
+        if not all(isinstance(s, tf.TensorSpec) and s.shape.is_fully_defined() and s.shape.num_elements()
+                   for s in rest):
+            return 1
+        return SKIP_PART if self.batched else GRANULE
+
+    def one_of_part(self, element):
+        """The element of a part of one (any size: made an image)."""
+        element = tf.nest.map_structure(lambda t: t[0], element)
+        return element if self.batched else put_image(element, self.key, self.dense(get_image(element, self.key)))
+
+    def skipping(self, ds, build: Build, reads: bool, checks: bool):
+        """Skip mode on parts of a batch (vectors of items): an image that passes the checks but will not decode
+        (a corrupt pixel stream) fails its part's call, and that part alone is decoded again one image at a time
+        (`retried`), so the good images beside it arrive; the bad ones are counted after (`noted`)."""
         ds = retried(ds, lambda *a: self.marked(_element(a), reads, checks),
                      lambda *a: self.marked(_element(a), reads, checks, whole=False), build.deterministic)
         return ds.map(self.noted(build))
+
+    def dense(self, scalar: tf.Tensor) -> tf.Tensor:
+        """An image of a part without a fixed size, `held` in a scalar, as a tensor (scaled)."""
+        image = unheld(scalar, self.channels)
+        return image if self.scale is None else tf.cast(image, tf.float32) * self.scale
 
     def carry(self, ds, build: Build):
         """On a tf.data service in skip mode: (batch, dropped) in and out, bad images left out here."""
@@ -331,49 +387,6 @@ def _check_op(key, read_files: bool):
         return ds.batch(_CHECK_CHUNK, **par).map(check, **par).unbatch()
 
     return apply
-
-
-def record_decode_op(layout: dict, image_size, channels: int, method: str, scale, labels: bool) -> Op:
-    """Parses and decodes records of converted image shards into (image, label) (or images); vectorized.
-
-    layout: from `dataset.json`: {"store": "raw", "image": [h, w, c]} (pixels at that size: one
-    reshape per batch) or {"store": "encoded", "jpeg_ratio": r, "uniform": [h, w] | None} (file
-    bytes, decoded as `BatchDecoder` does, without reading files or checking: checked when converted).
-    """
-    spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
-    raw = layout["store"] == "raw"
-    stored = tuple(layout["image"]) if raw else None
-    if raw and stored[2] != channels:
-        raise ConfigError(f"these shards hold {stored[2]}-channel pixels, not {channels}", where="channels",
-                          fix=f"read them with channels={stored[2]}, or convert again with --channels {channels}")
-    uniform = tuple(layout["uniform"]) if layout.get("uniform") else None
-    decoder = None if raw or image_size is None else BatchDecoder(image_size, channels, method, layout.get(
-        "jpeg_ratio"), uniform, scale)
-
-    def pixels(data, batched: bool):
-        x = tf.reshape(tf.io.decode_raw(data, tf.uint8), [-1, *stored] if batched else list(stored))
-        if image_size is not None and tuple(image_size) != stored[:2]:
-            x = tf.image.resize(x, image_size, method=method)
-        elif scale is None and image_size is None:
-            return x
-        x = tf.cast(x, tf.float32)
-        return x if scale is None else x * scale
-
-    def fn(records):
-        batched = records.shape.rank == 1
-        row = (tf.io.parse_example if batched else tf.io.parse_single_example)(records, spec)
-        data = row["image"]
-        if raw:
-            images = pixels(data, batched)
-        elif batched and decoder is not None:
-            images = decoder.images(data, read_files=False)
-        else:
-            images = decode(data, channels, image_size, method, layout.get("jpeg_ratio"))
-            images = images if scale is None else tf.cast(images, tf.float32) * scale
-        return (images, tf.cast(row["label"], tf.int32)) if labels else images
-
-    return Op(f"decode_records({layout['store']}, {image_size})", vector_map(fn), vectorized=True, fn=fn,
-              splits=True, payload=None if raw else "decode", own=True)  # raw pixels: too little work to split
 
 
 def vector_map(fn):

@@ -1,4 +1,5 @@
-"""The image transforms of `Pipeline` (`ImageMethods`): decode_images, resize, normalize, augment.
+"""The image transforms of `Pipeline` (`ImageMethods`): decode_images, resize, normalize, augment; and the decode op
+of converted image shards (`record_decode_op`).
 
 Decoding is in image_decoding.py; resize, normalize and augment run on whole
 batches when batched (per image inside them).
@@ -9,7 +10,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfscale.data.core import Op
-from tfscale.data.image_decoding import decode_op, element_map, image_size_of, vector_map
+from tfscale.data.image_codecs import decode
+from tfscale.data.image_decoding import BatchDecoder, decode_op, element_map, image_size_of, vector_map
 from tfscale.errors import ConfigError
 
 
@@ -91,3 +93,46 @@ def _augment(x, flip_lr: bool, flip_ud: bool, brightness: float, contrast: float
         mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
         x = (x - mean) * factor + mean
     return x[0] if single else x
+
+
+def record_decode_op(layout: dict, image_size, channels: int, method: str, scale, labels: bool) -> Op:
+    """Parses and decodes records of converted image shards into (image, label) (or images); vectorized.
+
+    layout: from `dataset.json`: {"store": "raw", "image": [h, w, c]} (pixels at that size: one
+    reshape per batch) or {"store": "encoded", "jpeg_ratio": r, "uniform": [h, w] | None} (file
+    bytes, decoded as `BatchDecoder` does, without reading files or checking: checked when converted).
+    """
+    spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
+    raw = layout["store"] == "raw"
+    stored = tuple(layout["image"]) if raw else None
+    if raw and stored[2] != channels:
+        raise ConfigError(f"these shards hold {stored[2]}-channel pixels, not {channels}", where="channels",
+                          fix=f"read them with channels={stored[2]}, or convert again with --channels {channels}")
+    uniform = tuple(layout["uniform"]) if layout.get("uniform") else None
+    decoder = None if raw or image_size is None else BatchDecoder(image_size, channels, method, layout.get(
+        "jpeg_ratio"), uniform, scale)
+
+    def pixels(data, batched: bool):
+        x = tf.reshape(tf.io.decode_raw(data, tf.uint8), [-1, *stored] if batched else list(stored))
+        if image_size is not None and tuple(image_size) != stored[:2]:
+            x = tf.image.resize(x, image_size, method=method)
+        elif scale is None and image_size is None:
+            return x
+        x = tf.cast(x, tf.float32)
+        return x if scale is None else x * scale
+
+    def fn(records):
+        batched = records.shape.rank == 1
+        row = (tf.io.parse_example if batched else tf.io.parse_single_example)(records, spec)
+        data = row["image"]
+        if raw:
+            images = pixels(data, batched)
+        elif batched and decoder is not None:
+            images = decoder.images(data, read_files=False)
+        else:
+            images = decode(data, channels, image_size, method, layout.get("jpeg_ratio"))
+            images = images if scale is None else tf.cast(images, tf.float32) * scale
+        return (images, tf.cast(row["label"], tf.int32)) if labels else images
+
+    return Op(f"decode_records({layout['store']}, {image_size})", vector_map(fn), vectorized=True, fn=fn,
+              splits=True, payload=None if raw else "decode", own=True)  # raw pixels: too little work to split

@@ -20,7 +20,8 @@ import time
 
 from tfscale.data.image_codecs import head, jpeg_ratio_for, one_decoded_size
 from tfscale.data.image_files import EXTENSIONS, ImageFolder
-from tfscale.data.image_decoding import image_size_of, record_decode_op
+from tfscale.data.image_decoding import image_size_of
+from tfscale.data.image_ops import record_decode_op
 from tfscale.data.pipeline import Pipeline
 from tfscale.data.record_files import ImageShards
 from tfscale.data.records import read_meta
