@@ -7,22 +7,37 @@ runs three parts, one after the other; within a part the arms alternate (the ord
 1. Training: `tfscale.fit` for --warmup + --steps steps in one epoch, with a checkpoint every --every steps
    ("checkpoint_every_N") or with no checkpoint_dir at all ("none"). examples/s is timed by a callback from
    the end of step --warmup (the step compiled) to the end of training, so the timed steps hold
-   steps / every saves (the last one the epoch end's), and the wait for the last commit.
+   steps / every saves (the last one the epoch end's), and the wait for the last commit. Examples per CPU
+   second of the process (every thread) over the same span say what the saves cost in work, which other
+   processes on a shared machine change much less than the examples/s.
 2. One save, the same trained model, three ways (the median of --saves-per-round saves per round, after one
    untimed save each): tfscale's `Checkpoints.save(...)` then `.wait()` (weights, SHA-256, fsync, rename,
    manifest, prune: a committed checkpoint), and as "tfscale_blocking" the part of that same call the training
    thread waits for (without the background commit); `keras.callbacks.ModelCheckpoint(save_weights_only=True)`
    and `keras.callbacks.BackupAndRestore`, each attached with `set_model` and saving through its public
    `on_epoch_end` (what `fit` calls at an epoch's end: `model.save_weights` and, for BackupAndRestore, its JSON).
+   The report says whether tfscale's file and ModelCheckpoint's hold the same groups, attributes and values
+   (`tfscale_file_same_content_as_modelcheckpoint`): the times compare the same work.
 3. Preemption: benchmarks/_checkpoint_worker.py trains the same model with a checkpoint_dir (no checkpoint by
    steps) and prints a line per step; after --sigterm-after steps it gets SIGTERM, and the time until the
    process has exited is measured. It must exit with 143 with a "preemption" checkpoint, else the benchmark
    fails. Target: one step + 5 s.
 
+4. With --exchange, once after the rounds: the cost of the preemption flags' exchange between workers.
+   `tfscale.launch` starts 2 workers on 127.0.0.1 (multi_worker, 1 thread each); each runs `tfscale.fit` of the
+   same model with a checkpoint_dir (no checkpoint by steps) --rounds times per arm, the arms rotated every
+   round: save_on_preemption off (no exchange), on (tfscale's default: the flags exchanged every
+   `preemption.EXCHANGE_EVERY_STEPS` steps) and "on_every_step" (`EXCHANGE_EVERY_STEPS = 1`, as before).
+   steps/s are the chief's, over the --steps steps after --warmup (not the epoch end's save, which every arm
+   makes), with the exchanges per step, the milliseconds each took, the milliseconds per step the training
+   thread waited for them, and the chief's CPU milliseconds per step.
+
 Ratios: checkpoint_every_N / none examples/s (target >= 0.97); Keras' save seconds / tfscale's (>= 1.0: tfscale
-is as fast or faster). Usage: python benchmarks/bench_checkpoint.py [--rounds 5] [--steps 300] [--every 50]
-[--dir DIR] [--quick]. Prints the JSON to stdout and a summary to stderr; on a shared machine compare
-``load_average_before_after`` between runs.
+is as fast or faster); with --exchange, steps/s with save_on_preemption on / off on 2 workers (>= 0.98), and
+exchanges at every step / off. `training_ms_lost_per_save`: the timed span's extra milliseconds over its saves (what
+one save cost the training). Usage: python benchmarks/bench_checkpoint.py [--rounds 5] [--steps 300] [--every 50]
+[--dir DIR] [--exchange] [--quick]. Prints the JSON to stdout and a summary to stderr; on a shared machine
+compare ``load_average_before_after`` between runs.
 """
 
 from __future__ import annotations
@@ -54,6 +69,9 @@ WORKER = str(Path(__file__).resolve().parent / "_checkpoint_worker.py")
 EXAMPLES = 64 * 64  # repeated as long as each run needs
 START_TIMEOUT_S, EXIT_TIMEOUT_S = 300, 120
 SIGTERM_MARGIN_S = 5.0
+EXCHANGE_TIMEOUT_S = 900
+EXCHANGE_ARMS = ("on", "off", "on_every_step")
+EXCHANGE_TARGET = 0.98  # the exchange may cost 2 % of the steps/s
 
 
 def build_model():
@@ -81,27 +99,27 @@ def _loss():
 
 # ---------------------------------------------------------------------- 1. training with and without checkpoints
 
-def training_arm(scale, data, args, checkpoint_dir: str | None) -> float:
-    """examples/s of `tfscale.fit` over the --steps steps after --warmup, checkpointing into `checkpoint_dir`."""
+def training_arm(scale, data, args, checkpoint_dir: str | None) -> tuple[float, float]:
+    """(examples/s, examples per CPU second of this process) of `tfscale.fit` over the --steps steps after
+    --warmup, checkpointing into `checkpoint_dir`."""
     import keras
 
     import tfscale as ts
 
     class Clock(keras.callbacks.Callback):  # runs after tfscale's own callbacks (their saves, the last wait)
-        start = end = None
-
         def on_train_batch_end(self, batch, logs=None):
             if batch + 1 == args.warmup:
-                self.start = time.perf_counter()
+                self.start = (time.perf_counter(), time.process_time())
 
         def on_train_end(self, logs=None):
-            self.end = time.perf_counter()
+            self.end = (time.perf_counter(), time.process_time())
 
     clock = Clock()
     ts.fit(build_model, data, scale=scale, epochs=1, steps_per_epoch=args.warmup + args.steps,
            global_batch_size=args.batch, seed=0, loss=_loss(), checkpoint_dir=checkpoint_dir,
            checkpoint_every_steps=args.every if checkpoint_dir else None, verbose=0, callbacks=[clock])
-    return args.steps * args.batch / (clock.end - clock.start)
+    examples = args.steps * args.batch
+    return examples / (clock.end[0] - clock.start[0]), examples / (clock.end[1] - clock.start[1])
 
 
 # ---------------------------------------------------------------------- 2. one save: tfscale against Keras
@@ -164,6 +182,28 @@ class Savers:
         info = self.tfscale.checkpoints.list()[0]
         return info.bytes
 
+    def same_content(self) -> bool:
+        """tfscale's newest file and ModelCheckpoint's hold the same groups, attributes and values (both saved from
+        this one state): the save times compare the same work."""
+        store = self.tfscale.checkpoints
+        ours = store.store.join(store.list()[0].name + ".weights.h5")
+        return _h5_content(ours) == _h5_content(self.modelcheckpoint.filepath)
+
+
+def _h5_content(path: str) -> dict:
+    """{name: (attributes, bytes of the value or None)} of every group and dataset of an h5 file."""
+    import h5py
+
+    content = {}
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            value = obj[()] if isinstance(obj, h5py.Dataset) else None
+            content[name] = ({k: str(v) for k, v in obj.attrs.items()},
+                             None if value is None else (np.asarray(value).dtype.str, np.asarray(value).tobytes()))
+
+        f.visititems(visit)
+    return content
+
 
 # ---------------------------------------------------------------------- 3. SIGTERM to exit
 
@@ -214,6 +254,87 @@ def preempt_once(args, folder: str, index: int) -> dict:
             "reason": saved[0].reason, "steps_after_signal": saved[0].global_step - len(steps)}
 
 
+# ---------------------------------------------------------------------- 4. the preemption flag exchange (--exchange)
+
+def exchange_worker(settings: dict) -> dict[str, dict[str, list[float]]]:
+    """In each of the 2 workers `tfscale.launch` starts: steps/s of `tfscale.fit` with save_on_preemption off (no
+    exchange of flags), on (tfscale's default: every `EXCHANGE_EVERY_STEPS` steps) and "on_every_step" (at every
+    step's end, as before), the arms rotated every round, in this one process group; also the exchanges
+    made per step, the milliseconds each took (the engine's `exchange`, timed, in whichever thread), the
+    milliseconds per step the training thread waited for the flags (`FlagExchange.step_end`, timed) and the CPU
+    milliseconds per step of this process (the chief's holds TensorFlow's coordination service)."""
+    import keras
+
+    import tfscale as ts
+    from tfscale.scale import preemption
+
+    warmup, steps = settings["warmup"], settings["steps"]
+    scale, data = ts.Scale.auto(), examples()
+    spent = {"seconds": 0.0, "calls": 0, "waited": 0.0}
+    exchange = scale.engine.exchange
+
+    def timed_exchange(key, value, *args, **kwargs):  # the flags' keys only, not the shared-folder check's
+        start = time.perf_counter()
+        try:
+            return exchange(key, value, *args, **kwargs)
+        finally:
+            if key.startswith("ckpt/"):
+                spent["seconds"] += time.perf_counter() - start
+                spent["calls"] += 1
+
+    scale.engine.exchange = timed_exchange  # what scale.callbacks hands to the checkpoints
+    step_end = preemption.FlagExchange.step_end
+
+    def timed_step_end(self, flags):  # what the training thread waits for at a step's end
+        start = time.perf_counter()
+        try:
+            return step_end(self, flags)
+        finally:
+            spent["waited"] += time.perf_counter() - start
+
+    preemption.FlagExchange.step_end = timed_step_end
+
+    class Clock(keras.callbacks.Callback):  # the steps only, not the epoch end's save (every arm makes it)
+        def on_train_batch_end(self, batch, logs=None):
+            if batch + 1 == warmup:
+                self.start, self.cpu, self.spent = time.perf_counter(), time.process_time(), dict(spent)
+            elif batch + 1 == warmup + steps:
+                self.end, self.cpu = time.perf_counter(), time.process_time() - self.cpu
+                self.calls = spent["calls"] - self.spent["calls"]
+                self.seconds = spent["seconds"] - self.spent["seconds"]
+                self.waited = spent["waited"] - self.spent["waited"]
+
+    arms, default_every = list(EXCHANGE_ARMS), preemption.EXCHANGE_EVERY_STEPS
+    figures: dict[str, dict[str, list[float]]] = {arm: {"steps_per_s": [], "exchanges_per_step": [],
+                                                        "ms_per_exchange": [], "ms_waited_per_step": [],
+                                                        "cpu_ms_per_step": []}
+                                                  for arm in arms}
+    for r in range(settings["rounds"]):
+        for arm in arms[r % len(arms):] + arms[:r % len(arms)]:
+            clock = Clock()
+            preemption.EXCHANGE_EVERY_STEPS = 1 if arm == "on_every_step" else default_every
+            ts.fit(build_model, data, scale=scale, epochs=1, steps_per_epoch=warmup + steps,
+                   global_batch_size=settings["batch"], seed=0, loss=_loss(), resume=False, verbose=0,
+                   checkpoint_dir=os.path.join(settings["dir"], f"{arm}-{r}"), save_on_preemption=arm != "off",
+                   callbacks=[clock])
+            figures[arm]["steps_per_s"].append(steps / (clock.end - clock.start))
+            figures[arm]["exchanges_per_step"].append(clock.calls / steps)
+            figures[arm]["ms_per_exchange"].append(1000 * clock.seconds / clock.calls if clock.calls else 0.0)
+            figures[arm]["ms_waited_per_step"].append(1000 * clock.waited / steps)
+            figures[arm]["cpu_ms_per_step"].append(1000 * clock.cpu / steps)
+    preemption.EXCHANGE_EVERY_STEPS = default_every
+    return figures
+
+
+def exchange_arm(args, folder: str) -> dict[str, dict[str, list[float]]]:
+    """The chief's figures per arm and round (`exchange_worker`), from 2 workers on 127.0.0.1 (multi_worker)."""
+    import tfscale as ts
+
+    settings = {"warmup": args.warmup, "steps": args.steps, "batch": args.batch, "rounds": args.rounds,
+                "dir": os.path.join(folder, "exchange")}
+    return ts.launch(exchange_worker, n=2, args=(settings,), timeout=EXCHANGE_TIMEOUT_S)[0]
+
+
 # ---------------------------------------------------------------------- the run
 
 def _figures(values: list[float], digits: int) -> dict:
@@ -230,6 +351,8 @@ def parse_args(argv=None):
     parser.add_argument("--saves-per-round", type=int, default=5)
     parser.add_argument("--sigterm-after", type=int, default=100, help="steps the preempted worker trains first")
     parser.add_argument("--dir", default=None, help="where checkpoints are written (default: a temporary folder)")
+    parser.add_argument("--exchange", action="store_true",
+                        help="also time save_on_preemption on against off on 2 workers (tfscale.launch)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 2 rounds, 100 timed steps")
     args = parser.parse_args(argv)
     if args.quick:
@@ -245,7 +368,7 @@ def measure(args) -> dict:
     data = examples()
     folder = tempfile.mkdtemp(prefix="bench-checkpoint-", dir=args.dir)
     arm = f"checkpoint_every_{args.every}"
-    training = {arm: [], "none": []}
+    training, per_cpu_s = {arm: [], "none": []}, {arm: [], "none": []}
     saves = {"tfscale": [], "tfscale_blocking": [], "keras_modelcheckpoint": [], "keras_backup": []}
     preempted = []
     try:
@@ -254,7 +377,9 @@ def measure(args) -> dict:
         for r in range(args.rounds):
             for name in ([arm, "none"] if r % 2 == 0 else ["none", arm]):
                 directory = os.path.join(folder, f"train-{r}") if name == arm else None
-                training[name].append(training_arm(scale, data, args, directory))
+                rate, per_cpu = training_arm(scale, data, args, directory)
+                training[name].append(rate)
+                per_cpu_s[name].append(per_cpu)
                 if directory:
                     shutil.rmtree(directory)
             for name, seconds in savers.round(args.saves_per_round, flip=r % 2 == 1).items():
@@ -263,8 +388,11 @@ def measure(args) -> dict:
             print(f"round {r}: {arm} {training[arm][-1]:.0f} vs none {training['none'][-1]:.0f} examples/s; save "
                   + ", ".join(f"{k} {v[-1] * 1000:.1f} ms" for k, v in saves.items())
                   + f"; SIGTERM to exit {preempted[-1]['seconds']:.2f} s", file=sys.stderr)
-        return {"arm": arm, "training": training, "saves": saves, "preempted": preempted,
-                "params": savers.model.count_params(), "checkpoint_bytes": savers.bytes()}
+        exchange = exchange_arm(args, folder) if args.exchange else None
+        return {"arm": arm, "training": training, "per_cpu_s": per_cpu_s, "saves": saves, "preempted": preempted,
+                "exchange": exchange,
+                "params": savers.model.count_params(), "checkpoint_bytes": savers.bytes(),
+                "same_content": savers.same_content()}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -282,14 +410,24 @@ def build_report(args, raw: dict, started: float, load_before: float) -> dict:
         "keras_backup_over_tfscale": round(save_median["keras_backup"] / save_median["tfscale"], 3),
         "keras_modelcheckpoint_over_tfscale_blocking": round(
             save_median["keras_modelcheckpoint"] / save_median["tfscale_blocking"], 3),
+        f"{arm}_vs_none_per_cpu_s": round(statistics.median(raw["per_cpu_s"][arm])
+                                          / statistics.median(raw["per_cpu_s"]["none"]), 3),
     }
     targets = {f"{arm}_vs_none": 0.97, "keras_modelcheckpoint_over_tfscale": 1.0, "keras_backup_over_tfscale": 1.0,
                "sigterm_to_exit_seconds_max": round(step + SIGTERM_MARGIN_S, 3)}
+    exchange = raw.get("exchange")
+    exchange_ratios = {f"save_on_preemption_{arm}_vs_off_2_workers": (arm, "off") for arm in ("on", "on_every_step")}
+    rates = {arm: figures["steps_per_s"] for arm, figures in (exchange or {}).items()}
+    if exchange:
+        ratios.update({name: round(statistics.median(rates[a]) / statistics.median(rates[b]), 3)
+                       for name, (a, b) in exchange_ratios.items()})
+        targets["save_on_preemption_on_vs_off_2_workers"] = EXCHANGE_TARGET
     met = {k: ratios[k] >= t for k, t in targets.items() if k in ratios}
     met["sigterm_to_exit_seconds_max"] = statistics.median(exit_seconds) <= step + SIGTERM_MARGIN_S
     return {
         "benchmark": "checkpoint", "rounds": args.rounds, "seconds": round(time.time() - started),
         "settings": {"batch": args.batch, "steps": args.steps, "warmup": args.warmup, "every": args.every,
+                     "exchange": args.exchange,
                      "saves_per_round": args.saves_per_round, "sigterm_after": args.sigterm_after,
                      "model": "MLP 784-512-512-10, Adam, random Fashion-MNIST-shaped data",
                      "params": raw["params"], "checkpoint_bytes": raw["checkpoint_bytes"], "scale": "default",
@@ -298,9 +436,14 @@ def build_report(args, raw: dict, started: float, load_before: float) -> dict:
         "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "examples_per_s": {n: {"median": round(statistics.median(v), 1), "best": round(max(v), 1),
                                "all": [round(x, 1) for x in v]} for n, v in training.items()},
+        "examples_per_cpu_s": {n: _figures(v, 1) for n, v in raw["per_cpu_s"].items()},
         "saves_per_timed_run": args.steps // args.every,
+        # what one save cost the training, from the medians: the timed span's extra seconds over its saves
+        "training_ms_lost_per_save": round(1000 * args.steps * args.batch / (args.steps // args.every) * (
+            1 / statistics.median(training[arm]) - 1 / statistics.median(training["none"])), 1),
         "save_seconds": {k: _figures(v, 4) for k, v in saves.items()},
         "tfscale_blocking_seconds": round(save_median["tfscale_blocking"], 4),
+        "tfscale_file_same_content_as_modelcheckpoint": raw["same_content"],
         "sigterm_to_exit_seconds": _figures(exit_seconds, 3),
         "sigterm_to_commit_seconds": _figures([p["to_commit_seconds"] for p in preempted], 3),
         "step_seconds": _figures([p["step_seconds"] for p in preempted], 4),
@@ -308,8 +451,12 @@ def build_report(args, raw: dict, started: float, load_before: float) -> dict:
                     "checkpoints": [p["checkpoint"] for p in preempted],
                     "steps_after_signal": [p["steps_after_signal"] for p in preempted],
                     "target": f"step + {SIGTERM_MARGIN_S:g} s"},
+        "exchange_2_workers": ({f"save_on_preemption_{arm}": {name: _figures(v, 3) for name, v in figures.items()}
+                                for arm, figures in exchange.items()} if exchange else None),
         "ratios": ratios,
-        "round_ratios": {f"{arm}_vs_none": [round(a / b, 3) for a, b in zip(training[arm], training["none"])]},
+        "round_ratios": {f"{arm}_vs_none": [round(a / b, 3) for a, b in zip(training[arm], training["none"])],
+                         **{name: [round(x / y, 3) for x, y in zip(rates[a], rates[b])]
+                            for name, (a, b) in exchange_ratios.items() if exchange}},
         "targets": targets,
         "targets_met": met,
     }
@@ -327,6 +474,10 @@ def main() -> None:
           f"{saves['keras_backup']['median'] * 1000:.1f} ms; SIGTERM to exit "
           f"{report['sigterm_to_exit_seconds']['median']:.2f} s (target "
           f"{report['targets']['sigterm_to_exit_seconds_max']:.2f} s)", file=sys.stderr)
+    if args.exchange:
+        print(f"2 workers, steps/s with save_on_preemption on / off: "
+              f"{ratios['save_on_preemption_on_vs_off_2_workers']:.3f} (target {EXCHANGE_TARGET}); with an exchange "
+              f"at every step: {ratios['save_on_preemption_on_every_step_vs_off_2_workers']:.3f}", file=sys.stderr)
     print(json.dumps(report, indent=2))
 
 

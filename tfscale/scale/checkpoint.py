@@ -7,8 +7,8 @@ the Keras callback that decides when to save and restores when training starts:
 - **When.** At each epoch's end; every `every_steps` steps; every `every_seconds` seconds (the chief's
   clock); and on a preemption signal (`preemption.py`), after which every worker stops at the same step and
   `fit` raises `Preempted` (exit code 143, "restart me"). On several processes the last two are agreed
-  through the flags the workers exchange at every step's end (`preemption.FlagExchange`, while the next
-  step trains), so every worker saves at the end of the same step, one step after the flag was given.
+  through the flags the workers exchange every 2 steps (`preemption.FlagExchange`), so every worker saves at
+  the end of the same step, at most one step after the flag was seen.
 - **Who.** Every worker takes part in a save (reading weights sharded across processes needs them all);
   only the chief writes, except for a model sharded across processes in a folder: there each process writes
   its own shards (`sharded.py`, orbax) and none gathers the whole model. The chief copies the values at the
@@ -177,7 +177,7 @@ class Checkpoints(keras.callbacks.Callback):
         self._restored_here = False  # a later fit() restores again, as a new run would
         self._last_save = time.monotonic()
         if self.flags is not None:
-            self.flags.finish()  # nothing in flight from a fit before
+            self.flags.restart()
         if self.flag is not None:
             self.flag.received = None
             self.flag.install()
@@ -199,11 +199,6 @@ class Checkpoints(keras.callbacks.Callback):
                 log.warning("the last checkpoint could not be committed: %s", self._pending_error)
                 self._pending_error = None
         self._progress = None
-        if self.flags is not None:
-            try:  # every worker waits for the last step's exchange (which needs them all); its flags are not used
-                self.flags.finish()
-            except Exception as e:  # noqa: BLE001 - a peer gone: what ended the training says more
-                log.warning("the last exchange of preemption flags did not complete: %s", e)
         if self.flag is not None:
             self.flag.uninstall()
         for notice in self.notices:
@@ -335,7 +330,7 @@ class Checkpoints(keras.callbacks.Callback):
         preempt = self.flag is not None and self.flag.received is not None
         timed = (self.every_seconds is not None and self.is_chief
                  and time.monotonic() - self._last_save >= self.every_seconds)
-        if self.flags is not None:  # several processes: decided together, from the flags everyone gave a step ago
+        if self.flags is not None:  # several processes: decided together, at the steps where flags are exchanged
             everyone = self.flags.step_end("p" if preempt else "s" if timed else "-")
             preempt, timed = everyone is not None and "p" in everyone, everyone is not None and "s" in everyone
         if preempt:

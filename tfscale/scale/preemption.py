@@ -8,15 +8,17 @@ between steps, so the flag is read at each step's end.
 
 On several processes the workers must save at the same step: all of them take part in a save (gathering
 sharded weights), and a worker that stopped alone would leave the others waiting in a collective.
-`FlagExchange`: at every step's end each worker publishes its flags through the engine's key-value store
-(`Engine.exchange`) and reads everyone's: the same answer on every worker, so every worker saves at the end of
-the same step and nothing trained is lost. An exchange is a few round trips to the coordination service
-(about 1.3 ms on 127.0.0.1): waited for at every step's end, it cost 10 % of the steps/s of 2 workers with
-22 ms steps here (benchmarks/bench_checkpoint.py --exchange). So a step's flags are exchanged in a helper
-thread while the next step trains, and acted on at that next step's end: a worker that sees a signal at the
-end of step t saves, with every other, at the end of step t+1 (at step t+2 if it sees it one step late, the
-bound tests/test_checkpoints_cluster.py holds), far within the seconds a platform gives between its signal
-and its kill.
+`FlagExchange`: at the end of agreed steps each worker publishes its flags through the engine's key-value
+store (`Engine.exchange`) and reads everyone's: the same answer on every worker, so every worker saves at the
+end of the same step and nothing trained is lost. An exchange is 4 round trips per worker to the coordination
+service (set, a get per worker, a delete), and on 2 workers sharing 2 cores each one cost the chief ~0.9 ms of
+CPU and ~1.4 ms of waiting: at every step's end, 7-10 % of the steps/s of 22 ms steps
+(benchmarks/bench_checkpoint.py --exchange). So the flags are exchanged every `EXCHANGE_EVERY_STEPS` (2) steps:
+a flag seen at the end of step t is acted on at the end of step t or t+1, by every worker. (Exchanging in a
+helper thread while the next step trains was measured too: it hides the wait, but the helper's thread switches
+and GIL hand-offs cost more CPU than the wait saved on 2 cores, and it acts one step later.) A signalled
+worker sees its signal at the end of the step it arrives in: at most one step of training runs after that
+before the save, none is lost.
 
 Google Compute Engine (spot and preemptible VMs, Cloud TPU VMs, GKE nodes) also announces a preemption in its
 metadata server, before its SIGTERM: `MetadataWatcher` polls ``instance/preempted`` ("TRUE") and
@@ -42,15 +44,14 @@ import signal
 import threading
 import urllib.error
 import urllib.request
-from concurrent.futures import Future, ThreadPoolExecutor
 
 from tfscale.worker_env import PREEMPTED_EXIT
 
 log = logging.getLogger("tfscale")
 
 DEFAULT_SIGNALS = ("SIGTERM", "SIGUSR1")
-__all__ = ["DEFAULT_SIGNALS", "GCE_NOTICE", "OVERLAP_EXCHANGE", "PREEMPTED_EXIT", "FlagExchange", "MetadataWatcher",
-           "Preempted", "SignalFlag", "signal_numbers"]
+__all__ = ["DEFAULT_SIGNALS", "EXCHANGE_EVERY_STEPS", "GCE_NOTICE", "PREEMPTED_EXIT", "FlagExchange",
+           "MetadataWatcher", "Preempted", "SignalFlag", "signal_numbers"]
 
 GCE_NOTICE = "GCE preemption notice"  # what `SignalFlag.received` holds when the metadata server announced it
 
@@ -145,7 +146,7 @@ class SignalFlag:
             signal.raise_signal(number)
 
 
-OVERLAP_EXCHANGE = True  # a step's flags are exchanged while the next step trains (False: waited for at its end)
+EXCHANGE_EVERY_STEPS = 2  # steps from one exchange of flags to the next (the same on every worker)
 # One key per exchange, the same sequence on every worker, for every fit of the process: a counter per fit
 # started again at 0 in the next fit, whose exchanges then met the last keys of the one before
 # (AlreadyExistsError from TensorFlow's coordination service).
@@ -153,58 +154,46 @@ _exchanges = itertools.count()
 
 
 class FlagExchange:
-    """Every worker's flags, read by every worker at the end of the same step (see the module docstring).
-
-    With `overlap` (the default, `OVERLAP_EXCHANGE`), the flags a worker gives at the end of step t are
-    exchanged in a helper thread while step t+1 trains, and `step_end` returns them at the end of step t+1:
-    the same string on every worker, one step later, with no wait in the training thread. Without it,
-    `step_end` waits for the exchange of the flags it is given.
+    """Every worker's flags, read by every worker at the end of the same steps: every `every` steps of a fit
+    (see the module docstring).
 
     Args:
         exchange: every process's value of a key, by rank (`Engine.exchange`); None from it: the engine cannot
-            exchange, and each worker goes by its own flags.
+            exchange, and each worker goes by its own flags, at every step.
         forget: drops this process's value of an exchanged key (`Engine.forget`).
-        overlap: exchange while the next step trains (None: `OVERLAP_EXCHANGE`).
+        every: steps from one exchange to the next (None: `EXCHANGE_EVERY_STEPS`).
 
     Example:
         flags = FlagExchange(scale.engine.exchange, scale.engine.forget)
-        everyone = flags.step_end("p")  # at every step's end, on every worker: e.g. "p-" (the step before's)
-        flags.finish()                  # when training ends, on every worker
+        flags.restart()                 # when training starts, on every worker
+        everyone = flags.step_end("p")  # at every step's end, on every worker: e.g. "p-", or None between exchanges
     """
 
-    def __init__(self, exchange, forget=None, overlap: bool | None = None):
+    def __init__(self, exchange, forget=None, every: int | None = None):
         self.exchange, self.forget = exchange, forget
-        self.overlap = OVERLAP_EXCHANGE if overlap is None else overlap
-        self._helper: ThreadPoolExecutor | None = None
-        self._pending: Future | None = None
+        self.every = EXCHANGE_EVERY_STEPS if every is None else every
+        self._steps, self._alone = 0, False
+
+    def restart(self) -> None:
+        """Counts the steps from here (every worker calls it when training starts)."""
+        self._steps = 0
 
     def step_end(self, flags: str) -> str | None:
-        """Every worker's flags (one character each), joined in rank order: of this step (no `overlap`) or of the
-        step before (None at the first step after `finish`)."""
+        """Every worker's flags (one character each), joined in rank order, at the steps where they are exchanged;
+        None at the others."""
+        self._steps += 1
+        if self._alone:
+            return flags
+        if self._steps % self.every:
+            return None
         number = next(_exchanges)
-        if not self.overlap:
-            return self._exchange(number, flags)
-        if self._helper is None:
-            self._helper = ThreadPoolExecutor(1, thread_name_prefix="tfscale-flags")
-        before, self._pending = self._pending, self._helper.submit(self._exchange, number, flags)
-        return before.result() if before is not None else None
-
-    def finish(self) -> None:
-        """Waits for the exchange in flight (every worker takes part in it) and stops the helper thread."""
-        pending, self._pending = self._pending, None
-        try:
-            if pending is not None:
-                pending.result()
-        finally:
-            if self._helper is not None:
-                self._helper.shutdown(wait=True)
-                self._helper = None
-
-    def _exchange(self, number: int, flags: str) -> str:
         everyone = self.exchange(f"ckpt/{number}", flags)
         if number >= 2 and self.forget is not None:  # every process has read the one before last: it wrote the last
             self.forget(f"ckpt/{number - 2}")
-        return flags if everyone is None else "".join(everyone)  # None: no way to exchange, its own flags
+        if everyone is None:  # no way to exchange: its own flags, from now on at every step
+            self._alone = True
+            return flags
+        return "".join(everyone)
 
 
 METADATA_HOST_ENV = "GCE_METADATA_HOST"  # google-auth's and gcloud's name; "host" or "host:port"
