@@ -11,7 +11,7 @@ runs three parts, one after the other; within a part the arms alternate (the ord
    second of the process (every thread) over the same span say what the saves cost in work, which other
    processes on a shared machine change much less than the examples/s.
 2. One save, the same trained model, three ways (the median of --saves-per-round saves per round, after one
-   untimed save each): tfscale's `Checkpoints.save(...)` then `.wait()` (weights, SHA-256, fsync, rename,
+   untimed save each): tfscale's `Checkpoints.save(...)` then `.wait()` (weights, CRC-32, fsync, rename,
    manifest, prune: a committed checkpoint), and as "tfscale_blocking" the part of that same call the training
    thread waits for (without the background commit); `keras.callbacks.ModelCheckpoint(save_weights_only=True)`
    and `keras.callbacks.BackupAndRestore`, each attached with `set_model` and saving through its public

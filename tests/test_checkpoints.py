@@ -2,6 +2,7 @@
 at the exact next batch, integrity (hash), and the errors before training. Multi-process and elastic resume:
 test_checkpoints_cluster.py."""
 
+import hashlib
 import json
 import logging
 import os
@@ -131,7 +132,7 @@ def test_a_corrupted_checkpoint_is_skipped_with_a_warning_naming_it(scale, tmp_p
     with caplog.at_level(logging.WARNING, logger="tfscale"):
         resumed = ts.fit(build_model, (X, Y), scale=scale, epochs=3, checkpoint_dir=tmp_path, **OPTIONS)
     assert resumed.resumed_from_epoch == 1
-    assert "checkpoint epoch-00002 is corrupted" in caplog.text and "SHA-256" in caplog.text
+    assert "checkpoint epoch-00002 is corrupted" in caplog.text and "CRC-32" in caplog.text
     assert _names(tmp_path) == ["epoch-00003", "epoch-00002"]  # rewritten from the good one
     assert CheckpointStore(str(tmp_path)).verify(CheckpointStore(str(tmp_path)).list()[0]) is None
 
@@ -262,3 +263,28 @@ def test_shuffled_arrays_of_a_run_file_resume_at_the_exact_batch(scale, tmp_path
                      **OPTIONS)
     assert (resumed.resumed_from_epoch, resumed.resumed_from_step) == (1, 3)
     _assert_same(resumed.model.get_weights(), straight)
+
+
+def test_a_manifest_written_with_sha256_before_crc32_is_still_verified_and_resumed_from(scale, tmp_path, caplog):
+    """Manifests before CRC-32 held each file's SHA-256: such a checkpoint still verifies, resumes, and a damaged
+    one is still found (by its SHA-256)."""
+    ts.fit(build_model, (X, Y), scale=scale, epochs=2, checkpoint_dir=tmp_path, **OPTIONS)
+    store = CheckpointStore(str(tmp_path))
+    for info in store.list():
+        manifest = tmp_path / f"{info.name}.json"
+        data = json.loads(manifest.read_text())
+        for name, entry in data["files"].items():
+            assert set(entry) == {"bytes", "crc32"}, entry  # what new manifests hold
+            entry.pop("crc32")
+            entry["sha256"] = hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+        manifest.write_text(json.dumps(data))
+    newest, older = store.list()
+    assert store.verify(newest) is None and store.verify(older) is None
+    weights = tmp_path / f"{newest.name}.weights.h5"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert "SHA-256" in store.verify(newest)
+    with caplog.at_level(logging.WARNING, logger="tfscale"):
+        resumed = ts.fit(build_model, (X, Y), scale=scale, epochs=3, checkpoint_dir=tmp_path, **OPTIONS)
+    assert resumed.resumed_from_epoch == 1 and "SHA-256" in caplog.text  # the older one, verified by its SHA-256

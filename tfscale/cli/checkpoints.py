@@ -2,7 +2,7 @@
 
 Lists each committed checkpoint of a folder or object-store URL, newest first: its position (epochs done,
 steps into the next, global step), why it was written, what it was made under (workers, replicas, global
-batch, mesh, backend), its size and, with ``--verify``, whether its files match the SHA-256 of its manifest.
+batch, mesh, backend), its size and, with ``--verify``, whether its files match the size and CRC-32 of its manifest.
 The first intact one is what `tfscale.fit` / `scale.callbacks()` restore. Never loads TensorFlow or JAX.
 """
 
@@ -25,7 +25,8 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("directory", metavar="DIR_OR_URL", help="the checkpoint_dir of a run")
     p.add_argument("--verify", action="store_true",
-                   help="read every file and check it against its manifest's SHA-256 (reads the whole checkpoint)")
+                   help="read every file and check it against its manifest's size and CRC-32 (reads the whole "
+                        "checkpoint)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 

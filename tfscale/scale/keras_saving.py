@@ -3,7 +3,7 @@
 Why: `model.save_weights` reads every variable while it writes the file, so it must run in the training
 thread and the step waits for the disk (25-60 ms for an 8 MB file here, against 5 ms steps). `capture(model)`
 copies the values (~3 ms for that model: the only part the step waits for) and returns a function that writes
-the same file later, in another thread, while training goes on, and returns its SHA-256 and size. What each
+the same file later, in another thread, while training goes on, and returns its checksum and size. What each
 part cost before (the MLP of benchmarks/bench_checkpoint.py, 2 cores, CPU ms): Keras' walk 7-12, reading the
 values 2-3, h5py writing the file 3 (besides the bytes), SHA-256 of the file read back 5.5 + the read.
 
@@ -21,8 +21,9 @@ values 2-3, h5py writing the file 3 (besides the bytes), SHA-256 of the file rea
   those bytes with each value written at its place by `os.pwrite`, with no h5py call at all; it is the same
   file h5py would write (the same structure, written the same way), which `model.load_weights` reads
   (tests/test_checkpoints.py restores from it; benchmarks/bench_checkpoint.py compares it with Keras' own).
-- **Hashed while written.** SHA-256 runs over the same pieces in file order, from memory (the file is not read
-  back); `os.pwrite` and `hashlib` release the GIL, so the training thread runs meanwhile.
+- **Checksummed while written.** The manifest's CRC-32 (`checkpoint_store.Checksum`; SHA-256 before, ~4x the
+  CPU) runs over the same pieces in file order, from memory (the file is not read back); `os.pwrite` and
+  `zlib.crc32` release the GIL, so the training thread runs meanwhile.
 
 Private names used, checked on Keras 3.13-3.15 (`KERAS_RANGE`): `keras.src.saving.saving_lib._save_state`
 (its frame's local `saveable`, the object whose `save_own_variables` receives the store that `make` returns),
@@ -35,7 +36,6 @@ None and the caller saves with `model.save_weights` in the training thread.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import sys
@@ -45,6 +45,8 @@ import weakref
 import h5py
 import keras
 import numpy as np
+
+from tfscale.scale.checkpoint_store import Checksum
 
 try:
     from keras.src.saving import saving_lib
@@ -171,7 +173,7 @@ def _groups(model) -> list[_Group]:
 
 def capture(model):
     """The values of `model`'s variables and its optimizer's now, and a function `write(path)` that writes them
-    as `model.save_weights(path)` would and returns the file's (SHA-256 hex digest, bytes); None where these
+    as `model.save_weights(path)` would and returns the file's (checksum hex digest, bytes); None where these
     internals are not known to work (see above).
 
     The file is not synced: the caller syncs it before renaming it into place.
@@ -219,7 +221,7 @@ def _structure(groups: list[_Group]) -> tuple | None:
 
 
 def write_weights(groups: list[_Group], path: str) -> tuple[str, int]:
-    """Writes `groups` as a `.weights.h5` at `path` (replacing it); returns its (SHA-256 hex digest, bytes)."""
+    """Writes `groups` as a `.weights.h5` at `path` (replacing it); returns its (`Checksum` hex digest, bytes)."""
     arrays = [array for group in groups for _, array in group.values]
     structure = _structure(groups)
     with _templates_lock:
@@ -240,7 +242,7 @@ def write_weights(groups: list[_Group], path: str) -> tuple[str, int]:
             _pwrite(fd, [data for _, data in pieces])
         if hasattr(os, "posix_fadvise"):  # Linux starts writing the dirty pages to the disk now (dropping none):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # the caller's fsync then waits less
-        digest = hashlib.sha256()
+        digest = Checksum()
         for _, data in pieces:  # the file's bytes in order, from memory
             digest.update(data)
     finally:
