@@ -18,6 +18,10 @@ runs three parts, one after the other; within a part the arms alternate (the ord
    `on_epoch_end` (what `fit` calls at an epoch's end: `model.save_weights` and, for BackupAndRestore, its JSON).
    The report says whether tfscale's file and ModelCheckpoint's hold the same groups, attributes and values
    (`tfscale_file_same_content_as_modelcheckpoint`): the times compare the same work.
+   On JAX (a child process with KERAS_BACKEND=jax, the same model, the same rounds): tfscale's save against
+   Keras' `OrbaxCheckpoint` (orbax-checkpoint; weights, optimizer state and the model's config, written in the
+   background as its default is), each timed from its call to the checkpoint finished (`wait()`,
+   `wait_until_finished()`), and the part the training thread waits for ("_blocking").
 3. Preemption: benchmarks/_checkpoint_worker.py trains the same model with a checkpoint_dir (no checkpoint by
    steps) and prints a line per step; after --sigterm-after steps it gets SIGTERM, and the time until the
    process has exited is measured. It must exit with 143 with a "preemption" checkpoint, else the benchmark
@@ -33,8 +37,8 @@ runs three parts, one after the other; within a part the arms alternate (the ord
    thread waited for them, and the chief's CPU milliseconds per step.
 
 Ratios: checkpoint_every_N / none examples/s (target >= 0.97); Keras' save seconds / tfscale's (>= 1.0: tfscale
-is as fast or faster); with --exchange, steps/s with save_on_preemption on / off on 2 workers (>= 0.98), and
-exchanges at every step / off. `training_ms_lost_per_save`: the timed span's extra milliseconds over its saves (what
+is as fast or faster), ModelCheckpoint and BackupAndRestore on TensorFlow, OrbaxCheckpoint on JAX; with
+--exchange, steps/s with save_on_preemption on / off on 2 workers (>= 0.98), and exchanges at every step / off. `training_ms_lost_per_save`: the timed span's extra milliseconds over its saves (what
 one save cost the training). Usage: python benchmarks/bench_checkpoint.py [--rounds 5] [--steps 300] [--every 50]
 [--dir DIR] [--exchange] [--quick]. Prints the JSON to stdout and a summary to stderr; on a shared machine
 compare ``load_average_before_after`` between runs.
@@ -205,6 +209,84 @@ def _h5_content(path: str) -> dict:
     return content
 
 
+class JaxSavers:
+    """On JAX: one trained model saved by tfscale's `Checkpoints` and by Keras' `OrbaxCheckpoint`, each attached
+    as `fit` would attach it (runs in a child process with KERAS_BACKEND=jax: `jax_saves`)."""
+
+    def __init__(self, folder: str, batch: int):
+        import keras
+
+        import tfscale as ts
+        from tfscale.scale.checkpoint import Checkpoints
+
+        rng = np.random.RandomState(0)
+        x = rng.rand(batch * 5, 784).astype("float32")
+        y = rng.randint(0, 10, size=batch * 5).astype("int32")
+        scale = ts.Scale("one_device")
+        with scale.scope():
+            self.model = build_model()
+            self.model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=_loss())
+        self.model.fit(x, y, batch_size=batch, epochs=1, verbose=0)  # the optimizer's state exists
+        callbacks = scale.callbacks(checkpoint_dir=os.path.join(folder, "tfscale"), resume=False,
+                                    save_on_preemption=False, throughput=False, terminate_on_nan=False)
+        self.tfscale = next(c for c in callbacks if isinstance(c, Checkpoints))
+        self.orbax = keras.callbacks.OrbaxCheckpoint(os.path.join(folder, "orbax"), max_to_keep=1)
+        for callback in (self.tfscale, self.orbax):
+            callback.set_model(self.model)
+        self.saves = 0
+
+    def save_tfscale(self) -> tuple[float, float]:
+        self.saves += 1
+        start = time.perf_counter()
+        self.tfscale.save(self.saves, 1, "steps")
+        blocking = time.perf_counter() - start
+        self.tfscale.wait()
+        return blocking, time.perf_counter() - start
+
+    def save_orbax(self) -> tuple[float, float]:
+        self.saves += 1
+        start = time.perf_counter()
+        self.orbax.on_epoch_end(self.saves, logs={})  # what fit calls at an epoch's end
+        blocking = time.perf_counter() - start
+        self.orbax.wait_until_finished()
+        return blocking, time.perf_counter() - start
+
+    def round(self, n: int, flip: bool) -> dict[str, float]:
+        times = {"tfscale": [], "tfscale_blocking": [], "keras_orbax": [], "keras_orbax_blocking": []}
+        order = ["keras_orbax", "tfscale"] if flip else ["tfscale", "keras_orbax"]
+        for _ in range(n):
+            for name in order:
+                blocking, seconds = self.save_tfscale() if name == "tfscale" else self.save_orbax()
+                times[name].append(seconds)
+                times[f"{name}_blocking"].append(blocking)
+        return {k: statistics.median(v) for k, v in times.items()}
+
+
+def jax_save_worker(settings: dict) -> None:
+    """The child process of `jax_saves`: prints {arm: [median seconds per round]} as one JSON line."""
+    savers = JaxSavers(settings["dir"], settings["batch"])
+    savers.round(1, False)  # untimed: the first save of each arm opens files, imports, compiles
+    saves: dict[str, list[float]] = {}
+    for r in range(settings["rounds"]):
+        for name, seconds in savers.round(settings["saves_per_round"], flip=r % 2 == 1).items():
+            saves.setdefault(name, []).append(seconds)
+    savers.orbax.on_train_end()
+    print("JAX_SAVES " + json.dumps({"saves": saves, "params": savers.model.count_params()}), flush=True)
+
+
+def jax_saves(args, folder: str) -> dict:
+    """tfscale against OrbaxCheckpoint on JAX, in a child process (KERAS_BACKEND is read when Keras is imported)."""
+    settings = {"dir": os.path.join(folder, "jax"), "batch": args.batch, "rounds": args.rounds,
+                "saves_per_round": args.saves_per_round}
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
+    run = subprocess.run([sys.executable, os.path.abspath(__file__), "--jax-save-worker", json.dumps(settings)],
+                         env=env, capture_output=True, text=True, timeout=EXIT_TIMEOUT_S * 5)
+    line = next((ln for ln in run.stdout.splitlines() if ln.startswith("JAX_SAVES ")), None)
+    if run.returncode != 0 or line is None:
+        raise SystemExit(f"bench_checkpoint: the JAX save arm failed (exit {run.returncode}):\n{run.stderr[-3000:]}")
+    return json.loads(line[len("JAX_SAVES "):])
+
+
 # ---------------------------------------------------------------------- 3. SIGTERM to exit
 
 def _lines(stream, into: queue.Queue) -> None:
@@ -354,6 +436,7 @@ def parse_args(argv=None):
     parser.add_argument("--exchange", action="store_true",
                         help="also time save_on_preemption on against off on 2 workers (tfscale.launch)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 2 rounds, 100 timed steps")
+    parser.add_argument("--jax-save-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.steps, args.saves_per_round, args.sigterm_after = 2, 100, 2, 30
@@ -389,8 +472,9 @@ def measure(args) -> dict:
                   + ", ".join(f"{k} {v[-1] * 1000:.1f} ms" for k, v in saves.items())
                   + f"; SIGTERM to exit {preempted[-1]['seconds']:.2f} s", file=sys.stderr)
         exchange = exchange_arm(args, folder) if args.exchange else None
+        jax = jax_saves(args, folder)
         return {"arm": arm, "training": training, "per_cpu_s": per_cpu_s, "saves": saves, "preempted": preempted,
-                "exchange": exchange,
+                "exchange": exchange, "jax_saves": jax["saves"],
                 "params": savers.model.count_params(), "checkpoint_bytes": savers.bytes(),
                 "same_content": savers.same_content()}
     finally:
@@ -410,10 +494,13 @@ def build_report(args, raw: dict, started: float, load_before: float) -> dict:
         "keras_backup_over_tfscale": round(save_median["keras_backup"] / save_median["tfscale"], 3),
         "keras_modelcheckpoint_over_tfscale_blocking": round(
             save_median["keras_modelcheckpoint"] / save_median["tfscale_blocking"], 3),
+        "keras_orbax_over_tfscale_jax": round(statistics.median(raw["jax_saves"]["keras_orbax"])
+                                              / statistics.median(raw["jax_saves"]["tfscale"]), 3),
         f"{arm}_vs_none_per_cpu_s": round(statistics.median(raw["per_cpu_s"][arm])
                                           / statistics.median(raw["per_cpu_s"]["none"]), 3),
     }
     targets = {f"{arm}_vs_none": 0.97, "keras_modelcheckpoint_over_tfscale": 1.0, "keras_backup_over_tfscale": 1.0,
+               "keras_orbax_over_tfscale_jax": 1.0,
                "sigterm_to_exit_seconds_max": round(step + SIGTERM_MARGIN_S, 3)}
     exchange = raw.get("exchange")
     exchange_ratios = {f"save_on_preemption_{arm}_vs_off_2_workers": (arm, "off") for arm in ("on", "on_every_step")}
@@ -443,6 +530,7 @@ def build_report(args, raw: dict, started: float, load_before: float) -> dict:
             1 / statistics.median(training[arm]) - 1 / statistics.median(training["none"])), 1),
         "save_seconds": {k: _figures(v, 4) for k, v in saves.items()},
         "tfscale_blocking_seconds": round(save_median["tfscale_blocking"], 4),
+        "save_seconds_jax": {k: _figures(v, 4) for k, v in raw["jax_saves"].items()},
         "tfscale_file_same_content_as_modelcheckpoint": raw["same_content"],
         "sigterm_to_exit_seconds": _figures(exit_seconds, 3),
         "sigterm_to_commit_seconds": _figures([p["to_commit_seconds"] for p in preempted], 3),
@@ -464,6 +552,8 @@ def build_report(args, raw: dict, started: float, load_before: float) -> dict:
 
 def main() -> None:
     args = parse_args()
+    if args.jax_save_worker:
+        return jax_save_worker(json.loads(args.jax_save_worker))
     load_before, started = os.getloadavg()[0], time.time()
     report = build_report(args, measure(args), started, load_before)
     ratios, saves = report["ratios"], report["save_seconds"]
@@ -471,7 +561,9 @@ def main() -> None:
           f"(target 0.97); one save: tfscale {saves['tfscale']['median'] * 1000:.1f} ms "
           f"({saves['tfscale_blocking']['median'] * 1000:.1f} ms blocking), ModelCheckpoint "
           f"{saves['keras_modelcheckpoint']['median'] * 1000:.1f} ms, BackupAndRestore "
-          f"{saves['keras_backup']['median'] * 1000:.1f} ms; SIGTERM to exit "
+          f"{saves['keras_backup']['median'] * 1000:.1f} ms; on JAX tfscale "
+          f"{report['save_seconds_jax']['tfscale']['median'] * 1000:.1f} ms, OrbaxCheckpoint "
+          f"{report['save_seconds_jax']['keras_orbax']['median'] * 1000:.1f} ms; SIGTERM to exit "
           f"{report['sigterm_to_exit_seconds']['median']:.2f} s (target "
           f"{report['targets']['sigterm_to_exit_seconds_max']:.2f} s)", file=sys.stderr)
     if args.exchange:

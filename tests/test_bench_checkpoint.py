@@ -37,8 +37,10 @@ def test_bench_checkpoint_reports_its_named_figures_and_positive_ratios(report):
         assert isinstance(ratios[name], float) and ratios[name] > 0, (name, ratios)
     assert set(report["examples_per_s"]) == {"checkpoint_every_50", "none"}
     assert set(report["save_seconds"]) == {"tfscale", "tfscale_blocking", "keras_modelcheckpoint", "keras_backup"}
+    assert set(report["save_seconds_jax"]) == {"tfscale", "tfscale_blocking", "keras_orbax", "keras_orbax_blocking"}
+    assert isinstance(ratios["keras_orbax_over_tfscale_jax"], float) and ratios["keras_orbax_over_tfscale_jax"] > 0
     for figures in (*report["examples_per_s"].values(), *report["examples_per_cpu_s"].values(),
-                    *report["save_seconds"].values(),
+                    *report["save_seconds"].values(), *report["save_seconds_jax"].values(),
                     report["sigterm_to_exit_seconds"], report["step_seconds"]):
         assert len(figures["all"]) == QUICK_ROUNDS and figures["median"] > 0, figures
     assert report["tfscale_blocking_seconds"] > 0
