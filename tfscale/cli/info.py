@@ -34,6 +34,15 @@ def add_parser(subparsers) -> None:
     model.add_argument("--layout", default=None, help='(JAX) "auto", or a JSON table {"regex": [axes]}')
     p.set_defaults(func=run)
 
+    plan = p.add_argument_group("the memory planner (JAX, model_parallel)")
+    plan.add_argument("--device-memory", default=None, metavar="SIZE",
+                      help="each device's memory, e.g. 16GiB: bytes per device of --model's parameters, optimizer "
+                           "state and activations on every (data, model) mesh, and the smallest model axis that fits")
+    plan.add_argument("--batch-size", type=int, default=1, help="the global batch the activations are estimated at")
+    plan.add_argument("--sequence-length", type=int, default=None,
+                      help="(text models) the length that stands for open sequence dimensions in the estimate")
+    plan.add_argument("--optimizer", default="adam", help="the optimizer whose state is counted, where --model's "
+                                                          "function returns an uncompiled model (default: adam)")
 
 def _options(args) -> dict:
     options = {}
@@ -49,11 +58,21 @@ def run(args) -> int:
 
     info.set_backend(args.backend)
     report = info.collect(replicas=args.replicas, backend=args.backend)
-    if args.model:
+    if args.device_memory and not args.model:
+        from tfscale.errors import ConfigError
+
+        raise ConfigError("--device-memory plans a model's memory, and no --model was given", where="tfscale info",
+                          fix="add --model MODULE:FUNCTION (a function that returns the Keras model)")
+    if args.model and not args.device_memory:  # the planner builds the model once, unsharded, itself
         report["placement"] = info.placement(args.model, args.strategy, replicas=args.replicas,
                                              options=_options(args))
     if args.json:
         print(json.dumps(report, indent=2, default=str))
+    if args.device_memory:
+        report["memory_plan"] = info.memory_plan(
+            args.model, devices=args.replicas, layout=_options(args).get("layout", "auto"),
+            device_memory=args.device_memory, batch_size=args.batch_size, sequence_length=args.sequence_length,
+            optimizer=args.optimizer)
         return 0
     print(f"tfscale {report['versions']['tfscale']} on Keras' {report['backend']} backend")
     print(render(["package", "version"], sorted(report["versions"].items())))
@@ -78,6 +97,8 @@ def run(args) -> int:
 def _print_placement(described: dict) -> None:
     engine = described["engine"]
     print()
+    if "memory_plan" in report:
+        _print_memory_plan(report["memory_plan"])
     print(f"{described['strategy']} ({described['backend']}): mesh {engine.get('mesh')}, devices "
           f"{', '.join(engine.get('devices', []))}")
     rows = [(v["path"], "x".join(map(str, v["shape"])) or "scalar", v["sharding"], _kb(v["bytes"]),
@@ -88,3 +109,20 @@ def _print_placement(described: dict) -> None:
 
 def _kb(size: int) -> str:
     return f"{size / 1024:.1f}"
+
+
+def _print_memory_plan(plan: dict) -> None:
+    from tfscale.strategy.jax.planner import human
+
+    print()
+    print(f"memory per device on {plan['devices']} device(s), batch {plan['batch_size']} "
+          f"(device memory {human(plan['device_memory_bytes'])}):")
+    print(render(["mesh", "parameters", "optimizer", "activations (floor)", "total", "fits"],
+                 [(", ".join(f"{k}={v}" for k, v in m["mesh"].items()), human(m["parameters_bytes"]),
+                   human(m["optimizer_bytes"]), human(m["activation_bytes"]), human(m["total_bytes"]),
+                   "yes" if m["total_bytes"] <= plan["device_memory_bytes"] else "no") for m in plan["meshes"]]))
+    for note in plan["notes"]:
+        print(f"  - {note}")
+    mesh = plan["recommended"]
+    print(f"recommended: mesh {', '.join(f'{k}={v}' for k, v in mesh.items())} (the smallest model axis that fits): "
+          f"tfscale.Scale('model_parallel', mesh=({', '.join(str(v) for v in mesh.values())}), layout=...)")

@@ -88,5 +88,42 @@ def placement(model_fn: str, strategy: str = "auto", *, replicas: int | None = N
 
 def set_backend(backend: str | None) -> None:
     """Makes Keras load on `backend` in this (CLI) process, before anything imports it."""
+def memory_plan(model_fn: str, *, devices: int | None, layout, device_memory: str, batch_size: int = 1,
+                sequence_length: int | None = None, optimizer: str = "adam",
+                min_shard_params: int | None = None) -> dict:
+    """`tfscale info --device-memory`: `model_fn`'s model built once, unsharded, with its optimizer's state (the
+    model's own where the function compiles it, else `optimizer`), and its bytes per device on every (data, model)
+    mesh of `devices` (default: the devices JAX sees), placed by `layout` (`strategy.jax.planner`).
+
+    Raises:
+        ConfigError: not on JAX, a size that is not one, or no mesh fits (the error gives the memory that would).
+    """
+    import keras
+
+    from tfscale.config import StrategyConfig
+    from tfscale.errors import ConfigError
+    from tfscale.strategy.jax import planner
+    from tfscale.strategy.jax.layout import rules_from
+    from tfscale.train.loading import make_model
+
+    if keras.config.backend() != "jax":
+        raise ConfigError(f"the memory planner is for model_parallel on JAX, and Keras runs on "
+                          f"{keras.config.backend()} here", where="--device-memory", fix="add --backend jax")
+    memory = planner.parse_bytes(device_memory)
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}", where="--batch-size",
+                          fix="give the global batch size, e.g. --batch-size 256")
+    count = devices or len(keras.distribution.list_devices())
+    model = make_model(model_fn, None)
+    if getattr(model, "optimizer", None) is None:
+        model.compile(optimizer=optimizer, loss="mse")
+    rules, auto = rules_from(layout)
+    threshold = min_shard_params or StrategyConfig().min_shard_params
+    result = planner.plan(planner.variables_of(model), count, rules=rules, auto=auto, min_shard_params=threshold,
+                          activation_bytes_per_example=planner.activation_bytes_per_example(model, sequence_length),
+                          batch_size=batch_size, device_memory=memory)
+    return result.to_dict()
+
+
     if backend:
         os.environ["KERAS_BACKEND"] = backend
