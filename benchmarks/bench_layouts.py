@@ -179,6 +179,10 @@ def _shape_bytes(text: str) -> int:
     return total
 
 
+_COLLECTIVE = re.compile(r"\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(.+?)\s+(all-reduce|all-gather|reduce-scatter|"
+                         r"all-to-all|collective-permute)(?:-start)?\(")
+
+
 def collectives(dump: str) -> dict:
     """{kind: {"count", "bytes"}} of the train step's optimized module in an XLA dump folder (the module with the
     most collectives among those named for a train step, else among all)."""
@@ -189,8 +193,7 @@ def collectives(dump: str) -> dict:
         found = {kind: {"count": 0, "bytes": 0} for kind in COLLECTIVES}
         with open(path) as f:
             for line in f:
-                m = re.match(r"\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(.+?)\s+(all-reduce|all-gather|reduce-scatter|all-to-all|"
-                             r"collective-permute)(?:-start)?\(", line)
+                m = _COLLECTIVE.match(line)
                 if m:
                     found[m.group(2)]["count"] += 1
                     found[m.group(2)]["bytes"] += _shape_bytes(m.group(1))
