@@ -38,11 +38,11 @@ def test_distribute_batches_a_pipeline_per_replica():
 def test_the_per_step_have_data_check_is_off_only_where_every_replica_gets_a_batch_at_every_step():
     from types import SimpleNamespace
 
-    from tfscale.data.sharding import _replicas_end_together, distribute
+    from tfscale.data.sharding.tf_distribute import _replicas_end_together, strategy_batches
 
     data = tf.data.Dataset.range(10)
     one = tf.distribute.MirroredStrategy(["/cpu:0"])  # one worker: TF's check is local, left as TF sets it
-    dist = distribute(one, data, global_batch_size=4, per_replica_batch_size=4, drop_remainder=False)
+    dist = strategy_batches(one, data, global_batch_size=4, per_replica_batch_size=4, drop_remainder=False)
     # private: TensorFlow's `_enable_get_next_as_optional` (the per-step "has data" check of a distributed
     # dataset, checked on TF 2.21) and tfscale's own `_replicas_end_together` (imported above; no public form).
     # A TensorFlow rename gives an AttributeError here, not a pass. (2 workers: the equivalence test counts

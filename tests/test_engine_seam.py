@@ -132,9 +132,9 @@ def test_jax_workers_under_slurm_and_kubernetes_find_the_same_coordinator():
     assert env["KERAS_DISTRIBUTION_JOB_ADDRESSES"] == "node1:8888,node2:8888"
     assert env["KERAS_DISTRIBUTION_PROCESS_ID"] == "1" and "TF_CONFIG" not in env
     assert detect(environ=slurm, gpus=0).coordinator == "node1:8888"  # srun without the launcher: the same
-    from tfscale.cluster.launch import manifest
+    from tfscale.cluster.launch import indexed_job
 
-    pod = manifest.documents(["python", "train.py"], workers=2, backend="jax")[1]
+    pod = indexed_job.documents(["python", "train.py"], workers=2, backend="jax")[1]
     variables = {e["name"]: e["value"] for e in pod["spec"]["template"]["spec"]["containers"][0]["env"] if "value" in e}
     assert variables["KERAS_BACKEND"] == "jax"
     k8s = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "JOB_COMPLETION_INDEX": "1", **{k: v for k, v in variables.items()

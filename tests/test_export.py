@@ -11,6 +11,7 @@ from sklearn.datasets import load_digits
 
 import tfscale as ts
 from tfscale.errors import ConfigError, DataError, ExportError
+from tfscale.export import child_job
 from tfscale.export import report as report_lib
 from tfscale.export import samples
 
@@ -288,3 +289,34 @@ def test_auto_metric_for_regression_and_binary_outputs(digits, tmp_path):
         assert row["metric"] == metric and row["max_abs_diff"] < 1e-4
         assert (row["agreement"] is None) == (metric == "mae")
 
+
+
+def test_child_job_protocol_returns_the_result_or_raises_the_childs_error(tmp_path):
+    """export/child_job.py, the protocol of export's child processes: job.json in, result.json out; the child's
+    own error, an exit without a result and a timeout each become an ExportError."""
+    (tmp_path / "tfscale_echo_worker.py").write_text(
+        "import json, sys, time\nfrom pathlib import Path\n"
+        "folder = Path(sys.argv[1]); job = json.loads((folder / 'job.json').read_text())\n"
+        "if job['do'] == 'crash': sys.exit(5)\n"
+        "if job['do'] == 'sleep': time.sleep(60)\n"
+        "result = {'echo': job['value']} if job['do'] == 'echo' else "
+        "{'error': {'what': 'bad x', 'where': 'x', 'fix': 'give y'}}\n"
+        "(folder / 'result.json').write_text(json.dumps(result))\n")
+    env = child_job.child_env(PYTHONPATH=str(tmp_path))
+    folders = []
+
+    def run(do, **options):
+        with child_job.job_folder("tfscale-test-") as folder:
+            folders.append(folder)
+            child_job.write_job(folder, {"do": do, "value": 7})
+            return child_job.run("tfscale_echo_worker", folder, env=env, name="the echo worker", where="echo",
+                                 **options)
+
+    assert run("echo") == {"echo": 7}
+    with pytest.raises(ExportError, match="bad x.*Where: x.*Fix: give y"):
+        run("fail")
+    with pytest.raises(ExportError, match="the echo worker exited with code 5.*Where: echo"):
+        run("crash", capture=True)
+    with pytest.raises(ExportError, match="the echo worker did not finish within 0.5 s.*Fix: wait longer"):
+        run("sleep", timeout=0.5, timeout_fix="wait longer")
+    assert len(folders) == 4 and not any(f.exists() for f in folders)  # every job folder removed, failed or not

@@ -25,6 +25,7 @@ def test_info_json_reports_choice_and_reasons():
     assert "no cluster manager found (TF_CONFIG, Slurm, Kubernetes): a single process" in topology["reasons"]
     assert topology["accelerator"] != "CPU" or "no GPU: using the CPU" in topology["reasons"], topology
     assert {s["name"] for s in report["strategies"]} >= {"auto", "mirrored", "multi_worker", "tpu"}
+    assert {(p["name"], p["strategy"]) for p in report["presets"]} >= {("laptop", "mirrored"), ("tpu", "tpu")}  # shipped
     assert any(d["type"] == "CPU" for d in report["devices"])
 
 

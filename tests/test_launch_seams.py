@@ -164,7 +164,7 @@ def test_slurm_environment_mistakes_are_cluster_errors():
 
 def test_the_launch_side_imports_no_framework():
     code = ("import sys; import tfscale.cluster, tfscale.cluster.launch.launcher, tfscale.cluster.launch.backends, "
-            "tfscale.cluster.launch.manifest, tfscale.cli.launch; "
+            "tfscale.cluster.launch.indexed_job, tfscale.cli.launch; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in {'tensorflow', 'keras', 'jax'}))")
     proc = subprocess.run([sys.executable, "-c", code], env=base_env(), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr[-2000:]

@@ -1,6 +1,7 @@
 """`register`: a user's strategy joins the registry under a new name; a name that is taken is refused unless
 the caller asks to replace it."""
 
+import re
 import sys
 
 import pytest
@@ -33,12 +34,19 @@ def test_a_taken_name_is_refused_unless_override_and_a_new_one_is_listed():
     registry._REGISTRY.pop(("tensorflow", "test_mine"))  # private: the registry's table; leave it as it was
 
 
-def test_a_users_strategy_declaring_lockstep_gets_the_key_exchange():
+def test_a_users_strategy_declaring_lockstep_gets_the_exchange_the_checkpoint_check_and_the_exit_barrier(tmp_path):
     """Behaviour follows the declared capabilities, not the name: a strategy registered as "my_lockstep" with
-    multi_worker's capabilities exchanges keys across 2 launched workers (None before: only the name
-    "multi_worker" had it). The exit barrier turns on by the same declaration (TensorFlowEngine.build)."""
+    multi_worker's capabilities, on 2 launched workers, exchanges keys (None before: only the name
+    "multi_worker" had it); runs the shared-checkpoint check (a folder both see passes, a folder per worker is
+    refused on both); and leaves through the exit barrier (worker 1 exits only after the chief, which finishes
+    last)."""
     done = procs.run_one(["-m", "tfscale", "launch", "-n", "2", "--", sys.executable,
-                          str(procs.REPO / "tests" / "workers" / "lockstep_strategy.py")], timeout=300)
+                          str(procs.REPO / "tests" / "workers" / "lockstep_strategy.py"), str(tmp_path)], timeout=300)
+    out = done.stdout
     for rank in (0, 1):
-        assert f"rank {rank}: my_lockstep exchange ['r0', 'r1']" in done.stdout, done.stdout[-3000:]
-    assert "did not all reach" not in done.stdout
+        assert f"rank {rank}: my_lockstep exchange ['r0', 'r1']" in out, out[-3000:]
+        assert f"rank {rank}: one folder shared" in out, out[-3000:]
+        assert re.search(rf"rank {rank}: own folders refused: checkpoint_dir .*ckpt{rank}.* is not shared between "
+                         r"the hosts: worker\(s\) 1 do not see", out), out[-3000:]
+    assert "rank 1 left after the chief: True" in out, out[-3000:]
+    assert "did not all reach" not in out

@@ -18,7 +18,7 @@ import pytest
 from procs import REPO, free_ports
 from s3 import s3_server
 from tfscale.errors import ClusterError, ConfigError
-from tfscale.storage import Store, atomic_write
+from tfscale.storage import Store, atomic_path, atomic_write
 
 # No credentials or endpoint from this machine's configuration, and no EC2 metadata lookup (no cloud here).
 _ISOLATED = {"AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent",
@@ -110,6 +110,23 @@ def test_atomic_write_replaces_whole_with_plain_mode(tmp_path):
     mask = os.umask(0o022)
     os.umask(mask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask  # not mkstemp's 0600
+
+
+def test_atomic_path_moves_a_whole_file_into_place_or_leaves_the_old_one(tmp_path):
+    """`atomic_path`, the one local atomic writer's form for writers that take a path (model.save, savefig)."""
+    path = tmp_path / "model.keras"
+    path.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        assert os.path.dirname(tmp) == str(tmp_path) and tmp.endswith("model.keras") and os.path.exists(tmp)
+        with open(tmp, "wb") as f:
+            f.write(b"half")
+        raise RuntimeError("killed mid-write")
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["model.keras"]  # no temporary file left
+    with atomic_path(path, suffix=".png", sync=False) as tmp:
+        assert tmp.endswith("model.keras.png")
+        with open(tmp, "wb") as f:
+            f.write(b"new")
+    assert path.read_bytes() == b"new" and os.listdir(tmp_path) == ["model.keras"]
 
 
 def test_s3_endpoint_from_aws_endpoint_url_s3(server, monkeypatch):

@@ -12,7 +12,7 @@ import tensorflow as tf
 import tfscale as ts
 from procs import base_env, free_ports, kill_all, run_one
 from tfscale.strategy import available, get
-from tfscale.strategy.keras_compat import MultiWorkerStrategy, needs_reduce_fix
+from tfscale.compat.keras.multi_worker import MultiWorkerStrategy, needs_reduce_fix
 
 HERE = Path(__file__).resolve().parent
 PROBE = str(HERE / "workers" / "scale_probe.py")
@@ -75,7 +75,7 @@ def test_batch_contract_errors():
 # and reduces a nested structure (what Keras' _maybe_symbolic_build passes) with each
 GATE = """
 import json, keras, tensorflow as tf
-from tfscale.strategy import keras_compat
+from tfscale.compat.keras import multi_worker as keras_compat
 shipped = keras_compat.MultiWorkerStrategy()
 keras_compat.KERAS_FIT_FIXED_IN = keras_compat._keras_version()
 fixed_upstream = keras_compat.MultiWorkerStrategy()
@@ -94,7 +94,7 @@ print(json.dumps({"shipped": shipped._tfscale_fix_reduce, "fixed_upstream": fixe
 def test_keras_fix_is_version_gated(monkeypatch):
     import keras
 
-    from tfscale.strategy import keras_compat
+    from tfscale.compat.keras import multi_worker as keras_compat
 
     assert not needs_reduce_fix((2, 15))
     installed = tuple(int(p) for p in keras.__version__.split(".")[:2])
@@ -112,7 +112,7 @@ def test_keras_fix_is_version_gated(monkeypatch):
 
 
 def test_mirrored_cpu_replicas_and_laptop_preset():
-    out = run_one([PROBE, "mirrored", "2", "+", "--preset", str(REPO / "strategies" / "laptop.toml"), "+", "auto", "2"],
+    out = run_one([PROBE, "mirrored", "2", "+", "--preset", "laptop", "+", "auto", "2"],  # the shipped preset, by name
                   timeout=180).stdout  # one process: each asks for the same 2 CPU replicas
     mirrored, preset, auto = (json.loads(line) for line in out.strip().splitlines()[-3:])
     assert mirrored["replicas"] == 2 and mirrored["strategy"] == "MirroredStrategy"

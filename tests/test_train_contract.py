@@ -78,6 +78,34 @@ def test_scale_optimizer_scales_to_the_distributed_batch():
         scale.optimizer("sgd", base_lr=0.1, base_batch_size=32)
 
 
+def test_scale_input_is_what_the_optimizer_and_callbacks_read_when_given_it(tmp_path):
+    """`scale.input` returns the batches with what was decided (`DistributedInput`) and leaves nothing behind;
+    the optimizer and the callbacks read the one they are given, and without it both follow one rule for the
+    training input given to `scale.distribute`."""
+    from tfscale.scale.checkpoint import Checkpoints
+    from tfscale.scale.throughput import Throughput
+
+    scale = ts.Scale("default")
+    examples = tf.data.Dataset.range(256).map(lambda i: (tf.cast(i, tf.float32), i))
+    train = scale.input(examples, global_batch_size=64)
+    assert (train.global_batch_size, train.per_replica_batch_size, train.steps, train.equal_steps) == (64, 64, 4, True)
+    assert [int(x.shape[0]) for x, _ in train.dataset] == [64] * 4
+    assert scale.training_batch_size() is None  # passed on explicitly, not recorded
+    scale.distribute(examples, global_batch_size=64)
+    scale.distribute(tf.data.Dataset.range(10), global_batch_size=5)  # more training input, of another batch
+    for where, build in (("scale.optimizer", lambda: scale.optimizer("sgd", base_lr=0.1, base_batch_size=32)),
+                         ("scale.callbacks", lambda: scale.callbacks())):
+        with pytest.raises(ConfigError, match="several global batch sizes") as e:
+            build()
+        assert e.value.where.startswith(where)
+    optimizer = scale.optimizer("sgd", base_lr=0.1, base_batch_size=32, training_input=train)
+    assert float(optimizer.learning_rate) == pytest.approx(0.2)  # 0.1 x 64 / 32
+    callbacks = scale.callbacks(training_input=train, checkpoint_dir=str(tmp_path), save_on_preemption=False)
+    checkpoints = next(c for c in callbacks if isinstance(c, Checkpoints))
+    assert (checkpoints.run["global_batch_size"], checkpoints.run["steps_per_epoch"]) == (64, 4)
+    assert next(c for c in callbacks if isinstance(c, Throughput)).global_batch_size == 64
+
+
 def test_precision_auto_follows_the_hardware_and_policy_is_restored():
     assert resolve_precision("auto", "CPU") == "float32"
     assert resolve_precision("auto", "TPU") == "mixed_bfloat16"

@@ -8,10 +8,11 @@ import pytest
 import tensorflow as tf
 
 import tfscale as ts
+from tfscale.config.functions import load_function
 from tfscale.errors import ConfigError, DataError
 from tfscale.scale.checkpoint import list_checkpoints
 from tfscale.train import TrainingError
-from tfscale.train.loading import make_model, resolve
+from tfscale.train.loading import make_model
 
 STEPS, BATCH = 6, 8
 RNG = np.random.RandomState(0)
@@ -130,11 +131,11 @@ def test_bad_calls_are_errors_naming_what_to_change(scale):
 
 def test_module_function_names_that_do_not_resolve():
     with pytest.raises(ConfigError, match="no module named 'no_such_module_xyz'"):
-        resolve("no_such_module_xyz.models:build", where="model")
+        load_function("no_such_module_xyz.models:build", where="model")
     with pytest.raises(ConfigError, match="closest names it has: dump, dumps"):
-        resolve("json:dumpz", where="model")
+        load_function("json:dumpz", where="model")
     with pytest.raises(ConfigError, match="not of the form 'module:function'"):
-        resolve("tfscale.recipes.digits", where="model")
+        load_function("tfscale.recipes.digits", where="model")
     with pytest.raises(ConfigError, match="is a float, not a function"):
-        resolve("math:pi", where="model")
+        load_function("math:pi", where="model")
     assert isinstance(make_model("tfscale.recipes.digits:build_model"), keras.Model)

@@ -45,3 +45,8 @@ class DataError(TfscaleError, ValueError):
 
 class ExportError(TfscaleError, RuntimeError):
     """A model could not be saved, converted, quantized or validated."""
+
+
+class UpstreamError(TfscaleError, RuntimeError):
+    """An installed TensorFlow, Keras, JAX, keras-tuner or Ray lacks a private API that tfscale relies on
+    (`tfscale.compat`, the upstream quarantine, names which and the versions it was checked on)."""

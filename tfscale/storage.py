@@ -25,6 +25,9 @@ A missing object stays a `FileNotFoundError`, as for a local file.
 Object stores have no atomic rename: an object appears whole once its upload completes, so callers commit
 with a marker object written last (see `tfscale.scale.checkpoint_store`); `rename_dir` is local only.
 
+`PendingFile` (with `atomic_path` and `atomic_write` over it) is tfscale's one local atomic writer: what
+tfscale writes whole (checkpoint manifests and copies, exports, shards, tuning state, results) goes through it.
+
 Standard library only at import time (fsspec, s3fs, gcsfs load inside the methods that need them); imports
 only `tfscale.errors`.
 """
@@ -415,38 +418,89 @@ def _parse_url(text: str, what: str) -> tuple[str, str]:
     return scheme, location
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
-    """The one local atomic writer: temp file in the same folder, flush, fsync, os.replace.
+class PendingFile:
+    """A temporary file beside `path` that becomes `path` whole on `commit()`, or goes on `discard()`.
+
+    The one local atomic writer: `atomic_write`, `atomic_path`, `Store` (checkpoint manifests), the export files,
+    converted shards, tuning state and launched functions' results all write through it. The temporary
+    file is ``.tmp-<pid>-<random>-<name><suffix>`` in `path`'s folder (`TEMP_PREFIX`: a killed writer's
+    leftovers are found by it; it ends as `path` does, for writers that insist on an ending), created
+    empty with the mode a plain `open()` gives (0666 less the umask, not mkstemp's 0600), so readers of
+    the folder can read the result.
+
+    Args:
+        path: the final file (its folder must exist).
+        suffix: appended to the temporary name (e.g. ".png" when `path` has another ending).
+        sync: fsync the file before the rename and the folder after it (durable across a crash of the
+            machine); False: atomic for readers and against a killed process only.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, suffix: str = "", sync: bool = True):
+        self.path = os.path.abspath(os.fspath(path))
+        folder, name = os.path.split(self.path)
+        self.tmp = os.path.join(folder, f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{name}{suffix}")
+        self.sync = sync
+        os.close(os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+
+    def commit(self) -> None:
+        """Moves the temporary file onto `path` in one step (on failure it is removed)."""
+        try:
+            if self.sync:
+                sync_file(self.tmp)
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.discard()
+            raise
+        if self.sync:
+            _fsync_folder(os.path.dirname(self.path))
+
+    def discard(self) -> None:
+        """Removes the temporary file (a missing one is fine); `path` is left as it was."""
+        with contextlib.suppress(OSError):
+            os.remove(self.tmp)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, suffix: str = "", sync: bool = True) -> Iterator[str]:
+    """Yields the path of a `PendingFile` to write by name; on success it becomes `path`, else it is removed.
+
+    Example:
+        with atomic_path("model.keras", sync=False) as tmp:
+            model.save(tmp)
+    """
+    pending = PendingFile(path, suffix=suffix, sync=sync)
+    try:
+        yield pending.tmp
+    except BaseException:
+        pending.discard()
+        raise
+    pending.commit()
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str, *, sync: bool = True) -> None:
+    """Writes `path` whole or not at all through a `PendingFile` (with `sync`: flushed and fsynced).
 
     A reader sees the old file or the whole new one, never a part; a failure leaves no temporary file.
     `str` data is written as UTF-8.
     """
-    with _atomic_file(path) as f:
+    with _atomic_file(path, sync=sync) as f:
         f.write(data.encode() if isinstance(data, str) else data)
 
 
 @contextlib.contextmanager
-def _atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """A binary file to fill; on success it is flushed, fsynced and renamed to `path` (else removed).
+def _atomic_file(path: str | os.PathLike, *, sync: bool = True) -> Iterator[BinaryIO]:
+    """A binary file to fill; on success it becomes `path` (`PendingFile.commit`), else it is removed."""
+    with atomic_path(path, sync=sync) as tmp, open(tmp, "wb") as f:
+        yield f
 
-    The temporary file is named ``.tmp-<pid>-<random>-<name>`` in `path`'s folder, with the mode a plain
-    `open()` gives (0666 less the umask, not mkstemp's 0600), so readers of the folder can read it.
-    """
-    path = os.fspath(path)
-    folder, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{name}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+
+def sync_file(path: str) -> None:
+    """Flushes a closed file's data to the disk (before a rename that must survive a crash of the machine)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    _fsync_folder(folder)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_folder(folder: str) -> None:

@@ -52,7 +52,7 @@ def topics(examples: int, seed: int):
     return x, y
 
 
-def build_model(width: int):
+def build_model(width: int = 512):  # the default of --width (`tfscale info --model` calls it without arguments)
     import keras
 
     return keras.Sequential([

@@ -105,10 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     from tfscale.errors import TfscaleError
 
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
     except TfscaleError as e:
         print(f"tfscale {args.command}: {e}", file=sys.stderr)
-        return 2
+        code = 2
     except KeyboardInterrupt:
         print(f"tfscale {args.command}: interrupted", file=sys.stderr)
-        return 130
+        code = 130
+    engine = sys.modules.get("tfscale.strategy.tf_engine")  # loaded where a TensorFlow engine was built
+    if code and engine is not None:
+        engine.leave_at_once()  # a failed command skips the workers' exit barrier: its launcher sees it at once
+    return code

@@ -12,7 +12,7 @@ import argparse
 import datetime
 import json
 
-from tfscale.cli.table import render
+from tfscale.table import render
 
 
 def add_parser(subparsers) -> None:

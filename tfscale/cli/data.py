@@ -7,8 +7,9 @@ import signal
 import threading
 
 from tfscale import quiet
-from tfscale.cli.table import render
 from tfscale.errors import ConfigError
+from tfscale.table import render
+from tfscale.vocabulary import ON_ERROR
 
 
 def add_parser(subparsers) -> None:
@@ -36,7 +37,7 @@ def add_parser(subparsers) -> None:
                    help="number of shards (>= number of reading workers)")
     c.add_argument("--key", default=None, metavar="COLUMN", help="CSV column with unique values to look records up by")
     c.add_argument("--label", default=None, metavar="COLUMN", help="CSV column holding the class label")
-    c.add_argument("--on-error", choices=("raise", "skip"), default="raise", help="stop at or skip bad records")
+    c.add_argument("--on-error", choices=ON_ERROR, default="raise", help="stop at or skip bad records")
     c.add_argument("--store", choices=("encoded", "raw"), default="encoded",
                    help="images: the file bytes (encoded), or uint8 pixels at --image-size (raw: fastest to read, "
                         "larger)")

@@ -122,7 +122,7 @@ def evaluation_arrays(path: str, model):
 
 def run(args) -> int:
     from tfscale import export
-    from tfscale.cli.table import render
+    from tfscale.table import render
     from tfscale.errors import ConfigError
     from tfscale.export.samples import load_arrays
 

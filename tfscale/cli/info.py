@@ -1,4 +1,4 @@
-"""`tfscale info [--json] [--backend B] [--model M]`: versions, devices, cluster, auto's choice and why.
+"""`tfscale info [--json] [--backend B] [--model M]`: versions, devices, cluster, auto's choice and why, presets.
 
 With ``--model module:function`` it also builds that model under the strategy
 asked for (``--strategy``, ``--mesh``, ``--layout``) and shows where each
@@ -10,21 +10,23 @@ from __future__ import annotations
 import argparse
 import json
 
-from tfscale.cli.table import render
+from tfscale.table import render
+from tfscale.vocabulary import BACKENDS
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "info", help="versions, devices, detected cluster, and the strategy auto picks",
         description="Show versions, devices, the cluster found, the strategy `auto` picks here and why, and every "
-                    "strategy of both engines (TensorFlow: tf.distribute; JAX: keras.distribution).",
+                    "strategy of both engines (TensorFlow: tf.distribute; JAX: keras.distribution), and the strategy "
+                    "presets shipped with tfscale.",
         epilog="examples:\n  tfscale info\n  tfscale info --backend jax --replicas 2\n"
                "  tfscale info --backend jax --replicas 2 --strategy model_parallel --mesh 1,2 --layout auto "
-               "--model examples/model_parallel/model.py:build_model",
+               "--model examples/model_parallel/train.py:build_model",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--replicas", type=int, default=None, help="CPU replicas to assume (default: 1)")
-    p.add_argument("--backend", choices=("tensorflow", "jax"), default=None,
+    p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="the Keras backend to report on (default: KERAS_BACKEND, else tensorflow)")
     model = p.add_argument_group("where a model's variables live")
     model.add_argument("--model", default=None, metavar="MODULE:FUNCTION",
@@ -32,8 +34,6 @@ def add_parser(subparsers) -> None:
     model.add_argument("--strategy", default="auto", help="the strategy to build it under (default: auto)")
     model.add_argument("--mesh", default=None, metavar="D,M", help="(JAX) mesh sizes, e.g. 1,2")
     model.add_argument("--layout", default=None, help='(JAX) "auto", or a JSON table {"regex": [axes]}')
-    p.set_defaults(func=run)
-
     plan = p.add_argument_group("the memory planner (JAX, model_parallel)")
     plan.add_argument("--device-memory", default=None, metavar="SIZE",
                       help="each device's memory, e.g. 16GiB: bytes per device of --model's parameters, optimizer "
@@ -43,6 +43,8 @@ def add_parser(subparsers) -> None:
                       help="(text models) the length that stands for open sequence dimensions in the estimate")
     plan.add_argument("--optimizer", default="adam", help="the optimizer whose state is counted, where --model's "
                                                           "function returns an uncompiled model (default: adam)")
+    p.set_defaults(func=run)
+
 
 def _options(args) -> dict:
     options = {}
@@ -66,13 +68,13 @@ def run(args) -> int:
     if args.model and not args.device_memory:  # the planner builds the model once, unsharded, itself
         report["placement"] = info.placement(args.model, args.strategy, replicas=args.replicas,
                                              options=_options(args))
-    if args.json:
-        print(json.dumps(report, indent=2, default=str))
     if args.device_memory:
         report["memory_plan"] = info.memory_plan(
             args.model, devices=args.replicas, layout=_options(args).get("layout", "auto"),
             device_memory=args.device_memory, batch_size=args.batch_size, sequence_length=args.sequence_length,
             optimizer=args.optimizer)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
         return 0
     print(f"tfscale {report['versions']['tfscale']} on Keras' {report['backend']} backend")
     print(render(["package", "version"], sorted(report["versions"].items())))
@@ -89,16 +91,20 @@ def run(args) -> int:
     print(render(["strategy", "backend", "description"],
                  [(s["name"], s["backend"] + (" (this one)" if s["backend"] == report["backend"] else ""),
                    s["description"]) for s in report["strategies"]]))
+    print()
+    print(render(["preset", "strategy", "description"],
+                 [(p["name"], p["strategy"], p["description"]) for p in report["presets"]]))
+    print('presets: ts.Scale.from_preset("NAME"), or strategy = "NAME.toml" in a run file')
     if "placement" in report:
         _print_placement(report["placement"])
+    if "memory_plan" in report:
+        _print_memory_plan(report["memory_plan"])
     return 0
 
 
 def _print_placement(described: dict) -> None:
     engine = described["engine"]
     print()
-    if "memory_plan" in report:
-        _print_memory_plan(report["memory_plan"])
     print(f"{described['strategy']} ({described['backend']}): mesh {engine.get('mesh')}, devices "
           f"{', '.join(engine.get('devices', []))}")
     rows = [(v["path"], "x".join(map(str, v["shape"])) or "scalar", v["sharding"], _kb(v["bytes"]),

@@ -18,6 +18,8 @@ import argparse
 import shlex
 import sys
 
+from tfscale.vocabulary import BACKENDS
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -36,7 +38,7 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-n", "--nproc", dest="workers", type=int, default=None, metavar="N",
                    help="workers on this host (default 1; under srun: one per Slurm task)")
-    p.add_argument("--backend", choices=("tensorflow", "jax"), default=None,
+    p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="the Keras backend of the workers: tensorflow (TF_CONFIG) or jax (KERAS_DISTRIBUTION_*, "
                         "jax.distributed); default: KERAS_BACKEND, else tensorflow")
     p.add_argument("--replicas-per-worker", type=int, default=None, metavar="K",

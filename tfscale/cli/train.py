@@ -12,6 +12,8 @@ def add_parser(subparsers) -> None:
                             "is an error naming the key. With train.checkpoint_dir set, running the same command "
                             "again resumes from the last checkpoint (a finished run trains nothing and says so).",
                 examples=["tfscale train examples/train/digits.toml --set train.epochs=3",
+                          "tfscale train examples/train/digits.toml --set strategy=laptop.toml   # a shipped preset "
+                          "(tfscale info lists them)",
                           "tfscale launch -n 2 -- tfscale train examples/train/digits.toml"])
     p.add_argument("config", metavar="RUN.toml", help="the run file (see examples/train/digits.toml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -20,7 +22,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from tfscale.cli.table import render
+    from tfscale.table import render
     from tfscale.recipes.train import run_training
     from tfscale.scale.throughput import describe
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from tfscale.cli.table import render
+from tfscale.table import render
 
 
 def add_parser(subparsers) -> None:

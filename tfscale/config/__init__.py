@@ -1,4 +1,4 @@
-"""Configuration: frozen dataclasses, TOML presets and ``--set key=value`` overrides.
+"""Configuration: frozen dataclasses, TOML presets (shipped ones in presets/) and ``--set key=value`` overrides.
 
 Every config is a frozen dataclass validated in ``__post_init__``, one module per
 area (strategy, run/train, tune). Files and overrides go through `from_mapping`
@@ -11,10 +11,11 @@ from tfscale.config.loading import (apply_overrides, check_choice, from_mapping,
 from tfscale.config.run import (LR_SCALINGS, PRECISIONS, DataConfig, ExportConfig, RunConfig, TrainConfig,
                                 load_run_config)
 from tfscale.config.strategy import (CLUSTER_MANAGERS, COMMUNICATIONS, LAUNCH_VARIABLES, StrategyConfig, engine_options,
-                                     load_strategy_preset, with_launch_environment)
+                                     find_preset, load_strategy_preset, preset_names, with_launch_environment)
 from tfscale.config.tune import TUNERS, TuneConfig
 
 __all__ = ["CLUSTER_MANAGERS", "COMMUNICATIONS", "LAUNCH_VARIABLES", "LR_SCALINGS", "PRECISIONS", "TUNERS",
            "DataConfig", "ExportConfig", "RunConfig", "StrategyConfig", "TrainConfig", "TuneConfig",
-           "apply_overrides", "engine_options", "check_choice", "from_mapping", "load_run_config", "load_strategy_preset",
-           "load_toml", "parse_override", "with_launch_environment", "with_options"]
+           "apply_overrides", "engine_options", "check_choice", "find_preset", "from_mapping", "load_run_config",
+           "load_strategy_preset", "load_toml", "parse_override", "preset_names", "with_launch_environment",
+           "with_options"]

@@ -28,7 +28,7 @@ def load_toml(path: str | os.PathLike) -> dict[str, Any]:
             return tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file {path!r} does not exist", where=path,
-                          fix="check the path (presets live in strategies/)") from None
+                          fix="check the path") from None
     except IsADirectoryError:
         raise ConfigError(f"config file {path!r} is a folder", where=path, fix="give the .toml file in it") from None
     except OSError as e:  # no permission, a file where a folder should be, ...
@@ -135,10 +135,11 @@ def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
         if not isinstance(value, Mapping):
             raise _type_error(key, source, "a table", value)
         return dict(value)
-    if origin is typing.Literal:
-        if value not in args:
-            raise ConfigError(f"{value!r} is not accepted for {key!r}", where=source,
-                              fix=f"use one of: {', '.join(map(repr, args))}")
+    if origin is typing.Literal:  # a `tfscale.vocabulary` type: the message of `check_choice`, as __post_init__ gives
+        try:
+            check_choice(key, value, args)
+        except ConfigError as e:
+            raise ConfigError(e.what, where=f"{source}, {e.where}", fix=e.fix) from None
         return value
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, Mapping):

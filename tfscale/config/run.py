@@ -158,8 +158,8 @@ class RunConfig:
     Attributes:
         model: "module:function" returning a Keras model (built inside the strategy's scope).
         model_args: keyword arguments for the model function.
-        strategy: a strategy name ("auto", "mirrored", ...), a preset file (strategies/laptop.toml,
-            relative to the run file or the working directory), or a ``[strategy]`` table.
+        strategy: a strategy name ("auto", "mirrored", ...), a preset file (`my_preset.toml`, relative to
+            the run file or the working directory, or a shipped one: `laptop.toml`), or a ``[strategy]`` table.
         data: the ``[data]`` table.
         train: the ``[train]`` table.
         export: the ``[export]`` table.

@@ -1,20 +1,21 @@
-"""`StrategyConfig`: how to distribute; presets in strategies/*.toml; values `tfscale launch` passes down."""
+"""`StrategyConfig`: how to distribute; presets (shipped: presets/*.toml); values `tfscale launch` passes down."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from tfscale import worker_env
 from tfscale.config.loading import apply_overrides, check_choice as _check_choice, from_mapping, load_toml
 from tfscale.errors import ConfigError
+from tfscale.vocabulary import CLUSTER_MANAGERS, JAX, TENSORFLOW, ClusterChoice
 
 
 COMMUNICATIONS = ("auto", "ring", "nccl")
-CLUSTER_MANAGERS = ("auto", "tf_config", "keras_distribution", "slurm", "kubernetes", "tpu", "none")
-TENSORFLOW, JAX = "tensorflow", "jax"
 LAYOUT_RULES = ("auto",)
 
 
@@ -70,7 +71,7 @@ class StrategyConfig:
     name: str = _for(default="auto")
     description: str = _for(default="")
     replicas: int | None = _for()
-    cluster: str = _for(default="auto")
+    cluster: ClusterChoice = _for(default="auto")
     collective_timeout: float | None = _for()
     join_timeout: float | None = _for()
     tpu: str | None = _for()
@@ -187,11 +188,57 @@ def with_launch_environment(config: StrategyConfig, environ: Mapping[str, str] |
     return dataclasses.replace(config, **updates) if updates else config
 
 
+# Presets shipped with tfscale: tfscale/config/presets/NAME.toml, package data (pyproject.toml), so a
+# non-editable install has them too. They moved there from the repository's strategies/ folder: the path they
+# had, "strategies/NAME.toml", still names them wherever no such file exists.
+PRESET_FOLDER = "presets"
+_PRESET_REF = re.compile(r"(?:\./)?(?:strategies/)?(\w+)(?:\.toml)?")
+
+
+def preset_names() -> list[str]:
+    """The names of the strategy presets shipped with tfscale ("laptop", "multi_gpu", ...)."""
+    folder = importlib.resources.files("tfscale.config").joinpath(PRESET_FOLDER)
+    return sorted(entry.name.removesuffix(".toml") for entry in folder.iterdir() if entry.name.endswith(".toml"))
+
+
+def find_preset(ref: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> str:
+    """The file a strategy preset reference names: a path (tried relative to `base_dir` first, e.g. a run
+    file's folder, then as given), else a preset shipped with tfscale, named "laptop", "laptop.toml" or
+    "strategies/laptop.toml".
+
+    Raises:
+        ConfigError: no such file, and no shipped preset of that name (the message lists them).
+    """
+    text = os.fspath(ref)
+    candidates = [os.path.join(base_dir, text)] if base_dir is not None and not os.path.isabs(text) else []
+    for candidate in candidates + [text]:
+        if os.path.exists(candidate):  # a folder or an unreadable file: load_toml says what is wrong with it
+            return candidate
+    match = _PRESET_REF.fullmatch(text.replace(os.sep, "/"))
+    if match and match.group(1) in preset_names():
+        # A file on disk: pip unpacks wheels, and an editable install reads the source tree.
+        shipped = importlib.resources.files("tfscale.config").joinpath(PRESET_FOLDER, f"{match.group(1)}.toml")
+        return os.fspath(shipped)
+    where = f" (from {os.fspath(base_dir)} or the working directory)" if candidates else ""
+    raise ConfigError(f"strategy preset {text!r} does not exist{where}", where=text,
+                      fix="give the path of a .toml file, or a preset shipped with tfscale: "
+                          + ", ".join(preset_names()))
+
+
 def load_strategy_preset(path: str | os.PathLike, overrides: tuple[str, ...] = ()) -> StrategyConfig:
-    """Loads a strategy preset (strategies/*.toml): keys of `StrategyConfig`.
+    """Loads a strategy preset: a TOML file of `StrategyConfig` keys, or a preset shipped with tfscale.
 
     A preset may hold its keys at the top level or in a ``[strategy]`` table.
+
+    Args:
+        path: a .toml file, or the name of a shipped preset (`preset_names()`; `tfscale info` lists them):
+            "laptop", "laptop.toml" and "strategies/laptop.toml" name the same one (see `find_preset`).
+        overrides: ``key=value`` items applied on top (``strategy.replicas=4`` or ``replicas=4``).
+
+    Example:
+        config = load_strategy_preset("laptop", ("replicas=4",))
     """
+    path = find_preset(path)
     data = apply_overrides(load_toml(path), list(overrides))
     if "strategy" in data and isinstance(data["strategy"], Mapping):
         extra = sorted(set(data) - {"strategy"})

@@ -23,7 +23,7 @@ import types
 # public name -> the module that defines it
 _LAZY = {
     "BadRecords": "badrecords", "image_folder": "images", "Index": "index", "lookup": "index",
-    "Pipeline": "pipeline", "Shardable": "sharding", "distribute": "sharding", "batch_sizes": "batching",
+    "Pipeline": "pipeline", "Shardable": "sharding", "batch_sizes": "batching",
     "from_dask": "sources", "from_generator": "sources", "from_numpy": "sources", "from_pandas": "sources",
     "text_lines": "sources", "tfds": "sources", "csv": "tables", "tfrecord": "tfrecord",
 }

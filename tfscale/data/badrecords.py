@@ -18,14 +18,14 @@ import threading
 import tensorflow as tf
 
 from tfscale.errors import ConfigError, DataError
+from tfscale.vocabulary import ON_ERROR, OnError
 
 log = logging.getLogger("tfscale")
 
-ON_ERROR = ("raise", "skip")
 MARK = "tfscale bad record"  # the prefix of raise-mode messages, turned into DataError by `as_data_error`
 
 
-def check_on_error(value: str) -> str:
+def check_on_error(value: str) -> OnError:
     if value not in ON_ERROR:
         raise ConfigError(f"on_error={value!r} is not accepted", where="on_error",
                           fix="use on_error='raise' (stop and name the record) or 'skip' (drop, count, report)")
@@ -147,7 +147,7 @@ class BadRecords:
         return SkippedRecords()
 
 
-def guard(ok: tf.Tensor, reason: str, key: tf.Tensor, *, on_error: str, records: BadRecords | None,
+def guard(ok: tf.Tensor, reason: str, key: tf.Tensor, *, on_error: OnError, records: BadRecords | None,
           fix: str, in_service: bool = False, count=None) -> tf.Tensor:
     """In-graph handling of one record's check; returns `ok` (a filter predicate in skip mode).
 

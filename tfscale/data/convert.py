@@ -33,6 +33,8 @@ from tfscale.data.image_decoding import image_size_of
 from tfscale.data.index import write_index
 from tfscale.data.records import FORMAT, MANIFEST, META, index_file, shard_file, shard_of
 from tfscale.errors import ConfigError, DataError, TfscaleError
+from tfscale.storage import PendingFile, atomic_path, atomic_write
+from tfscale.vocabulary import OnError
 
 log = logging.getLogger("tfscale")
 
@@ -41,7 +43,7 @@ _IMAGE_CHUNK = 256  # images read and encoded at a time
 
 
 def convert(src: str, out: str, num_shards: int, *, key: str | None = None, label: str | None = None,
-            on_error: str = "raise", progress: Progress | None = None, shuffle: bool = True, seed: int = 0,
+            on_error: OnError = "raise", progress: Progress | None = None, shuffle: bool = True, seed: int = 0,
             store: str = "encoded", image_size=None, channels: int = 3, overwrite: bool = False) -> dict:
     """Converts a CSV file or an image folder into `num_shards` TFRecord shards with an index.
 
@@ -81,7 +83,7 @@ def convert(src: str, out: str, num_shards: int, *, key: str | None = None, labe
     csv_input = None if images else csv_records(src, key, label, skips)
     created = not os.path.isdir(out)
     os.makedirs(out, exist_ok=True)
-    for stale in glob.glob(os.path.join(out, "part-*.tmp-*")):  # an interrupted run's half shards
+    for stale in manifest.temporaries(out):  # an interrupted run's half shards and spill files
         os.remove(stale)
     if overwrite:
         for path in manifest.existing(out):
@@ -89,7 +91,7 @@ def convert(src: str, out: str, num_shards: int, *, key: str | None = None, labe
     manifest.check_resumable(out, wanted)
     fresh = not os.path.exists(os.path.join(out, MANIFEST))
     if fresh:
-        atomic_write(os.path.join(out, MANIFEST), json.dumps(wanted).encode())
+        atomic_write(os.path.join(out, MANIFEST), json.dumps(wanted).encode(), sync=False)
     try:
         meta, written = _write_shards(out, num_shards, encoder, csv_input, label, skips, shuffle, seed, progress)
     except TfscaleError:  # a bad record (raise mode): a new conversion leaves nothing, not a resumable half
@@ -104,7 +106,7 @@ def convert(src: str, out: str, num_shards: int, *, key: str | None = None, labe
     source_bytes = sum(row[1] for row in wanted["files"])
     meta.update({"format": FORMAT, "source": os.path.abspath(src), "num_shards": num_shards, "key": key,
                  "skipped": dict(skips.counts), "shuffle": seed if shuffle else None, "source_bytes": source_bytes})
-    atomic_write(os.path.join(out, META), json.dumps(meta, indent=1).encode())
+    atomic_write(os.path.join(out, META), json.dumps(meta, indent=1).encode(), sync=False)
     total = sum(s["bytes"] for s in shards)
     return {"out": out, "shards_written": written, "shards_kept": num_shards - written,
             "records": sum(s["records"] for s in shards), "skipped": sum(skips.counts.values()), "bytes": total,
@@ -170,12 +172,12 @@ def shuffled(items: list, labels: list, seed, salt: int) -> list:
 
 
 class ShardWriter:
-    """Writes one shard and its index under temporary names; `close()` renames them into place."""
+    """Writes one shard and its index as `PendingFile`s; `close()` moves them into place, the index first."""
 
     def __init__(self, out: str, name: str):
         self.final = os.path.join(out, name)
-        self.tmp = f".tmp-{os.getpid()}"
-        self.writer = tf.io.TFRecordWriter(self.final + self.tmp)
+        self.shard = PendingFile(self.final, sync=False)
+        self.writer = tf.io.TFRecordWriter(self.shard.tmp)
         self.entries: list[tuple[str, int]] = []
         self.offset = 0
 
@@ -186,17 +188,14 @@ class ShardWriter:
 
     def close(self) -> int:
         self.writer.close()
-        index = index_file(self.final)
-        write_index(index + self.tmp, self.entries)
-        os.replace(index + self.tmp, index)  # the shard last: a shard without its index is rewritten
-        os.replace(self.final + self.tmp, self.final)
+        with atomic_path(index_file(self.final), sync=False) as index:
+            write_index(index, self.entries)
+        self.shard.commit()  # the shard last: a shard without its index is rewritten
         return len(self.entries)
 
     def abort(self) -> None:
         self.writer.close()
-        for path in (self.final + self.tmp, index_file(self.final) + self.tmp):
-            if os.path.exists(path):
-                os.remove(path)
+        self.shard.discard()
 
 
 def _image_shards(encoder: ImageEncoder, out: str, names: list[str], todo: list[int], skips: Skips, shuffle: bool,
@@ -284,9 +283,3 @@ def _csv_shards(records, out: str, names: list[str], todo: list[int], shuffle: b
             os.remove(stale)
     return counts, classes
 
-
-def atomic_write(path: str, data: bytes) -> None:
-    """Writes `path` whole or not at all (a temporary file renamed into place)."""
-    with open(path + ".tmp", "wb") as f:
-        f.write(data)
-    os.replace(path + ".tmp", path)

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from tfscale.data import badrecords
 from tfscale.errors import ConfigError
+from tfscale.vocabulary import OnError
 
 # With tf.data's autotuner off (transforms.with_options), AUTOTUNE means "as many as the cores": here the
 # autotuner made epochs of one image pipeline alternate between ~2,900 and ~5,100 images/s, without it ~5,000.
@@ -22,7 +23,7 @@ class Build:
     num_pipelines: int = 1
     pipeline_id: int = 0
     deterministic: bool = False
-    on_error: str = "raise"
+    on_error: OnError = "raise"
     records: badrecords.BadRecords | None = None
     in_service: bool = False
     shuffle_units: int | None = None  # a seed (or -1 for none) when units are shuffled each epoch

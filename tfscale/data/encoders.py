@@ -23,6 +23,7 @@ from tfscale.data.image_files import EXTENSIONS, ImageFolder
 from tfscale.data.image_decoding import BatchDecoder
 from tfscale.data.readers import infer_type, read_head
 from tfscale.errors import DataError
+from tfscale.vocabulary import OnError
 
 log = logging.getLogger("tfscale")
 
@@ -47,7 +48,7 @@ def example(kinds: dict, row: dict) -> bytes:
 class Skips:
     """Bad input records met by convert: raise at once, or count them (on_error="skip")."""
 
-    def __init__(self, on_error: str):
+    def __init__(self, on_error: OnError):
         self.on_error, self.counts = on_error, collections.Counter()
 
     def bad(self, what: str, where: str, fix: str) -> None:

@@ -18,25 +18,19 @@ it and keep TensorFlow's default (a Keras preprocessing layer's variables may si
 on a GPU). When tf.data fuses one of ours with one of the user's, the fused
 function gets TensorFlow's default as well.
 
-The attribute is set through a private TensorFlow class (`StructuredFunctionWrapper`);
-where that class is missing or changed, nothing is marked and iterators are set up
-at TensorFlow's usual speed.
+The attribute is set through a private TensorFlow class (`StructuredFunctionWrapper`), in TensorFlow's
+quarantine (`tfscale.compat.tensorflow.data_function_attributes`, which patches the class only while a thread
+is inside `own_functions`); where that class is missing or changed, nothing is marked and iterators are set
+up at TensorFlow's usual speed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
-import logging
-import threading
 
-log = logging.getLogger("tfscale")
+from tfscale.compat import tensorflow as tf_compat
 
 ATTRIBUTE = "experimental_ints_on_device"
-_state = threading.local()
-_installed: bool | None = None  # None: not tried yet; False: TensorFlow has no place for the attribute
-_lock = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -44,46 +38,8 @@ def own_functions(enabled: bool = True):
     """tf.data functions traced inside (in this thread) are tfscale's: CPU only, no captured device resource.
 
     `enabled=False` marks nothing (for a stage that may hold a user's function, `Op.own`)."""
-    if not enabled or not _install():
+    if not enabled:
         yield
         return
-    before = getattr(_state, "own", False)
-    _state.own = True
-    try:
+    with tf_compat.data_function_attributes({ATTRIBUTE: True}):
         yield
-    finally:
-        _state.own = before
-
-
-def _install() -> bool:
-    global _installed
-    if _installed is not None:
-        return _installed
-    with _lock:
-        if _installed is None:
-            _installed = _hook()
-    return _installed
-
-
-def _hook() -> bool:
-    try:
-        from tensorflow.python.data.ops import structured_function
-        wrapper = structured_function.StructuredFunctionWrapper
-        parameters = inspect.signature(wrapper.__init__).parameters
-    except (ImportError, AttributeError, TypeError, ValueError) as e:
-        log.debug("tf.data functions set up as TensorFlow does (no StructuredFunctionWrapper: %s)", e)
-        return False
-    if "defun_kwargs" not in parameters:
-        log.debug("tf.data functions set up as TensorFlow does (StructuredFunctionWrapper has no defun_kwargs)")
-        return False
-    position = list(parameters).index("defun_kwargs")  # counting self
-    original = wrapper.__init__
-
-    @functools.wraps(original)
-    def init(self, *args, **kwargs):
-        if getattr(_state, "own", False) and len(args) < position and not kwargs.get("defun_kwargs"):
-            kwargs["defun_kwargs"] = {ATTRIBUTE: True}
-        return original(self, *args, **kwargs)
-
-    wrapper.__init__ = init
-    return True

@@ -25,6 +25,7 @@ from tfscale.data.image_ops import record_decode_op
 from tfscale.data.pipeline import Pipeline
 from tfscale.data.record_files import ImageShards
 from tfscale.data.records import read_meta
+from tfscale.vocabulary import OnError
 
 log = logging.getLogger("tfscale")
 
@@ -33,7 +34,7 @@ __all__ = ["EXTENSIONS", "ImageFolder", "image_folder"]
 
 def image_folder(path: str, image_size: tuple[int, int] | None = None, *, channels: int = 3, class_names=None,
                  labels: bool = True, scale: float | None = 1 / 255, same_size: bool = False,
-                 extensions=EXTENSIONS, on_error: str = "raise") -> Pipeline:
+                 extensions=EXTENSIONS, on_error: OnError = "raise") -> Pipeline:
     """Images from `path/<class>/*.{jpg,png,bmp,gif}` as (image, label) elements (or images if labels=False).
 
     `path` may also be a folder written from an image folder by `tfscale data convert`:

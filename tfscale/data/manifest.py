@@ -14,8 +14,10 @@ import os
 from tfscale.data.image_files import EXTENSIONS, walk
 from tfscale.data.records import FORMAT, MANIFEST, META
 from tfscale.errors import DataError
+from tfscale.storage import TEMP_PREFIX
 
-_OURS = ("part-*-of-*.tfrecord", "part-*-of-*.index", META, MANIFEST, "part-*.tmp-*", META + ".tmp", MANIFEST + ".tmp")
+_TEMPORARIES = ("part-*.tmp-*", TEMP_PREFIX + "*")  # spill files; `tfscale.storage.PendingFile`s
+_OURS = ("part-*-of-*.tfrecord", "part-*-of-*.index", META, MANIFEST, *_TEMPORARIES)
 
 
 def source_files(src: str) -> list[list]:
@@ -37,6 +39,11 @@ def make(src: str, options: dict) -> dict:
 def existing(out: str) -> list[str]:
     """The files a previous convert left in `out` (shards, indexes, dataset.json, manifest, temporaries)."""
     return sorted({p for pattern in _OURS for p in glob.glob(os.path.join(out, pattern))})
+
+
+def temporaries(out: str) -> list[str]:
+    """The temporary files an interrupted convert left in `out` (half shards and indexes, spill files)."""
+    return sorted({p for pattern in _TEMPORARIES for p in glob.glob(os.path.join(out, pattern))})
 
 
 def load(out: str) -> dict | None:
@@ -65,7 +72,8 @@ def differences(old: dict, new: dict) -> list[str]:
 
 def check_resumable(out: str, new: dict) -> None:
     """Raises a DataError unless `out` is empty of shards or holds shards made from `new`'s source and options."""
-    found = [p for p in existing(out) if not p.endswith(".tmp") and ".tmp-" not in p]
+    temporary = set(temporaries(out))
+    found = [p for p in existing(out) if p not in temporary]
     if not found:
         return
     old = load(out)

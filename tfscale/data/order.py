@@ -32,11 +32,12 @@ from tfscale.data import epochs, transforms
 from tfscale.data.core import Build, Op
 from tfscale.data.sharding import plans
 from tfscale.errors import ConfigError
+from tfscale.vocabulary import ElasticMode
 
 SHARED_SEED = 20240917  # unseeded shuffles: every worker and every run must draw one order
 
 
-def mode_of(pipe) -> str:
+def mode_of(pipe) -> ElasticMode:
     """"rows" when a worker can pick its rows right after reading, else "slices" (see the module docstring)."""
     if pipe.source.unit_counts() is None or not pipe._keeps_count():
         return "slices"

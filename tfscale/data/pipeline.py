@@ -34,6 +34,7 @@ from tfscale.data.functions import own_functions
 from tfscale.data.image_ops import ImageMethods
 from tfscale.data.text import TextMethods
 from tfscale.errors import ConfigError
+from tfscale.vocabulary import OnError
 
 log = logging.getLogger("tfscale")
 
@@ -48,7 +49,7 @@ class Pipeline(ImageMethods, TextMethods):
     filters: tuple[Callable, ...] = ()
     ops: tuple[Op, ...] = ()
     deterministic_order: bool = False
-    on_error: str = "raise"
+    on_error: OnError = "raise"
     records: badrecords.BadRecords = dataclasses.field(default_factory=badrecords.BadRecords)
     shuffle_units: int | None = None
     service_options: dict | None = None
@@ -170,7 +171,7 @@ class Pipeline(ImageMethods, TextMethods):
                               "number of workers", where=repr(self), fix="add .elastic() to the pipeline")
         return self._with(start_records=int(records))
 
-    def errors(self, on_error: str) -> "Pipeline":
+    def errors(self, on_error: OnError) -> "Pipeline":
         """Sets how bad records are handled: "raise" (default) or "skip" (counted and reported)."""
         return self._with(on_error=badrecords.check_on_error(on_error))
 

@@ -15,14 +15,16 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from tfscale.compat import dask as dask_compat
 from tfscale.data.badrecords import gate
 from tfscale.data.core import AUTOTUNE, Build, Source
 from tfscale.errors import ConfigError, DataError
+from tfscale.vocabulary import OnError
 
 log = logging.getLogger("tfscale")
 
 
-def expand_files(paths, *, what: str, on_error: str, pipeline_records=None) -> tuple[str, ...]:
+def expand_files(paths, *, what: str, on_error: OnError, pipeline_records=None) -> tuple[str, ...]:
     """Files named by `paths` (a path, glob or list of them), sorted; missing ones raise or are counted."""
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     found: list[str] = []
@@ -189,7 +191,7 @@ class DaskFrame(Source):
         self.frame, self.label, self.chunk = frame, label, chunk
         self.units = tuple(str(i) for i in range(frame.npartitions))
         self.name = f"from_dask({frame.npartitions} partitions)"
-        meta = frame._meta
+        meta = dask_compat.empty_frame(frame)
         self.columns = list(meta.columns)
         self.signature = {c: tf.TensorSpec([None], _tf_dtype(meta[c].dtype)) for c in self.columns}
         if label is not None and label not in self.columns:

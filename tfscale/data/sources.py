@@ -16,12 +16,13 @@ from tfscale.data.pipeline import Pipeline
 from tfscale.data.readers import (CHUNK, DaskFrame, Generator, InMemory, LineFiles, TfdsBuilder,
                                   column_values, expand_files)
 from tfscale.errors import ConfigError, DataError
+from tfscale.vocabulary import OnError
 
 __all__ = ["CHUNK", "DaskFrame", "Generator", "InMemory", "LineFiles", "TfdsBuilder", "expand_files",
            "from_dask", "from_generator", "from_numpy", "from_pandas", "text_lines", "tfds"]
 
 
-def text_lines(paths, *, skip_lines: int = 0, on_error: str = "raise") -> Pipeline:
+def text_lines(paths, *, skip_lines: int = 0, on_error: OnError = "raise") -> Pipeline:
     """Lines of one or more text files (path, glob, folder or list) as string elements, streamed.
 
     Example:
@@ -32,7 +33,7 @@ def text_lines(paths, *, skip_lines: int = 0, on_error: str = "raise") -> Pipeli
     return Pipeline(LineFiles(files, skip_lines=skip_lines), on_error=on_error, records=records)
 
 
-def from_numpy(*arrays, on_error: str = "raise") -> Pipeline:
+def from_numpy(*arrays, on_error: OnError = "raise") -> Pipeline:
     """Elements from NumPy arrays (sliced along the first axis): `from_numpy(x, y)` gives (x_i, y_i).
 
     A single dict of arrays gives dict elements.
@@ -47,7 +48,7 @@ def from_numpy(*arrays, on_error: str = "raise") -> Pipeline:
     return Pipeline(InMemory(data, f"from_numpy({lengths.pop()} rows)"), on_error=on_error)
 
 
-def from_pandas(frame, *, label: str | None = None, on_error: str = "raise") -> Pipeline:
+def from_pandas(frame, *, label: str | None = None, on_error: OnError = "raise") -> Pipeline:
     """Rows of a pandas DataFrame as dicts of columns, or (dict, label) with `label`."""
     columns = {c: column_values(frame[c]) for c in frame.columns}
     if label is not None and label not in columns:
@@ -56,7 +57,7 @@ def from_pandas(frame, *, label: str | None = None, on_error: str = "raise") -> 
     return Pipeline(InMemory(data, f"from_pandas({len(frame)} rows)"), on_error=on_error)
 
 
-def from_generator(fn, output_signature, *, args=(), on_error: str = "raise") -> Pipeline:
+def from_generator(fn, output_signature, *, args=(), on_error: OnError = "raise") -> Pipeline:
     """Elements yielded by `fn(*args)` (called again for each pass), typed by `output_signature`.
 
     Distributed, every input pipeline runs the generator and keeps every N-th
@@ -68,7 +69,7 @@ def from_generator(fn, output_signature, *, args=(), on_error: str = "raise") ->
     return Pipeline(Generator(fn, output_signature, tuple(args)), on_error=on_error)
 
 
-def from_dask(frame, *, label: str | None = None, chunk_rows: int = 4096, on_error: str = "raise") -> Pipeline:
+def from_dask(frame, *, label: str | None = None, chunk_rows: int = 4096, on_error: OnError = "raise") -> Pipeline:
     """Rows of a Dask dataframe, streamed partition by partition; workers read different partitions.
 
     Needs the `dask` extra (`pip install tfscale[dask]`).
@@ -80,7 +81,7 @@ def from_dask(frame, *, label: str | None = None, chunk_rows: int = 4096, on_err
 
 
 def tfds(name: str | None = None, *, data_dir: str | None = None, builder_dir: str | None = None,
-         split: str = "train", as_supervised: bool = True, on_error: str = "raise") -> Pipeline:
+         split: str = "train", as_supervised: bool = True, on_error: OnError = "raise") -> Pipeline:
     """A TFDS dataset already prepared on local disk (never downloads). Needs the `datasets` extra.
 
     Args:

@@ -15,11 +15,12 @@ from tfscale.data.badrecords import BadRecords
 from tfscale.data.pipeline import Pipeline
 from tfscale.data.readers import TYPES, CsvFiles, expand_files, infer_type, read_head
 from tfscale.errors import ConfigError, DataError
+from tfscale.vocabulary import OnError
 
 
 def csv(paths, *, label: str | None = None, columns=None, column_types: dict | None = None,
         defaults: dict | None = None, header: bool = True, column_names=None, delimiter: str = ",",
-        on_error: str = "raise"):
+        on_error: OnError = "raise"):
     """Rows of CSV files (a path, glob, folder or list), streamed, as dicts of typed columns.
 
     Types are inferred from the first 200 rows unless given. Empty fields take the

@@ -18,6 +18,7 @@ from tfscale.data.readers import expand_files
 from tfscale.data.record_files import TfrecordFiles
 from tfscale.data.records import META, feature_spec, read_meta, read_record_at
 from tfscale.errors import ConfigError, DataError
+from tfscale.vocabulary import OnError
 
 __all__ = ["META", "feature_spec", "read_meta", "read_record_at", "tfrecord"]
 
@@ -25,7 +26,7 @@ log = logging.getLogger("tfscale")
 
 
 def tfrecord(paths, features: dict | None = None, *, label: str | None = None, compression: str | None = None,
-             on_error: str = "raise") -> Pipeline:
+             on_error: OnError = "raise") -> Pipeline:
     """Records of TFRecord files (path, glob, list, or a `tfscale data convert` folder), parsed by `features`.
 
     Args:

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tfscale.compat import keras as keras_compat
 from tfscale.errors import ConfigError, DataError, ExportError
 from tfscale.export import files, handoff, samples
-from tfscale.export.source import Source, input_specs, is_chief, prepare
+from tfscale.export.source import PreparedModel, input_specs, is_chief, prepare
 
 log = logging.getLogger("tfscale")
 
@@ -52,7 +53,7 @@ def calibration_inputs(specs: list[tf.TensorSpec], calibration, num_samples: int
     return inputs
 
 
-def _converter(source: Source, mode: str, calibration: list[np.ndarray] | None, allow_flex: bool,
+def _converter(source: PreparedModel, mode: str, calibration: list[np.ndarray] | None, allow_flex: bool,
                int8_io: str) -> tf.lite.TFLiteConverter:
     converter = tf.lite.TFLiteConverter.from_concrete_functions([source.function], source.module)
     ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -78,7 +79,7 @@ def _converter(source: Source, mode: str, calibration: list[np.ndarray] | None, 
     return converter
 
 
-def convert(source: Source, mode: str, *, calibration: list[np.ndarray] | None = None, allow_flex: bool = False,
+def convert(source: PreparedModel, mode: str, *, calibration: list[np.ndarray] | None = None, allow_flex: bool = False,
             int8_io: str = "int8") -> bytes:
     """The flatbuffer for `source` in `mode`; an ExportError naming op and layer when it cannot convert."""
     converter = _converter(source, mode, calibration, allow_flex, int8_io)
@@ -92,7 +93,7 @@ def convert(source: Source, mode: str, *, calibration: list[np.ndarray] | None =
 
 def _layer_names(model) -> list[str]:
     names = []
-    for layer in getattr(model, "_flatten_layers", lambda **_: [])(include_self=False, recursive=True):
+    for layer in keras_compat.flatten_layers(model):
         names.append(layer.name)
     return names
 
@@ -124,7 +125,7 @@ def _layer_from_path(path: str, known: set[str]) -> str | None:
     return layer
 
 
-def _flex_would_work(source: Source) -> bool:
+def _flex_would_work(source: PreparedModel) -> bool:
     try:
         _converter(source, "float32", None, True, "int8").convert()
         return True
@@ -132,7 +133,7 @@ def _flex_would_work(source: Source) -> bool:
         return False
 
 
-def explain(error: Exception, source: Source, mode: str, allow_flex: bool) -> ExportError:
+def explain(error: Exception, source: PreparedModel, mode: str, allow_flex: bool) -> ExportError:
     """An ExportError saying which op of which layer stopped the conversion, and what to do."""
     blamed = culprits(error, source.model)
     if not blamed:

@@ -1,8 +1,9 @@
 """Writing export files safely: never overwrite without being asked, and never leave half a file.
 
 Every writer builds its output under a temporary name in the destination's own
-directory and moves it into place with `os.replace`, so a reader sees either the
-old file or the complete new one, and a failure leaves nothing behind. The
+directory and moves it into place in one step (files: `tfscale.storage.atomic_path`,
+the one local atomic writer; directories: `atomic_dir` here), so a reader sees either
+the old file or the complete new one, and a failure leaves nothing behind. The
 temporary file or folder gets the mode a plain `open()` or `mkdir` would give
 (0644 / 0755 under umask 022), not mkstemp's private 0600 / 0700, so other users
 and serving containers can read what was exported, as they can `model.keras`.
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tfscale.errors import ExportError
+from tfscale.storage import atomic_path
 
 log = logging.getLogger("tfscale")
 
@@ -51,13 +53,6 @@ def umask() -> int:
     return mask
 
 
-def _temp_name(path: Path, suffix: str) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + suffix, dir=path.parent)
-    os.close(fd)
-    os.chmod(name, 0o666 & ~umask())
-    return Path(name)
-
-
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, *, overwrite: bool = False, suffix: str | None = None) -> Iterator[Path]:
     """Yields a temporary path next to `path`; on success moves it onto `path` in one step.
@@ -65,7 +60,8 @@ def atomic_file(path: str | os.PathLike, *, overwrite: bool = False, suffix: str
     Args:
         path: the final file.
         overwrite: replace an existing file (it is untouched until the new one is complete).
-        suffix: the temporary file's ending, for writers that insist on one (".keras").
+        suffix: the temporary file's ending, for writers that insist on one (".keras"); by default
+            it ends as `path` does.
 
     Example:
         with atomic_file("model.tflite", overwrite=True) as tmp:
@@ -75,14 +71,10 @@ def atomic_file(path: str | os.PathLike, *, overwrite: bool = False, suffix: str
     if path.is_dir():
         raise ExportError(f"{path} is a directory, not a file", where=str(path), fix="give a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(path, path.suffix if suffix is None else suffix)
-    try:
-        yield tmp
+    ending = "" if suffix is None or path.name.endswith(suffix) else suffix
+    with atomic_path(path, suffix=ending, sync=False) as tmp:
+        yield Path(tmp)
         check_target(path, overwrite=overwrite)  # something else may have written it meanwhile
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 @contextlib.contextmanager

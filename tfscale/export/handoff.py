@@ -4,7 +4,7 @@ TFLite conversion and SavedModel need TensorFlow ops, and Keras fixes its
 backend per process. So, as QAT already does for tf-keras, the model goes to a
 child process: the parent saves it as ``.keras`` with the examples export needs
 (calibration, evaluation, training data for QAT) as NumPy arrays, and runs
-``python -m tfscale.export.handoff_worker`` with ``KERAS_BACKEND=tensorflow``.
+``python -m tfscale.export.handoff_worker`` with ``KERAS_BACKEND=tensorflow`` (`child_job`'s protocol).
 The child loads the model, calls the same `tfscale.export` function and sends
 back the path or the report. Files, validation and reports are those of a
 model trained on TensorFlow. The parent imports no TensorFlow for NumPy or
@@ -14,19 +14,15 @@ model trained on TensorFlow. The parent imports no TensorFlow for NumPy or
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tfscale.errors import ExportError
+from tfscale.export import child_job
 from tfscale.strategy.backend import keras_on_tensorflow
 
 log = logging.getLogger("tfscale")
@@ -108,31 +104,20 @@ def run(function: str, model, path, *, limits: dict[str, int | None] | None = No
         ExportError: the child failed (its error, as `tfscale.errors` gives it) or could not start.
     """
     limits = limits or {}
-    job = Path(tempfile.mkdtemp(prefix="tfscale-export-"))
-    try:
+    with child_job.job_folder("tfscale-export-") as job:
         model.save(job / "model.keras")
         data = {}
         for name in DATA_ARGS:
             if name in kwargs:
                 data[name] = _save_examples(job, name, examples(kwargs.pop(name), model, limits.get(name), name))
-        (job / "job.json").write_text(json.dumps({"function": function, "path": os.path.abspath(os.fspath(path)),
-                                                   "kwargs": kwargs, "data": data}))
-        env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
-        package_root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        child_job.write_job(job, {"function": function, "path": os.path.abspath(os.fspath(path)), "kwargs": kwargs,
+                                  "data": data})
         log.info("exporting in a TensorFlow process (this one runs Keras on another backend): %s", function)
-        proc = subprocess.run([sys.executable, "-m", WORKER, str(job)], env=env)
-        result_file = job / "result.json"
-        result = json.loads(result_file.read_text()) if result_file.exists() else {}
-        if proc.returncode != 0 or "error" in result:
-            error = result.get("error") or {"what": f"the export process exited with code {proc.returncode}",
-                                            "where": WORKER, "fix": "see its output above"}
-            raise ExportError(error["what"], where=error.get("where") or WORKER, fix=error.get("fix"))
+        result = child_job.run(WORKER, job, env=child_job.child_env(KERAS_BACKEND="tensorflow"),
+                               name="the export process", where=WORKER)
         if "report" in result:
             from tfscale.export.report import ExportReport
 
             known = {f.name for f in dataclasses.fields(ExportReport)}
             return ExportReport(**{k: v for k, v in result["report"].items() if k in known})
         return Path(result["path"])
-    finally:
-        shutil.rmtree(job, ignore_errors=True)

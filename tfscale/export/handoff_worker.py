@@ -1,19 +1,21 @@
 """The TensorFlow side of `tfscale.export.handoff`: ``python -m tfscale.export.handoff_worker JOB_DIR``.
 
 Loads JOB_DIR/model.keras on the TensorFlow backend, calls the export function
-the job names with its NumPy examples, and writes JOB_DIR/result.json: the path
-written, the report's fields, or the tfscale error (what, where, fix).
+the job names with its NumPy examples, and writes JOB_DIR/result.json
+(`child_job`'s protocol): the path written, the report's fields, or the tfscale
+error (what, where, fix).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import traceback
 from pathlib import Path
 
 import numpy as np
+
+from tfscale.export import child_job
 
 
 def _examples(job: Path, spec: dict | None):
@@ -29,10 +31,9 @@ def main(job: Path) -> int:
     import keras
 
     from tfscale import export
-    from tfscale.errors import TfscaleError
     from tfscale.scale import schedule  # noqa: F401 - registers WarmupSchedule, which compiled models may hold
 
-    spec = json.loads((job / "job.json").read_text())
+    spec = child_job.read_job(job)
     try:
         model = keras.models.load_model(job / "model.keras")
         kwargs = dict(spec["kwargs"])
@@ -42,13 +43,12 @@ def main(job: Path) -> int:
             kwargs["chief"] = True  # the parent decided who writes
         out = getattr(export, spec["function"])(model, spec["path"], **kwargs)
         result = {"report": dataclasses.asdict(out)} if dataclasses.is_dataclass(out) else {"path": str(out)}
-    except TfscaleError as e:
-        result = {"error": {"what": e.what, "where": e.where, "fix": e.fix}}
     except Exception as e:  # noqa: BLE001 - reported to the parent, which raises ExportError
-        result = {"error": {"what": f"{type(e).__name__}: {e}", "where": f"tfscale.export.{spec['function']}",
-                            "fix": "see the traceback above"}}
-        traceback.print_exc()
-    (job / "result.json").write_text(json.dumps(result, default=str))
+        result = {"error": child_job.error_result(e, where=f"tfscale.export.{spec['function']}",
+                                                  fix="see the traceback above")}
+        if "traceback" in result["error"]:
+            traceback.print_exc()
+    child_job.write_result(job, result)
     return 0
 
 

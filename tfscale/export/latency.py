@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tfscale.compat import litert as litert_compat
 from tfscale.export import runtime
-from tfscale.export.source import Source
+from tfscale.export.source import PreparedModel
 
 MIN_ROUNDS = 5
 DIGITS = 4  # significant digits kept: timings vary by more than that between runs
@@ -40,7 +41,7 @@ def rounded(value: float) -> float:
     return float(f"{value:.{DIGITS}g}")
 
 
-def _arm(path: Path, source: Source, example: list[np.ndarray], threads: int, delegate: bool):
+def _arm(path: Path, source: PreparedModel, example: list[np.ndarray], threads: int, delegate: bool):
     interpreter = runtime.interpreter(path, threads, delegate)
     inputs, _ = runtime.io_details(interpreter, source)
     runtime.set_batch(interpreter, inputs, 1)
@@ -60,7 +61,7 @@ def _timed(invoke, runs: int) -> np.ndarray:
     return times / 1e3
 
 
-def measure(paths: dict[str, str | os.PathLike], source: Source, example: list[np.ndarray], *, runs: int = 200,
+def measure(paths: dict[str, str | os.PathLike], source: PreparedModel, example: list[np.ndarray], *, runs: int = 200,
             rounds: int | None = None) -> dict[str, dict]:
     """Latency figures per name in `paths`: p50_us_<setting>, p90_us_<setting>, threads_all, xnnpack.
 
@@ -100,5 +101,6 @@ def measure(paths: dict[str, str | os.PathLike], source: Source, example: list[n
         row[f"p90_us_{setting}"] = rounded(np.percentile(np.concatenate(pooled[(name, setting)]), 90))
         if setting == "1t":
             row["p50_rounds_us_1t"] = [rounded(m) for m in medians[(name, setting)]]
-            row["xnnpack"] = any(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())
+            ops = litert_compat.op_names(interpreter)
+            row["xnnpack"] = None if ops is None else "DELEGATE" in ops
     return result

@@ -16,7 +16,7 @@ METRICS = ("auto", "accuracy", "binary_accuracy", "mae", "mse", None)
 HIGHER_IS_BETTER = {"accuracy": True, "binary_accuracy": True, "mae": False, "mse": False}
 
 
-def resolve(metric: str | None, output: np.ndarray, labels: np.ndarray | None) -> str | None:
+def pick(metric: str | None, output: np.ndarray, labels: np.ndarray | None) -> str | None:
     """The metric to use: `metric` itself, or what "auto" picks for this output and labels."""
     if metric not in METRICS:
         raise ConfigError(f"unknown metric {metric!r}", where="metric",

@@ -13,18 +13,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from tfscale.compat import keras as keras_compat
 from tfscale.errors import ConfigError, DataError, ExportError
-from tfscale.export import files, handoff, samples
-from tfscale.export.source import Source, input_specs, is_chief, prepare
+from tfscale.export import child_job, files, handoff, samples
+from tfscale.export.source import PreparedModel, input_specs, is_chief, prepare
 
 log = logging.getLogger("tfscale")
 
@@ -48,7 +45,7 @@ def _loss(model, loss):
 
 def _check_layers(model) -> None:
     """tf-keras can rebuild built-in Keras layers only; say which layer is not one, before any process starts."""
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in keras_compat.flatten_layers(model):
         if not type(layer).__module__.startswith("keras."):
             raise ExportError(f"layer {layer.name!r} ({type(layer).__name__}) is not a built-in Keras layer, so the "
                               "tfmot worker cannot rebuild it in tf-keras", where=f"layer {layer.name!r}",
@@ -56,7 +53,7 @@ def _check_layers(model) -> None:
                                   "(tfscale.export.tflite(..., quantize='int8'))")
 
 
-def _write_job(job_dir: Path, source: Source, train_data, tasks: list[dict], options: dict) -> None:
+def _write_job(job_dir: Path, source: PreparedModel, train_data, tasks: list[dict], options: dict) -> None:
     inputs, labels = samples.collect(train_data, source.specs, max_samples=options["max_train_samples"],
                                      where="train_data")
     if labels is None:
@@ -69,16 +66,7 @@ def _write_job(job_dir: Path, source: Source, train_data, tasks: list[dict], opt
     job = {"model": json.loads(source.model.to_json()), "num_weights": len(source.model.get_weights()),
            "inputs": [{"name": s.name, "shape": s.shape.as_list()[1:], "dtype": s.dtype.name} for s in source.specs],
            "tasks": tasks, **options}
-    (job_dir / "job.json").write_text(json.dumps(job))
-
-
-def _worker_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["TF_USE_LEGACY_KERAS"] = "1"  # only in the child
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    package_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    return env
+    child_job.write_job(job_dir, job)
 
 
 def run_tasks(model, tasks: list[dict], train_data, *, loss=None, epochs: int = 1, batch_size: int = 32,
@@ -99,30 +87,18 @@ def run_tasks(model, tasks: list[dict], train_data, *, loss=None, epochs: int = 
     options = {"loss": _loss(model, loss), "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
                "max_train_samples": max_train_samples, "num_calibration_samples": num_calibration_samples,
                "int8_io": int8_io, "seed": 0}
-    job_dir = Path(tempfile.mkdtemp(prefix="tfscale-tfmot-"))
-    try:
+    with child_job.job_folder("tfscale-tfmot-") as job_dir:
         _write_job(job_dir, source, train_data, tasks, options)
         log.info("running tfmot %s in a separate process", ", ".join(t["kind"] for t in tasks))
-        try:
-            proc = subprocess.run([sys.executable, "-m", "tfscale.export.tfmot_worker", str(job_dir)],
-                                  env=_worker_env(), capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as e:
-            raise ExportError(f"the tfmot worker did not finish within {timeout} s", where="tfmot worker",
-                              fix="give fewer max_train_samples or epochs, or a larger timeout") from e
-        result_file = job_dir / "result.json"
-        result = json.loads(result_file.read_text()) if result_file.exists() else {}
-        if proc.returncode != 0 or "error" in result:
-            error = result.get("error") or {"what": f"the tfmot worker exited with code {proc.returncode}",
-                                            "where": "tfmot worker", "fix": "see its output: " + proc.stderr[-2000:]}
-            trace = (result.get("error") or {}).get("traceback", "")
-            log.info("tfmot worker output:\n%s\n%s", proc.stderr[-4000:], trace)
-            raise ExportError(error["what"], where=error.get("where") or "tfmot worker", fix=error.get("fix"))
-        for item in result["tasks"]:
-            for note in item.get("notes", []):
-                log.warning("tfmot %s: %s", item["kind"], note)
-        return result["tasks"]
-    finally:
-        shutil.rmtree(job_dir, ignore_errors=True)
+        env = child_job.child_env(TF_USE_LEGACY_KERAS="1")  # only in the child
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        result = child_job.run("tfscale.export.tfmot_worker", job_dir, env=env, name="the tfmot worker",
+                               where="tfmot worker", capture=True, timeout=timeout,
+                               timeout_fix="give fewer max_train_samples or epochs, or a larger timeout")
+    for item in result["tasks"]:
+        for note in item.get("notes", []):
+            log.warning("tfmot %s: %s", item["kind"], note)
+    return result["tasks"]
 
 
 def _one(model, path, task: dict, *, train_data, overwrite: bool, chief: bool, **options) -> Path:

@@ -22,6 +22,7 @@ import numpy as np
 
 from tfscale.errors import ExportError
 from tfscale.export import files
+from tfscale.table import render
 
 SIZE_TIE = 1.02  # sizes within 2% of the smallest count as equally small
 SLOWER = 1.10  # a latency difference counts only above 10% ...
@@ -143,14 +144,6 @@ def review(rows: list[dict], max_drop: float) -> list[str]:
     return notes
 
 
-def _render(headers: list[str], rows: list[list[str]]) -> str:
-    cells = [headers] + rows
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def _metric_cell(metric: str | None, value) -> str:
     if value is None:
         return "-"
@@ -218,7 +211,7 @@ class ExportReport:
                          _fmt(r.get("p50_us_1t"), ".0f"), _fmt(r.get("p90_us_1t"), ".0f"),
                          _fmt(r.get("p50_us_all"), ".0f"), _fmt(r.get("p50_us_1t_no_xnnpack"), ".0f"),
                          "-" if r.get("xnnpack") is None else ("yes" if r["xnnpack"] else "no")])
-        lines = [_render(headers, body)]
+        lines = [render(headers, body)]
         threads = _threads(self.rows)
         lines.append(f"latency: batch 1, 1 thread with LiteRT's XNNPACK delegate, median of alternating rounds; "
                      f"{threads or 'all'} thr = the cores this process may use")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tfscale.errors import ExportError
-from tfscale.export.source import Source
+from tfscale.export.source import PreparedModel
 
 
 def interpreter(path: Path, threads: int, delegate: bool = True):
@@ -37,7 +37,7 @@ def interpreter(path: Path, threads: int, delegate: bool = True):
     return loaded
 
 
-def io_details(interpreter, source: Source):
+def io_details(interpreter, source: PreparedModel):
     """(input details in source order, output details in output_0.. order)."""
     runner = interpreter.get_signature_runner()
     ins, outs = runner.get_input_details(), runner.get_output_details()

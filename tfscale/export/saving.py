@@ -7,6 +7,7 @@ import os
 import warnings
 from pathlib import Path
 
+from tfscale.compat import keras as keras_compat
 from tfscale.errors import ConfigError, ExportError
 from tfscale.export import files, handoff
 from tfscale.export.source import copy_model, detach, is_chief, prepare
@@ -129,7 +130,7 @@ def quantized_clone(model, mode: str = "int8"):
         except Exception as e:
             raise ExportError(f"Keras could not quantize {model.name!r} to {mode}: {e}",
                               where=f"model {model.name!r}", fix="try mode='int8', or export TFLite instead") from e
-    done = [layer.name for layer in clone._flatten_layers(include_self=False)
+    done = [layer.name for layer in keras_compat.flatten_layers(clone)
             if getattr(layer, "quantization_mode", None)]
     if not done:
         raise ExportError(f"Keras quantized no layer of {model.name!r} (it quantizes Dense, EinsumDense, Embedding)",

@@ -15,13 +15,14 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from tfscale.compat import keras as keras_compat
 from tfscale.errors import ExportError
 
 log = logging.getLogger("tfscale")
 
 
 @dataclasses.dataclass
-class Source:
+class PreparedModel:
     """A model ready to export.
 
     Attributes:
@@ -108,7 +109,7 @@ def input_specs(model: keras.Model, input_signature=None) -> list[tf.TensorSpec]
         inputs = None
     if inputs:
         return [tf.TensorSpec([None, *t.shape[1:]], t.dtype, name=_clean(t.name, i)) for i, t in enumerate(inputs)]
-    shapes = getattr(model, "_build_shapes_dict", None) or {}
+    shapes = keras_compat.build_shapes(model)
     if len(shapes) == 1:
         shape = tuple(next(iter(shapes.values())))
         return [tf.TensorSpec([None, *shape[1:]], getattr(model, "input_dtype", None) or "float32", name="input_0")]
@@ -122,7 +123,7 @@ def _clean(name: str | None, index: int) -> str:
     return name if name and name.replace("_", "").isalnum() and not name[0].isdigit() else f"input_{index}"
 
 
-def prepare(model: keras.Model, input_signature=None) -> Source:
+def prepare(model: keras.Model, input_signature=None) -> PreparedModel:
     """Detaches `model`, finds its input specs and traces its serving function."""
     if not isinstance(model, keras.Model):
         raise ExportError(f"expected a Keras 3 model, got {type(model).__name__}", where="model",
@@ -137,4 +138,4 @@ def prepare(model: keras.Model, input_signature=None) -> Source:
     module = tf.Module()
     module.variables_ = [getattr(v, "value", v) for v in detached.weights]
     module.serve = tf.function(serve, input_signature=specs, autograph=False)
-    return Source(detached, specs, module.serve.get_concrete_function(), module)
+    return PreparedModel(detached, specs, module.serve.get_concrete_function(), module)

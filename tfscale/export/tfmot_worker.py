@@ -16,18 +16,21 @@ from __future__ import annotations
 import json
 import os
 import sys
-import traceback
 from pathlib import Path
 
 import numpy as np
 
+from tfscale.errors import ExportError
+from tfscale.export import child_job
+
 CHECK_TOLERANCE = 1e-3
 
 
-class WorkerError(Exception):
+class WorkerError(ExportError):
+    """A failure the worker can explain, reported to the parent as what, where and fix."""
+
     def __init__(self, what: str, where: str = "", fix: str = ""):
-        super().__init__(what)
-        self.what, self.where, self.fix = what, where, fix
+        super().__init__(what, where=where, fix=fix)
 
 
 def _rebuild(job: dict, arrays, tf_keras):
@@ -81,10 +84,9 @@ def _qat_model(model, tfmot, notes: list[str]):
     try:
         return quantize.quantize_model(model)
     except RuntimeError as e:  # a layer tfmot's default 8-bit scheme does not support
-        from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-            default_8bit_quantize_registry)
+        from tfscale.compat.tfmot import default_8bit_registry
 
-        registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+        registry = default_8bit_registry()
         skipped = [layer.name for layer in model.layers if not registry.supports(layer)]
         notes.append(f"tfmot cannot quantize-train layer(s) {skipped} ({e}); they stay float during QAT")
 
@@ -151,7 +153,7 @@ def run_task(task: dict, job: dict, arrays, tf_keras, tfmot) -> dict:
 
 def main(job_dir: str) -> int:
     job_dir = Path(job_dir)
-    job = json.loads((job_dir / "job.json").read_text())
+    job = child_job.read_job(job_dir)
     out = {"tasks": []}
     try:
         import tensorflow as tf  # noqa: F401  (TF_USE_LEGACY_KERAS=1 is set: tf.keras is tf-keras)
@@ -164,15 +166,13 @@ def main(job_dir: str) -> int:
         for task in job["tasks"]:
             out["tasks"].append(run_task(task, job, arrays, tf_keras, tfmot))
         code = 0
-    except WorkerError as e:
-        out["error"] = {"what": e.what, "where": e.where, "fix": e.fix}
+    except Exception as e:  # noqa: BLE001 - a WorkerError, or anything else with the traceback's tail
+        out["error"] = child_job.error_result(
+            e, prefix="the tfmot worker failed: ", where="tfmot worker",
+            fix="rerun with logging at INFO (tfscale -v) for the worker's traceback; tfmot handles built-in Keras "
+                "layers only")
         code = 3
-    except Exception as e:  # anything else: report it with the traceback's tail
-        out["error"] = {"what": f"the tfmot worker failed: {type(e).__name__}: {e}", "where": "tfmot worker",
-                        "fix": "rerun with logging at INFO (tfscale -v) for the worker's traceback; tfmot handles "
-                               "built-in Keras layers only", "traceback": traceback.format_exc()[-3000:]}
-        code = 3
-    (job_dir / "result.json").write_text(json.dumps(out, indent=2))
+    child_job.write_result(job_dir, out)
     return code
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from tfscale.errors import ExportError
 from tfscale.export import latency, metrics, runtime, samples
-from tfscale.export.source import Source, prepare
+from tfscale.export.source import PreparedModel, prepare
 
 log = logging.getLogger("tfscale")
 
@@ -28,7 +28,7 @@ EVAL_BATCH = 64
 class Reference:
     """Evaluation data and what the Keras model makes of it; computed once, compared with every file."""
 
-    source: Source
+    source: PreparedModel
     inputs: list[np.ndarray]
     labels: np.ndarray | None
     outputs: list[np.ndarray]
@@ -36,15 +36,16 @@ class Reference:
     keras_value: float | None
 
 
-def reference(source: Source, eval_data, *, metric: str | None = "auto", max_samples: int | None = None) -> Reference:
+def reference(source: PreparedModel, eval_data, *, metric: str | None = "auto",
+              max_samples: int | None = None) -> Reference:
     """Runs the Keras model over `eval_data` ((x, y) arrays or dataset) and scores it."""
     inputs, labels = samples.collect(eval_data, source.specs, max_samples=max_samples, where="evaluation data")
     outputs = source.predict(inputs)
-    name = metrics.resolve(metric, outputs[0], labels)
+    name = metrics.pick(metric, outputs[0], labels)
     return Reference(source, inputs, labels, outputs, name, metrics.score(name, outputs[0], labels, outputs[0]))
 
 
-def run(path: Path, source: Source, inputs: list[np.ndarray]) -> list[np.ndarray]:
+def run(path: Path, source: PreparedModel, inputs: list[np.ndarray]) -> list[np.ndarray]:
     """The TFLite file's (dequantized) outputs for whole input arrays, in batches."""
     interpreter = runtime.interpreter(path, os.cpu_count() or 1)
     ins, outs = runtime.io_details(interpreter, source)

@@ -31,13 +31,14 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from tfscale.compat import ray as ray_compat
 from tfscale.errors import ClusterError, ConfigError, TfscaleError
 from tfscale.ray.worker import WorkerFailure, WorkerLoop
+from tfscale.vocabulary import BACKENDS, Backend
 from tfscale.worker_env import WorkerEnv
 
 log = logging.getLogger("tfscale")
 
-BACKENDS = ("tensorflow", "jax")
 INSTALL = 'pip install "tfscale[ray]"  (or: pip install "ray[train]>=2.60")'
 
 
@@ -73,7 +74,7 @@ class RayOptions:
     max_failures: int = 0
     storage_path: str | None = None
     name: str | None = None
-    backend: str = "tensorflow"
+    backend: Backend = "tensorflow"
     env: Mapping[str, str] | None = None
     collective_timeout: float | None = None
 
@@ -147,7 +148,7 @@ def _worker_count(value, where: str) -> int | tuple[int, int]:
 def fit(train_fn: Callable, *, num_workers: int | tuple[int, int] = 2,
         train_loop_config: Mapping[str, Any] | None = None, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
         resources_per_worker: Mapping[str, float] | None = None, max_failures: int = 0,
-        storage_path: str | None = None, name: str | None = None, backend: str = "tensorflow",
+        storage_path: str | None = None, name: str | None = None, backend: Backend = "tensorflow",
         env: Mapping[str, str] | None = None, collective_timeout: float | None = None,
         datasets: Mapping[str, Any] | None = None, address: str | None = None, wait_for_resources: bool = False):
     """Runs `train_fn` on `num_workers` Ray workers as one multi-worker job; returns Ray's `Result`.
@@ -244,9 +245,7 @@ def _import_ray():
     except ImportError as e:
         raise ConfigError(f"tfscale.ray needs Ray Train, which is not installed ({e})", where="import ray",
                           fix=INSTALL) from None
-    from ray.train.v2._internal.constants import is_v2_enabled
-
-    if not is_v2_enabled():
+    if not ray_compat.v2_enabled():
         raise ConfigError("tfscale.ray runs on Ray Train v2, and RAY_TRAIN_V2_ENABLED turns it off",
                           where="RAY_TRAIN_V2_ENABLED", fix="unset RAY_TRAIN_V2_ENABLED (or set it to 1)")
     from tfscale.ray import backend

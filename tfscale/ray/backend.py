@@ -23,12 +23,8 @@ from ray.train import DataConfig
 from ray.train.backend import Backend, BackendConfig
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
+from tfscale.compat import ray as ray_compat
 from tfscale.worker_env import WorkerEnv
-
-try:  # Ray's names for what a run trains with (its run state shows it); internal to Ray Train v2
-    from ray.train.v2._internal.util import TrainingFramework
-except ImportError:  # pragma: no cover - a Ray without it
-    TrainingFramework = None
 
 
 def _address() -> str:
@@ -81,10 +77,8 @@ class TfscaleBackendConfig(BackendConfig):
         return TfscaleBackend
 
     @property
-    def framework(self):
-        if TrainingFramework is None:
-            return None
-        return TrainingFramework.JAX if self.env.get("KERAS_BACKEND") == "jax" else TrainingFramework.TENSORFLOW
+    def framework(self):  # Ray's name for what a run trains with (its run state shows it)
+        return ray_compat.training_framework(jax=self.env.get("KERAS_BACKEND") == "jax")
 
     def to_dict(self) -> dict[str, Any]:
         return {"keras_backend": self.env.get("KERAS_BACKEND", "tensorflow")}

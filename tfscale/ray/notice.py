@@ -1,4 +1,4 @@
-"""Ray Train's preemption notice, as a source for tfscale's checkpoints (the Ray quarantine for it).
+"""Ray Train's preemption notice, as a source for tfscale's checkpoints.
 
 When a node of the worker group is drained for preemption (a spot node reclaimed by Ray's autoscaler,
 `ray drain-node --reason DRAIN_NODE_REASON_PREEMPTION`), Ray Train's `PreemptionWatcher` (Ray >= 2.60,
@@ -11,8 +11,8 @@ and Ray's `FailureConfig` starts the group again, which resumes at the exact nex
 cannot take that way under Ray: `train_fn` runs in a thread of Ray's worker, where tfscale cannot take
 signals.)
 
-Private: `ray.train.v2._internal.execution.context.get_train_context().preemption_context`, checked on
-Ray 2.60 (where `mark_preempt` writes it). Where it is missing the watcher stays off (a debug line).
+The stored value is private to Ray Train: it is read through Ray's quarantine (`tfscale.compat.ray.preemption_info`,
+checked on Ray 2.60). Where it is missing the watcher stays off (a debug line).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from tfscale.compat import ray as ray_compat
 from tfscale.scale import preemption
 
 log = logging.getLogger("tfscale")
@@ -30,9 +31,7 @@ RAY_NOTICE = "Ray preemption notice"  # what `SignalFlag.received` holds when Ra
 
 def _stored_notice():
     """The PreemptionInfo Ray Train stored for this worker, or None (raises where Ray has no such context)."""
-    from ray.train.v2._internal.execution.context import get_train_context  # private: see the module docstring
-
-    return get_train_context().preemption_context.preemption_info
+    return ray_compat.preemption_info()
 
 
 class RayNoticeWatcher:

@@ -1,4 +1,4 @@
-"""What `tfscale info` reports: versions, devices, the topology, auto's choice and the registry, per backend.
+"""What `tfscale info` reports: versions, devices, the topology, auto's choice, the registry per backend, the presets.
 
 `collect` builds no strategy and starts no distributed runtime. `placement`
 builds the Scale asked for and a model in its scope, to show where each
@@ -55,7 +55,7 @@ def collect(replicas: int | None = None, backend: str | None = None) -> dict:
     """
     import tfscale
     from tfscale.cluster import detect
-    from tfscale.config import StrategyConfig
+    from tfscale.config import StrategyConfig, load_strategy_preset, preset_names
     from tfscale.strategy import available, backend as backend_lib, choose
 
     detect(StrategyConfig(replicas=replicas).cluster, gpus=0)  # a malformed TF_CONFIG fails now, before Keras loads
@@ -70,7 +70,9 @@ def collect(replicas: int | None = None, backend: str | None = None) -> dict:
     return {"backend": backend, "versions": {k: v for k, v in versions.items() if v}, "devices": devices,
             "topology": topology.to_dict(), "auto": {"strategy": name, "reason": reason},
             "strategies": [{"name": s.name, "backend": s.backend, "description": s.description}
-                           for s in available()]}
+                           for s in available()],
+            "presets": [{"name": n, "strategy": p.name, "description": p.description}
+                        for n in preset_names() for p in [load_strategy_preset(n)]]}
 
 
 def placement(model_fn: str, strategy: str = "auto", *, replicas: int | None = None,
@@ -86,8 +88,6 @@ def placement(model_fn: str, strategy: str = "auto", *, replicas: int | None = N
     return scale.describe(model)
 
 
-def set_backend(backend: str | None) -> None:
-    """Makes Keras load on `backend` in this (CLI) process, before anything imports it."""
 def memory_plan(model_fn: str, *, devices: int | None, layout, device_memory: str, batch_size: int = 1,
                 sequence_length: int | None = None, optimizer: str = "adam",
                 min_shard_params: int | None = None) -> dict:
@@ -125,5 +125,7 @@ def memory_plan(model_fn: str, *, devices: int | None, layout, device_memory: st
     return result.to_dict()
 
 
+def set_backend(backend: str | None) -> None:
+    """Makes Keras load on `backend` in this (CLI) process, before anything imports it."""
     if backend:
         os.environ["KERAS_BACKEND"] = backend

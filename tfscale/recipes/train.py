@@ -13,7 +13,8 @@ import os
 import sys
 from pathlib import Path
 
-from tfscale.config import DataConfig, RunConfig, StrategyConfig, load_run_config
+from tfscale.config import DataConfig, RunConfig, StrategyConfig, find_preset, load_run_config
+from tfscale.config.functions import load_function
 from tfscale.errors import ConfigError
 
 log = logging.getLogger("tfscale")
@@ -101,13 +102,8 @@ def make_scale(strategy: StrategyConfig | str, base: Path):
 
     if isinstance(strategy, StrategyConfig):
         return Scale(config=strategy)
-    if strategy.endswith(".toml"):
-        candidates = [Path(strategy), base / strategy]
-        found = next((p for p in candidates if p.is_file()), None)
-        if found is None:
-            raise ConfigError(f"strategy preset {strategy!r} does not exist", where="strategy",
-                              fix=f"give a path from the working directory or from {base} (presets: strategies/*.toml)")
-        return Scale.from_preset(found)
+    if strategy.endswith(".toml"):  # a file from the run file's folder or the working directory, or a shipped preset
+        return Scale.from_preset(find_preset(strategy, base))
     return Scale(strategy)
 
 
@@ -120,12 +116,10 @@ def load_data(data: DataConfig):
     """
     from tfscale.data.sharding import is_tf_input
     from tfscale.data.sharding.arrays import is_arrays
-    from tfscale.train.loading import resolve
-
-    train = _call(resolve(data.train, where="data.train"), data.args, "data.train")
+    train = _call(load_function(data.train, where="data.train"), data.args, "data.train")
     validation = None
     if data.validation:
-        validation = _call(resolve(data.validation, where="data.validation"), data.args, "data.validation")
+        validation = _call(load_function(data.validation, where="data.validation"), data.args, "data.validation")
     if data.shuffle_buffer and hasattr(train, "batched_dataset_for"):
         log.warning("data.shuffle_buffer ignored: a tfscale.data pipeline shuffles itself")
     elif data.shuffle_buffer and is_arrays(train):  # an elastic order: a restart resumes at the exact batch

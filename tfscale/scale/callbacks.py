@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import keras
 
 from tfscale.data import epochs
+from tfscale.data.sharding.placement import DistributedInput
 from tfscale.scale.checkpoint import Checkpoints, ensure_writable, worker_dir
 from tfscale.scale.guards import TerminateOnNaN
 from tfscale.scale.preemption import DEFAULT_SIGNALS
@@ -63,6 +64,7 @@ def build_callbacks(scale, *, checkpoint_dir: str | os.PathLike | None = None,
                     checkpoint_every_steps: int | None = None, checkpoint_every_seconds: float | None = None,
                     save_on_preemption: bool = True, preemption_signals: Sequence[str] = DEFAULT_SIGNALS,
                     steps_per_epoch: int | None = None, storage_options: dict | None = None,
+                    training_input: DistributedInput | None = None,
                     extra: Sequence[keras.callbacks.Callback] = (), **tensorboard_options) -> list:
     """The callbacks for `model.fit` under `scale`, in the order they must run.
 
@@ -78,11 +80,14 @@ def build_callbacks(scale, *, checkpoint_dir: str | os.PathLike | None = None,
         save_on_preemption: on SIGTERM or SIGUSR1 (`preemption_signals`), every worker saves at the end of
             the step and `fit` raises `Preempted`: the process exits with 143, to be restarted.
         preemption_signals: the signals that mean preemption (e.g. what Slurm's --signal names).
-        steps_per_epoch: steps in one epoch, recorded in the checkpoints (default: what Keras reports).
+        steps_per_epoch: steps in one epoch, recorded in the checkpoints (default: `training_input`'s, where
+            known; else what Keras reports).
         storage_options: for an object-store checkpoint_dir, passed to its file system (fsspec).
         throughput: log examples/s, steps/s, per replica and input wait each epoch (chief).
         terminate_on_nan: stop with an error naming the step at the first NaN/inf loss.
-        global_batch_size: for the throughput figures (default: the one given to `scale.distribute`).
+        global_batch_size: for the throughput figures and the checkpoints' record (default: `training_input`'s).
+        training_input: the `DistributedInput` training reads (`scale.input`); without it and
+            `global_batch_size`, the training input given to `scale.distribute` (`scale.training_batch_size`).
         input_timer: an `InputTimer` wrapped around the input, for the input-wait figure.
         learning_rate: quoted in the NaN error.
         extra: the user's own callbacks, run after these.
@@ -96,14 +101,15 @@ def build_callbacks(scale, *, checkpoint_dir: str | os.PathLike | None = None,
     """
     chief, rank = scale.is_chief, scale.rank
     callbacks: list = [InputEpoch(), *([TerminateOnNaN(learning_rate)] if terminate_on_nan else [])]
+    batch = None
+    if throughput or checkpoint_dir is not None:
+        batch = global_batch_size or scale.training_batch_size(training_input, where="scale.callbacks(...)")
+    if steps_per_epoch is None and training_input is not None:
+        steps_per_epoch = training_input.steps
     if throughput:
-        sizes = getattr(scale, "distributed_batch_sizes", ())
-        batch = global_batch_size or (min(sizes) if len(sizes) == 1 else None)
         callbacks.append(Throughput(batch, scale.num_replicas, timer=input_timer, verbose=chief))
     if checkpoint_dir is not None:
-        sizes = getattr(scale, "distributed_batch_sizes", ())
-        run = {"global_batch_size": global_batch_size or (min(sizes) if len(sizes) == 1 else None),
-               "steps_per_epoch": steps_per_epoch, "num_workers": scale.num_workers,
+        run = {"global_batch_size": batch, "steps_per_epoch": steps_per_epoch, "num_workers": scale.num_workers,
                "num_replicas": scale.num_replicas, "backend": scale.backend, "strategy": scale.name,
                "mesh": scale.engine.describe().get("mesh")}
         callbacks.append(Checkpoints(os.fspath(checkpoint_dir), is_chief=chief, rank=rank,

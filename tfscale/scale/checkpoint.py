@@ -49,6 +49,7 @@ import weakref
 
 import keras
 
+from tfscale.compat import keras as keras_compat
 from tfscale.errors import ClusterError, ConfigError, TfscaleError
 from tfscale.scale import keras_saving, sharded
 from tfscale.scale.checkpoint_store import (SHARDED, WEIGHTS, CheckpointInfo, CheckpointStore, CorruptCheckpoint,
@@ -276,7 +277,7 @@ class Checkpoints(keras.callbacks.Callback):
             finally:
                 if not self.checkpoints.store.is_local:
                     _remove(path)
-            self.model._initial_epoch = info.epoch
+            keras_compat.resume_at_epoch(self.model, info.epoch)
             was = (f" (it was written on {info.num_replicas} replica(s), {info.num_workers} worker(s))"
                    if (info.num_replicas, info.num_workers) != (self.run.get("num_replicas", info.num_replicas),
                                                                 self.run.get("num_workers", info.num_workers))
@@ -349,7 +350,7 @@ class Checkpoints(keras.callbacks.Callback):
         self.save(epoch + 1, 0, "epoch")
 
     def on_train_end(self, logs=None):
-        self.model._initial_epoch = None  # a later fit() starts where it is told
+        keras_compat.resume_at_epoch(self.model, None)  # a later fit() starts where it is told
         self.start_offset = 0
         try:
             self.wait()  # the save in flight is committed (its error raised here)

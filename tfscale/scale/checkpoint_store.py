@@ -32,7 +32,7 @@ import zlib
 from collections.abc import Iterator
 
 from tfscale.errors import ConfigError
-from tfscale.storage import Store
+from tfscale.storage import Store, sync_file
 
 log = logging.getLogger("tfscale")
 
@@ -200,7 +200,7 @@ class CheckpointStore:
         else:
             digest, size = digest
             if in_place:
-                _sync_file(local_weights)
+                sync_file(local_weights)
         name = info.name + WEIGHTS
         info = dataclasses.replace(info, files={name: {"bytes": size, Checksum.KIND: digest}}, created=time.time())
         if in_place:
@@ -319,14 +319,6 @@ def _hash_file(path: str, checksum: Checksum, sync: bool = False) -> int:
         if sync:
             os.fsync(f.fileno())
     return size
-
-
-def _sync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def check_resumable(info: CheckpointInfo, *, global_batch_size: int | None, where: str) -> None:

@@ -3,7 +3,9 @@ blocks beside it (optimizer.py, callbacks.py).
 
 The engine follows Keras' backend: tf.distribute on TensorFlow, keras.distribution
 on JAX (strategy/engine.py). Nothing here imports TensorFlow or JAX: the blocks, which
-load Keras, are imported when `optimizer()` or `callbacks()` is called.
+load Keras, are imported when `optimizer()` or `callbacks()` is called. `input()` is the
+one way from tfscale's upper layers to the data layer's placement (`tfscale.fit`,
+`tfscale train` and tuning come through it).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import os
 from typing import Any
 
 from tfscale import config as config_lib
+from tfscale.data.batching import batch_sizes
+from tfscale.data.sharding import placement
+from tfscale.data.sharding.placement import DistributedInput
 from tfscale.errors import ConfigError
 from tfscale.strategy import backend as backend_lib
 from tfscale.strategy import registry
@@ -60,8 +65,8 @@ class Scale:
         self.backend = backend_lib.resolve(registry.only_backend(config.name), strategy=config.name,
                                            listing=registry.names)
         self.config = config_lib.engine_options(config, self.backend)
-        # Global batch sizes given to distribute(), so scale.optimizer() can scale the learning rate to them.
-        self.distributed_batch_sizes: set[int] = set()
+        # The global batches of the training input given to distribute(): read only by training_batch_size().
+        self._training_batches: set[int] = set()
         self.topology = engine_class(self.backend).start(self.config, topology)
         decision = decide(self.config, self.topology, self.backend)
         self.name, self.reason = decision.name, decision.reason
@@ -87,7 +92,7 @@ class Scale:
             raise ConfigError("scale.strategy is the tf.distribute strategy, and this Scale trains on JAX",
                               where="Scale.strategy", fix="use scale.scope() and scale.distribution (the Keras "
                                                           "distribution) on JAX")
-        return self.engine.strategy
+        return self.engine.tf_strategy
 
     @property
     def distribution(self):
@@ -95,12 +100,12 @@ class Scale:
         if self.backend != backend_lib.JAX:
             raise ConfigError("scale.distribution is the Keras distribution of the JAX engine, and this Scale "
                               "trains on TensorFlow", where="Scale.distribution", fix="use scale.strategy")
-        return self.engine.distribution
+        return self.engine.keras_distribution
 
     @property
     def is_server(self) -> bool:
         """True on worker and ps tasks of a parameter-server cluster: they call `serve()` and wait."""
-        return getattr(self.engine, "is_server", False)
+        return self.engine.is_server
 
     def scope(self):
         """Build and compile the model inside it (on JAX, closing it checks a model-parallel layout)."""
@@ -149,17 +154,41 @@ class Scale:
     def batch_sizes(self, global_batch_size: int | None = None,
                     per_replica_batch_size: int | None = None) -> tuple[int, int]:
         """(global, per-replica) batch sizes from either one; an error when it does not divide."""
-        from tfscale.data.batching import batch_sizes
-
         return batch_sizes(self.num_replicas, global_batch_size, per_replica_batch_size)
+
+    def input(self, data, *, global_batch_size: int | None = None, per_replica_batch_size: int | None = None,
+              drop_remainder: bool = True, wrap=None, sharded: bool = False,
+              where: str = "Scale.distribute(data)") -> DistributedInput:
+        """`distribute`, with what was decided: the batches (`.dataset`, for `model.fit`), the global and
+        per-replica batch, the steps per epoch where known, and whether every worker has equal steps.
+
+        Give it to `optimizer(..., training_input=...)` and `callbacks(..., training_input=...)` to scale the
+        learning rate and count examples by it explicitly (`tfscale.fit` does): unlike `distribute`, it leaves
+        nothing behind in the Scale for them to find. Arguments as for `distribute`; `where` names `data` in
+        errors (e.g. "train_data").
+
+        Example:
+            train = scale.input(dataset, global_batch_size=256)
+            with scale.scope():
+                model.compile(optimizer=scale.optimizer("adam", base_lr=1e-3, base_batch_size=64,
+                                                        training_input=train), loss=...)
+            model.fit(train.dataset, epochs=5, callbacks=scale.callbacks(training_input=train))
+        """
+        global_batch, per_replica = self.batch_sizes(global_batch_size, per_replica_batch_size)
+        return placement.distribute(self.engine, data, global_batch_size=global_batch,
+                                    per_replica_batch_size=per_replica, drop_remainder=drop_remainder, wrap=wrap,
+                                    where=where, sharded=sharded)
 
     def distribute(self, data, *, global_batch_size: int | None = None, per_replica_batch_size: int | None = None,
                    drop_remainder: bool = True, wrap=None, sharded: bool = False):
-        """Batches of `data` (unbatched examples) for this engine, sharded by worker, prefetched.
+        """Batches of `data` (unbatched examples) for this engine, sharded by worker, prefetched: what
+        `model.fit` takes (`input(...).dataset`).
 
         `data` is a tf.data.Dataset, a tfscale.data pipeline or NumPy arrays (x, y); on JAX also a
         generator function. Every worker gets the same number of steps. `wrap` is applied to each
-        tf.data input pipeline (e.g. `InputTimer.wrap`).
+        tf.data input pipeline (e.g. `InputTimer.wrap`). With `drop_remainder` (training input), its
+        global batch is what `optimizer()` scales the learning rate to when not told
+        (`training_batch_size`).
 
         `sharded=True`: `data` is already this worker's own shard (an engine dealt it, e.g. Ray Data's
         `get_dataset_shard`): tfscale neither auto-shards nor slices it, each worker batches its own
@@ -170,13 +199,29 @@ class Scale:
             train = scale.distribute(tf.data.Dataset.from_tensor_slices((x, y)), global_batch_size=256)
             model.fit(train, epochs=5)
         """
-        from tfscale.data.sharding import distribute
+        placed = self.input(data, global_batch_size=global_batch_size, per_replica_batch_size=per_replica_batch_size,
+                            drop_remainder=drop_remainder, wrap=wrap, sharded=sharded)
+        if drop_remainder:  # training input: what optimizer() and callbacks() read when not given a batch
+            self._training_batches.add(placed.global_batch_size)
+        return placed.dataset
 
-        global_batch, per_replica = self.batch_sizes(global_batch_size, per_replica_batch_size)
-        if drop_remainder:  # training input: scale.optimizer() scales the learning rate to it
-            self.distributed_batch_sizes.add(global_batch)
-        return distribute(self.engine, data, global_batch_size=global_batch, per_replica_batch_size=per_replica,
-                          drop_remainder=drop_remainder, wrap=wrap, sharded=sharded)
+    def training_batch_size(self, training_input: DistributedInput | None = None, *,
+                            where: str = "Scale.training_batch_size()") -> int | None:
+        """The global batch training runs with: `training_input`'s, else the one of the training input
+        (drop_remainder=True) given to `distribute` so far; None where none was. What `optimizer()` and
+        `callbacks()` read when not given a global batch.
+
+        Raises:
+            ConfigError: no `training_input`, and training input of several global batch sizes was placed.
+        """
+        if training_input is not None:
+            return training_input.global_batch_size
+        sizes = sorted(self._training_batches)
+        if len(sizes) > 1:
+            raise ConfigError(f"scale.distribute was given training input with several global batch sizes {sizes}",
+                              where=where, fix=f"give {where} the training batch: global_batch_size=..., or "
+                                               "training_input=scale.input(...)")
+        return sizes[0] if sizes else None
 
     def optimizer(self, name="adam", **options: Any):
         """A Keras optimizer whose learning rate is scaled to the global batch (`optimizer.build_optimizer`)."""

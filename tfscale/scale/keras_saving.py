@@ -25,7 +25,8 @@ values 2-3, h5py writing the file 3 (besides the bytes), SHA-256 of the file rea
   CPU) runs over the same pieces in file order, from memory (the file is not read back); `os.pwrite` and
   `zlib.crc32` release the GIL, so the training thread runs meanwhile.
 
-Private names used, checked on Keras 3.13-3.15 (`KERAS_RANGE`): `keras.src.saving.saving_lib._save_state`
+Private names used, reached through Keras' quarantine (`tfscale.compat.keras.save_walk`, checked on Keras 3.13-3.15):
+`keras.src.saving.saving_lib._save_state`
 (its frame's local `saveable`, the object whose `save_own_variables` receives the store that `make` returns),
 and `keras.src.saving.saving_lib.H5IOStore` (the walk accepts only its instances; the file layout replayed
 here is its `make` / `__setitem__`: a group ``vars`` under each path, metadata as attributes, a dataset per
@@ -38,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import sys
 import threading
 import weakref
 
@@ -46,26 +46,20 @@ import h5py
 import keras
 import numpy as np
 
+from tfscale.compat import keras as keras_compat
 from tfscale.scale.checkpoint_store import Checksum
-
-try:
-    from keras.src.saving import saving_lib
-except ImportError:  # a Keras without it: `capture` says so with None
-    saving_lib = None
 
 log = logging.getLogger("tfscale")
 
-KERAS_RANGE = ((3, 13), (3, 15))  # the versions these internals were read and tested on
 MAX_TEMPLATES = 8  # structures whose bytes are kept (one per model saved, as a rule)
 _IOV_MAX = getattr(os, "IOV_MAX", 16)  # buffers per pwritev (1024 on Linux)
-_STORE = getattr(saving_lib, "H5IOStore", None)
-_SAVE_STATE = getattr(saving_lib, "_save_state", None)
+_WALK = keras_compat.save_walk()  # None outside the Keras versions checked: `capture` says so with None
+_STORE = _WALK.store if _WALK is not None else None
 _OPTIMIZER_SAVE = getattr(getattr(keras.optimizers, "Optimizer", None), "save_own_variables", None)
 
 
 def _supported() -> bool:
-    version = tuple(int(p) for p in keras.__version__.split(".")[:2])
-    return KERAS_RANGE[0] <= version <= KERAS_RANGE[1] and _STORE is not None and _SAVE_STATE is not None
+    return _WALK is not None
 
 
 def _stores_copies(saveable) -> bool:
@@ -108,8 +102,7 @@ class _Recorder(_STORE or object):
         return True
 
     def make(self, path, metadata=None):
-        caller = sys._getframe(1)
-        saveable = caller.f_locals.get("saveable") if caller.f_code is _SAVE_STATE.__code__ else None
+        saveable = _WALK.saveable_of_caller()  # the object whose save_own_variables called make()
         if saveable is None or self.saveables is None:
             self.saveables = None
         else:
@@ -162,7 +155,7 @@ def _groups(model) -> list[_Group]:
     if groups is not None:
         return groups
     recorder = _Recorder()
-    _SAVE_STATE(model, weights_store=recorder, assets_store=None, inner_path="", visited_saveables=set())
+    _WALK.walk(model, weights_store=recorder, assets_store=None, inner_path="", visited_saveables=set())
     try:
         _layouts[model] = _Layout(recorder.saveables, signature)
     except TypeError:  # the walk could not be recorded (None), or an object without weak references

@@ -7,6 +7,7 @@ from typing import Any
 
 import keras
 
+from tfscale.data.sharding.placement import DistributedInput
 from tfscale.errors import ConfigError
 from tfscale.scale.schedule import WarmupSchedule, scaled_learning_rate
 
@@ -16,8 +17,9 @@ OPTIMIZERS = ("adadelta", "adafactor", "adagrad", "adam", "adamax", "adamw", "ft
 
 
 def build_optimizer(scale, name: str | type = "adam", *, base_lr: float = 1e-3, base_batch_size: int | None = None,
-                    global_batch_size: int | None = None, scaling: str = "linear", warmup_steps: int = 0,
-                    decay_steps: int | None = None, gradient_accumulation_steps: int = 1,
+                    global_batch_size: int | None = None, training_input: DistributedInput | None = None,
+                    scaling: str = "linear", warmup_steps: int = 0, decay_steps: int | None = None,
+                    gradient_accumulation_steps: int = 1,
                     **optimizer_kwargs: Any) -> keras.optimizers.Optimizer:
     """A Keras optimizer for `scale`, its learning rate scaled to the effective batch.
 
@@ -26,8 +28,9 @@ def build_optimizer(scale, name: str | type = "adam", *, base_lr: float = 1e-3, 
         name: a Keras optimizer name ("adam", "sgd", ...) or class.
         base_lr: the learning rate tuned for `base_batch_size` examples per update.
         base_batch_size: the reference batch (None: no scaling).
-        global_batch_size: examples per step over all replicas (default: the one given to
-            `scale.distribute`).
+        global_batch_size: examples per step over all replicas (default: `training_input`'s).
+        training_input: the `DistributedInput` training reads (`scale.input`); without it and
+            `global_batch_size`, the training input given to `scale.distribute` (`scale.training_batch_size`).
         scaling: "linear", "sqrt" or "none".
         warmup_steps: updates of linear warmup from `base_lr` to the scaled rate.
         decay_steps: updates of cosine decay after warmup (None: constant).
@@ -44,11 +47,12 @@ def build_optimizer(scale, name: str | type = "adam", *, base_lr: float = 1e-3, 
         with scale.scope():
             model.compile(optimizer=scale.optimizer("sgd", base_lr=0.1, base_batch_size=256, warmup_steps=100))
     """
-    global_batch = global_batch_size or known_batch_size(scale)
+    global_batch = global_batch_size or scale.training_batch_size(training_input, where="scale.optimizer(...)")
     if global_batch is None and base_batch_size is not None and scaling != "none":
         raise ConfigError("the global batch size is unknown, so the learning rate cannot be scaled",
                           where="scale.optimizer(...)",
-                          fix="pass global_batch_size=..., or call scale.distribute(data, global_batch_size=...) first")
+                          fix="pass global_batch_size=... or training_input=scale.input(...), or call "
+                              "scale.distribute(data, global_batch_size=...) first")
     if global_batch is not None:
         scale.batch_sizes(global_batch)  # the batch contract: an error when it does not divide
     effective = (global_batch or base_batch_size or 1) * gradient_accumulation_steps
@@ -58,16 +62,6 @@ def build_optimizer(scale, name: str | type = "adam", *, base_lr: float = 1e-3, 
     with scale.scope():
         return scale.engine.prepare_optimizer(
             make_optimizer(name, learning_rate, gradient_accumulation_steps, **optimizer_kwargs))
-
-
-def known_batch_size(scale) -> int | None:
-    """The global batch of the training input given to `scale.distribute` (drop_remainder=True), if only one."""
-    sizes = sorted(getattr(scale, "distributed_batch_sizes", ()))
-    if len(sizes) > 1:
-        raise ConfigError(f"scale.distribute was given training input with several global batch sizes {sizes}",
-                          where="scale.optimizer(...)",
-                          fix="pass the training batch: scale.optimizer(..., global_batch_size=...)")
-    return sizes[0] if sizes else None
 
 
 def learning_rate_for(base_lr: float, base_batch_size: int, effective_batch_size: int, *, scaling: str = "linear",
@@ -108,3 +102,16 @@ def make_optimizer(name: str | type, learning_rate, gradient_accumulation_steps:
         raise ConfigError(f"optimizer {name!r} rejected its arguments: {e}", where="optimizer arguments",
                           fix=f"give only arguments that keras.optimizers.{kind} accepts") from None
     return optimizer
+
+
+def peak_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
+    """The highest learning rate `optimizer` trains with: its schedule's peak (`WarmupSchedule`, or a Keras
+    schedule's initial rate), else its constant rate (as the optimizer holds it, in float32); NaN where
+    neither is known (a learning rate given as a function)."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):  # what compile() makes under mixed_float16
+        optimizer = optimizer.inner_optimizer
+    rate = optimizer.get_config().get("learning_rate")
+    if isinstance(rate, dict):  # a serialized schedule
+        config = rate.get("config") or {}
+        rate = config.get("peak_lr", config.get("initial_learning_rate"))
+    return float(rate) if isinstance(rate, (int, float)) else float("nan")

@@ -21,16 +21,16 @@ import os
 import sys
 from collections.abc import Mapping
 
+from tfscale.compat import keras as keras_compat
 from tfscale.errors import ConfigError
+from tfscale.vocabulary import JAX, TENSORFLOW, Backend
 
 log = logging.getLogger("tfscale")
 
-TENSORFLOW, JAX = "tensorflow", "jax"
-BACKENDS = (TENSORFLOW, JAX)
 _ALIASES = {"tf": TENSORFLOW, "tensorflow": TENSORFLOW, "jax": JAX}
 
 
-def normalize(name: str, *, where: str = "KERAS_BACKEND") -> str:
+def normalize(name: str, *, where: str = "KERAS_BACKEND") -> Backend:
     """'tensorflow' or 'jax' for a backend name; a ConfigError for anything else (torch, numpy, ...)."""
     backend = _ALIASES.get(str(name).strip().lower())
     if backend is None:
@@ -146,11 +146,7 @@ def set_random_seed(seed: int) -> None:
     import random
 
     import numpy as np
-    from keras.src.backend.common import global_state
-    from keras.src.random import seed_generator
-    from keras.src.utils import rng_utils
 
-    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
-    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)  # recreated from the seed
+    keras_compat.set_random_seed(seed)  # Keras' own seed, through its internals: no TensorFlow imported
     random.seed(seed)
     np.random.seed(seed)

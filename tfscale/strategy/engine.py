@@ -2,9 +2,10 @@
 
 `Scale` holds an `Engine`. The TensorFlow engine (tf_engine.py) wraps a
 `tf.distribute.Strategy`; the JAX engine (jax/engine.py) a
-`keras.distribution.Distribution`. `train/`, `tuning/`, export and input read
-only this interface; `data.sharding.distribute` and the strategies themselves
-are the only places that look at which engine it is.
+`keras.distribution.Distribution`. `Scale`, `train/`, `tuning/`, export and input
+read only this interface, and every member they read is declared here (input
+placement reads `tf_strategy`, `input_shards` and `num_replicas`); only the
+strategies themselves look at which engine it is.
 
 Building one is three steps, so that the choice can be shown and tested without
 building anything:
@@ -161,10 +162,27 @@ class Engine(abc.ABC):
         return False
 
     @property
+    def is_server(self) -> bool:
+        """A task that serves variables and functions and holds no strategy (`Capability.SERVERS`: the worker
+        and ps tasks of a parameter-server cluster call `Scale.serve()`); it trains nothing."""
+        return False
+
+    @property
     def tf_strategy(self):
-        """The `tf.distribute.Strategy` for APIs that take one (keras-tuner); None on JAX, whose Keras
-        distribution is process-wide."""
+        """The `tf.distribute.Strategy` that places input batches and that APIs taking one use (keras-tuner);
+        None on JAX, whose Keras distribution is process-wide and whose input is split by `input_shards`."""
         return None
+
+    @property
+    def keras_distribution(self):
+        """The `keras.distribution.Distribution` set for the process (JAX); None on TensorFlow and on one device."""
+        return None
+
+    @property
+    def input_shards(self) -> tuple[int, int]:
+        """(input streams, this process's stream): how many parts each global batch is read in, over the
+        cluster, and which one this process reads (one per process unless the engine says otherwise)."""
+        return self.num_processes, self.rank
 
     def barrier(self, name: str, timeout: float = 3600.0) -> None:
         """Every process of the cluster waits here until all have arrived (nothing to wait for in one process)."""

@@ -28,7 +28,7 @@ def cluster_resolver(topology):
 @register("multi_worker", "synchronous replicas across worker processes/machines (collective all-reduce); "
                           "Keras 3 fit made to work", capabilities={Capability.LOCKSTEP, Capability.CLUSTER_RUNTIME})
 def build(topology, config):
-    from tfscale.strategy.keras_compat import MultiWorkerStrategy
+    from tfscale.compat.keras.multi_worker import MultiWorkerStrategy
 
     cpu_replicas = 1
     if topology.accelerator == "CPU":

@@ -18,7 +18,7 @@ import importlib
 from collections.abc import Callable
 
 from tfscale.errors import ConfigError
-from tfscale.strategy.backend import BACKENDS, JAX, TENSORFLOW
+from tfscale.vocabulary import BACKENDS, JAX, TENSORFLOW
 
 _BUILTINS = ("default", "one_device", "mirrored", "multi_worker", "tpu", "parameter_server",
              "jax.data_parallel", "jax.model_parallel", "jax.one_device", "jax.tpu")

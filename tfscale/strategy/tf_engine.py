@@ -8,6 +8,7 @@ from typing import Any
 
 from tfscale.cluster import detect
 from tfscale.cluster.detection.devices import configure_threads, local_gpus
+from tfscale.compat import tensorflow as tf_compat
 from tfscale.errors import ClusterError
 from tfscale.strategy.backend import TENSORFLOW
 from tfscale.strategy.engine import Engine
@@ -70,6 +71,13 @@ class TensorFlowEngine(Engine):
     def tf_strategy(self):
         return self.strategy
 
+    @property
+    def input_shards(self) -> tuple[int, int]:
+        """(the input pipelines of the strategy's cluster: its chief and workers, or 1; this worker's rank)."""
+        resolver = self.strategy.cluster_resolver
+        spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+        return max(1, len(spec.get("worker", ())) + len(spec.get("chief", ()))), self.rank
+
     def scope(self):
         return self.strategy.scope()
 
@@ -100,10 +108,8 @@ class TensorFlowEngine(Engine):
         """
         if self.num_processes < 2 or self.is_server:
             return
-        from tensorflow.python.eager import context
-
         try:
-            context.context().wait_at_barrier(name, int(timeout * 1000))
+            tf_compat.wait_at_barrier(name, timeout)
         except Exception as e:  # noqa: BLE001 - a worker failed meanwhile: the launcher names it
             log.warning("the workers did not all reach %r: %s", name, str(e).splitlines()[0] if str(e) else e)
 
@@ -114,19 +120,14 @@ class TensorFlowEngine(Engine):
             return [value]
         if not self.has(Capability.LOCKSTEP):
             return None
-        from tensorflow.python.eager import context
-
-        ctx = context.context()
-        ctx.set_config_key_value(f"tfscale/{key}/{self.rank}", value)
-        return [ctx.get_config_key_value(f"tfscale/{key}/{rank}", int(timeout * 1000))
+        tf_compat.set_key_value(f"tfscale/{key}/{self.rank}", value)
+        return [tf_compat.get_key_value(f"tfscale/{key}/{rank}", timeout)
                 for rank in range(self.num_processes)]
 
     def forget(self, key: str) -> None:
         if self.num_processes < 2 or not self.has(Capability.LOCKSTEP):
             return
-        from tensorflow.python.eager import context
-
-        context.context().delete_config_key_value(f"tfscale/{key}/{self.rank}")
+        tf_compat.delete_key_value(f"tfscale/{key}/{self.rank}")
 
     def float16_capable(self) -> bool:
         import tensorflow as tf
@@ -154,7 +155,7 @@ class TensorFlowEngine(Engine):
         return wanted
 
     def prepare_optimizer(self, optimizer):
-        from tfscale.strategy.accumulation import fix_accumulation
+        from tfscale.compat.keras.accumulation import fix_accumulation
 
         return fix_accumulation(optimizer)  # keras-team/keras#20582
 
@@ -188,12 +189,19 @@ def _leave_together(engine, timeout: float) -> None:
 
     The chief holds TensorFlow's coordination service; a worker that leaves while another still
     runs (or a chief that leaves first) makes the others log ERRORs ("StartAbort UNAVAILABLE ...
-    coordination service") on a healthy run. A process that ends with an uncaught exception or a
-    non-zero `sys.exit` leaves at once, so the launcher sees the failure without delay; one that ends with
+    coordination service") on a healthy run. A process that ends with an uncaught exception (seen by
+    `sys.excepthook`, Python's documented hook, chained to the one before) or that `leave_at_once()` marks
+    (`tfscale` commands that fail) leaves at once, so the launcher sees the failure without delay; one that ends with
     the error of a broken cluster (a peer gone or silent: Unavailable, DeadlineExceeded, Aborted, Cancelled)
     skips TensorFlow's teardown too, as that waits seconds, up to a minute here, for the peers that are gone:
     it exits with `worker_env.PEER_LOST_EXIT` (75) once the traceback is printed, and its launcher then
     names the peers that no longer answer.
+
+    Python tells an exit handler nothing of the exit status, and tfscale patches no process-wide function
+    (`sys.exit` included: docs/DESIGN.md, "The upstream quarantine"), so a script of the user that ends with
+    a non-zero `sys.exit` or `raise SystemExit` still waits here: until its peers arrive, or fail (a peer
+    that waits on it in a collective does within the collective timeout), or `timeout` at most; a script
+    that wants to leave at once after a failure it caught calls `leave_at_once()` (or raises).
     """
     import atexit
     import sys
@@ -201,7 +209,7 @@ def _leave_together(engine, timeout: float) -> None:
     if _exit["registered"]:
         return
     _exit["registered"] = True
-    previous_hook, previous_exit = sys.excepthook, sys.exit
+    previous_hook = sys.excepthook
 
     def excepthook(kind, value, tb):
         _exit["failed"] = True
@@ -211,14 +219,14 @@ def _leave_together(engine, timeout: float) -> None:
             sys.stderr.flush()
             os._exit(PEER_LOST_EXIT)
 
-    def exit_(status=None):
-        if status not in (None, 0):
-            _exit["failed"] = True
-        previous_exit(status)
-
     def at_exit():
         if not _exit["failed"]:
             engine.barrier("tfscale_exit", timeout)
 
-    sys.excepthook, sys.exit = excepthook, exit_
+    sys.excepthook = excepthook
     atexit.register(at_exit)
+
+
+def leave_at_once() -> None:
+    """This process ends failing: it skips the exit barrier of `_leave_together` (where one is set up)."""
+    _exit["failed"] = True

@@ -10,7 +10,7 @@ from tfscale.strategy.registry import Capability, register
 log = logging.getLogger("tfscale")
 
 
-def resolve(address: str | None):
+def connect(address: str | None):
     """Connects to the TPU at `address` ("" or "local": this VM's) and initializes it.
 
     Raises:
@@ -43,4 +43,4 @@ def build(topology, config):
     import tensorflow as tf
 
     address = config.tpu if config.tpu is not None else topology.tpu
-    return tf.distribute.TPUStrategy(resolve(address))
+    return tf.distribute.TPUStrategy(connect(address))

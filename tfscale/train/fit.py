@@ -1,4 +1,9 @@
-"""`tfscale.fit(build_model, train_data, ...)`: a whole distributed training run in one call, on either engine."""
+"""`tfscale.fit(build_model, train_data, ...)`: a whole distributed training run in one call, on either engine.
+
+It goes through its `Scale` as a user's own loop does: `scale.input` places the data (the one path to the
+data layer), `scale.optimizer` builds the optimizer and `scale.callbacks` the callbacks, both reading the
+`DistributedInput` they are given.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +17,13 @@ from typing import Any
 
 import keras
 
+from tfscale.compat import keras as keras_compat
 from tfscale.config import TrainConfig, with_options
-from tfscale.data.sharding import distribute
+from tfscale.data.sharding.position import skip_examples
 from tfscale.errors import ConfigError
 from tfscale.scale import Scale
-from tfscale.scale.callbacks import build_callbacks
 from tfscale.scale.checkpoint import Checkpoints
-from tfscale.scale.optimizer import learning_rate_for, make_optimizer
+from tfscale.scale.optimizer import peak_learning_rate
 from tfscale.scale.throughput import InputTimer, Throughput
 from tfscale.strategy import backend
 from tfscale.train.batch import BatchPlan, plan_batch
@@ -96,21 +101,19 @@ def fit(build_model: Callable[..., keras.Model] | str, train_data, *, scale=None
     timer = InputTimer()  # times tf.data input (the wait for each batch); other input has no figure
 
     def batches(data, drop_remainder=True, where="train_data", wrap=None):
-        return distribute(scale.engine, data, global_batch_size=plan.global_batch_size,
-                          per_replica_batch_size=plan.per_replica_batch_size, drop_remainder=drop_remainder,
-                          wrap=wrap, where=where)
+        return scale.input(data, global_batch_size=plan.global_batch_size, drop_remainder=drop_remainder, wrap=wrap,
+                           where=where)
 
     train = batches(train_data, wrap=timer.wrap)
-    validation = None if validation_data is None else batches(validation_data, False, "validation_data")
+    validation = None if validation_data is None else batches(validation_data, False, "validation_data").dataset
     if cfg.seed is not None:
         backend.set_random_seed(cfg.seed)
-    model, learning_rate = _build_and_compile(build_model, model_args, scale, cfg, plan, policy)
-    all_callbacks = build_callbacks(
-        scale, checkpoint_dir=cfg.checkpoint_dir, tensorboard_dir=cfg.tensorboard_dir,
-        keep_checkpoints=cfg.keep_checkpoints, resume=cfg.resume, global_batch_size=plan.global_batch_size,
-        input_timer=timer, learning_rate=learning_rate, checkpoint_every_steps=cfg.checkpoint_every_steps,
-        checkpoint_every_seconds=cfg.checkpoint_every_seconds, save_on_preemption=cfg.save_on_preemption,
-        steps_per_epoch=_steps_per_epoch(train, cfg), extra=callbacks)
+    model, learning_rate = _build_and_compile(build_model, model_args, scale, cfg, train, plan, policy)
+    all_callbacks = scale.callbacks(
+        checkpoint_dir=cfg.checkpoint_dir, tensorboard_dir=cfg.tensorboard_dir, keep_checkpoints=cfg.keep_checkpoints,
+        resume=cfg.resume, training_input=train, input_timer=timer, learning_rate=learning_rate,
+        checkpoint_every_steps=cfg.checkpoint_every_steps, checkpoint_every_seconds=cfg.checkpoint_every_seconds,
+        save_on_preemption=cfg.save_on_preemption, steps_per_epoch=cfg.steps_per_epoch, extra=callbacks)
     checkpoints = next((c for c in all_callbacks if isinstance(c, Checkpoints)), None)
     start = (0, 0)
     if checkpoints is not None and cfg.resume:
@@ -133,11 +136,12 @@ def fit(build_model: Callable[..., keras.Model] | str, train_data, *, scale=None
                             step, first_epoch + 1)
             else:
                 checkpoints.start_offset = step
-                histories.append(_fit(model, batches(rest, wrap=timer.wrap), cfg, scale, validation, all_callbacks,
-                                      first_epoch, first_epoch + 1))
+                histories.append(_fit(model, batches(rest, wrap=timer.wrap).dataset, cfg, scale, validation,
+                                      all_callbacks, first_epoch, first_epoch + 1))
                 first_epoch += 1
         if first_epoch < cfg.epochs or not histories:
-            histories.append(_fit(model, train, cfg, scale, validation, all_callbacks, first_epoch, cfg.epochs))
+            histories.append(_fit(model, train.dataset, cfg, scale, validation, all_callbacks, first_epoch,
+                                  cfg.epochs))
     speed = next((c.summary for c in all_callbacks if isinstance(c, Throughput)), {})
     return FitResult(model, _merged(histories), scale, plan, learning_rate, policy, speed, start[0], start[1])
 
@@ -153,7 +157,7 @@ def _released(checkpoints):
 
 
 def _fit(model, train, cfg: TrainConfig, scale, validation, callbacks, initial_epoch: int, epochs: int):
-    model._initial_epoch = None  # the checkpoint's position was read by tfscale.fit, which passes it here
+    keras_compat.resume_at_epoch(model, None)  # the checkpoint's position was read by tfscale.fit, which passes it here
     try:
         return model.fit(train, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=cfg.steps_per_epoch,
                          shuffle=False, validation_data=validation, callbacks=callbacks,
@@ -169,19 +173,7 @@ def _skipped(train_data, steps: int, global_batch_size: int, cfg: TrainConfig):
     """`train_data` after `steps` global batches, or None where that is not the exact position."""
     if cfg.steps_per_epoch is not None or cfg.gradient_accumulation_steps != 1:
         return None
-    from tfscale.data.sharding import skip_examples
-
     return skip_examples(train_data, steps * global_batch_size)
-
-
-def _steps_per_epoch(train, cfg: TrainConfig) -> int | None:
-    if cfg.steps_per_epoch is not None:
-        return cfg.steps_per_epoch
-    try:
-        steps = len(train)
-    except TypeError:
-        steps = getattr(train, "_cardinality", None)
-    return int(steps) if isinstance(steps, int) and steps > 0 else None
 
 
 def _merged(histories: list):
@@ -197,12 +189,9 @@ def _train_config(config: TrainConfig | None, options: Mapping[str, Any]) -> Tra
     return with_options(TrainConfig, config, options, what="tfscale.fit option", where="tfscale.fit(...)")
 
 
-def _build_and_compile(build_model, model_args, scale, cfg: TrainConfig, plan: BatchPlan, policy: str):
-    learning_rate = learning_rate_for(cfg.base_lr, cfg.base_batch_size or plan.effective_batch_size,
-                                      plan.effective_batch_size, scaling=cfg.lr_scaling,
-                                      warmup_steps=cfg.warmup_steps, decay_steps=cfg.decay_steps,
-                                      steps_per_update=plan.accumulation_steps)
-    peak = getattr(learning_rate, "peak_lr", learning_rate)
+def _build_and_compile(build_model, model_args, scale, cfg: TrainConfig, train, plan: BatchPlan, policy: str):
+    """The model built and compiled under `scale` with `scale.optimizer` scaled to `train` (a `DistributedInput`);
+    and the peak learning rate it trains with."""
     with precision_policy(policy), scale.scope():
         model = make_model(build_model, model_args)
         check_outputs(model, policy)
@@ -211,14 +200,16 @@ def _build_and_compile(build_model, model_args, scale, cfg: TrainConfig, plan: B
                 raise ConfigError("no loss given and the model function did not compile the model",
                                   where="loss", fix='give loss=..., e.g. loss="sparse_categorical_crossentropy"')
             log.warning("keeping the model's own compile(): learning rate, accumulation and jit settings not applied")
-            return model, peak
+            return model, peak_learning_rate(model.optimizer)
         _check_names(cfg.loss, cfg.metrics)
-        optimizer = scale.engine.prepare_optimizer(
-            make_optimizer(cfg.optimizer, learning_rate, plan.accumulation_steps, **cfg.optimizer_args))
+        optimizer = scale.optimizer(cfg.optimizer, base_lr=cfg.base_lr, base_batch_size=cfg.base_batch_size,
+                                    training_input=train, scaling=cfg.lr_scaling, warmup_steps=cfg.warmup_steps,
+                                    decay_steps=cfg.decay_steps, gradient_accumulation_steps=plan.accumulation_steps,
+                                    **cfg.optimizer_args)
         model.compile(optimizer=optimizer, loss=cfg.loss, metrics=list(cfg.metrics or ()),
                       jit_compile=scale.engine.jit_compile(cfg.jit_compile),
                       steps_per_execution=cfg.steps_per_execution)
-    return model, peak
+    return model, peak_learning_rate(optimizer)
 
 
 def _check_names(loss, metrics) -> None:

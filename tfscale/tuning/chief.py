@@ -7,9 +7,8 @@ same gRPC service, hands a dead tuner's trial to the next tuner that asks
 ``<control dir>/<tuner id>.dead``), and stops as soon as the oracle has
 stopped and no tuner holds a trial.
 
-It reaches into keras-tuner 1.4's oracle (``ongoing_trials``, ``tuner_ids``,
-``_retry_queue``, the generated gRPC service), which has no public API for
-either; keep that here, in one place.
+It reaches into keras-tuner 1.4's oracle (its retry queue, its gRPC service), which has no
+public API for either, through keras-tuner's quarantine, `tfscale.compat.keras_tuner`.
 """
 
 from __future__ import annotations
@@ -20,9 +19,8 @@ from concurrent import futures
 
 import grpc
 from keras_tuner import synchronized
-from keras_tuner.src import protos
-from keras_tuner.src.distribute.oracle_chief import OracleServicer
 
+from tfscale.compat import keras_tuner as kt_compat
 from tfscale.errors import ClusterError
 from tfscale.tuning.control import announced_dead
 from tfscale.tuning.results import record_tuner
@@ -37,8 +35,9 @@ def release(oracle, tuner_id: str):
     """Forgets `tuner_id` and queues the trial it held to be run again; returns that trial or None."""
     trial = oracle.ongoing_trials.pop(tuner_id, None)
     oracle.tuner_ids.discard(tuner_id)
-    if trial is not None and trial.trial_id not in oracle._retry_queue:
-        oracle._retry_queue.append(trial.trial_id)
+    queue = kt_compat.retry_queue(oracle)
+    if trial is not None and trial.trial_id not in queue:
+        queue.append(trial.trial_id)
         oracle.save()
     return trial
 
@@ -52,16 +51,17 @@ def requeue_stale(oracle) -> list[str]:
     state, saved a moment earlier, does not list. A resumed search runs each of
     them once more, whichever tuner asks first, and never repeats a finished one.
     """
+    queue = kt_compat.retry_queue(oracle)
     for trial in oracle.ongoing_trials.values():  # empty after a reload; kept for a live oracle
-        if trial.trial_id not in oracle._retry_queue:
-            oracle._retry_queue.append(trial.trial_id)
+        if trial.trial_id not in queue:
+            queue.append(trial.trial_id)
     oracle.ongoing_trials.clear()
     missing = sorted((t.trial_id for t in oracle.trials.values()
-                      if t.status == "RUNNING" and t.trial_id not in oracle._retry_queue), key=lambda t: (len(t), t))
+                      if t.status == "RUNNING" and t.trial_id not in queue), key=lambda t: (len(t), t))
     if missing:
-        oracle._retry_queue[:0] = reversed(missing)  # create_trial pops from the end
+        queue[:0] = reversed(missing)  # create_trial pops from the end
         oracle.save()
-    return sorted(oracle._retry_queue, key=lambda t: (len(t), t))
+    return sorted(queue, key=lambda t: (len(t), t))
 
 
 @synchronized
@@ -69,7 +69,7 @@ def _finished(oracle) -> bool:
     return not oracle.ongoing_trials and not oracle.tuner_ids
 
 
-class _Servicer(OracleServicer):
+class _Servicer(kt_compat.oracle_servicer_class()):
     """keras-tuner's oracle service, noting which tuner runs which trial."""
 
     def __init__(self, oracle, project_dir: str):
@@ -94,7 +94,7 @@ def serve(oracle, project_dir: str, *, address: str, control_dir: str | None = N
     servicer = _Servicer(oracle, project_dir)
     # One thread, as keras-tuner's chief: the oracle's methods are not re-entrant.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1), options=[("grpc.so_reuseport", 1)])
-    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    kt_compat.add_oracle_service(servicer, server)
     try:
         bound = server.add_insecure_port(address)
     except RuntimeError:  # grpc >= 1.55 raises instead of returning 0

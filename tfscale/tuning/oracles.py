@@ -3,7 +3,7 @@
 keras-tuner 1.4 writes ``oracle.json``, ``trial_*/trial.json`` and the tuner's
 file in place (open, write): a process killed mid-write leaves an empty or
 truncated file, and the next run cannot reload the search at all. These write a
-temporary file beside the target and rename it over (atomic on a local disk),
+temporary file beside the target and rename it over (`tfscale.storage.atomic_write`),
 so a kill leaves the previous version. Delete this module when keras-tuner
 writes its files atomically.
 """
@@ -11,30 +11,34 @@ writes its files atomically.
 from __future__ import annotations
 
 import json
-import os
 
 import keras_tuner as kt
 import tensorflow as tf
 
+from tfscale.compat import keras_tuner as kt_compat
+from tfscale.storage import atomic_write
+
 
 def write_json(path: str, state) -> str:
-    """Writes `state` as JSON to `path` through a temporary file and a rename; returns the JSON."""
+    """Writes `state` as JSON to `path` whole (`tfscale.storage.atomic_write`); returns the JSON.
+
+    An object-store URL (keras-tuner reaches those through `tf.io.gfile`) is written in one upload, which
+    appears whole or not at all, as `tfscale.storage` writes objects.
+    """
     text = json.dumps(state)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(text)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    if "://" in path:
+        with tf.io.gfile.GFile(path, "w") as f:
+            f.write(text)
+    else:
+        atomic_write(path, text, sync=False)
     return text
 
 
-class _WholeFiles:
-    """Mixed in front of a keras-tuner oracle: its state file and trial files are replaced, never rewritten."""
+class _WholeFiles(kt_compat.WholeFilesOracle):
+    """Mixed in front of a keras-tuner oracle: its state file and trial files are replaced, never rewritten
+    (keras-tuner's hooks for them are private: `tfscale.compat.keras_tuner`)."""
 
-    def save(self):
-        return write_json(self._get_oracle_fname(), self.get_state())
-
-    def _save_trial(self, trial):
-        write_json(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"), trial.get_state())
+    write_state = staticmethod(write_json)
 
 
 class HyperbandOracle(_WholeFiles, kt.oracles.HyperbandOracle):

@@ -14,6 +14,8 @@ import math
 import os
 from typing import Any
 
+from tfscale.storage import atomic_write
+
 log = logging.getLogger("tfscale")
 
 SECONDS_METRIC = "trial_seconds"  # reported with each trial's metrics, so it reaches the chief with them
@@ -138,10 +140,7 @@ def _plain(value: Any) -> Any:
 
 
 def _write_json(path: str, data: Any) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, default=str)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2, default=str), sync=False)
 
 
 # --------------------------------------------------------------------------- from the oracle

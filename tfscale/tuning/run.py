@@ -22,14 +22,12 @@ run file's folder; the search's ``directory`` and ``export`` from the working di
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
 import os
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from tfscale import config as config_lib
 from tfscale.config import StrategyConfig, TuneConfig
+from tfscale.config.functions import load_function
 from tfscale.errors import ConfigError
 from tfscale.scale import Scale
 from tfscale.tuning.search import tune
@@ -89,36 +87,10 @@ def _strategy(value, path: str) -> StrategyConfig:
     if isinstance(value, Mapping):
         return config_lib.from_mapping(StrategyConfig, value, source=path, prefix="strategy.")
     if isinstance(value, str):
-        preset = os.path.join(os.path.dirname(os.path.abspath(path)), value)
-        return config_lib.load_strategy_preset(preset if os.path.exists(preset) else value)
+        base = os.path.dirname(os.path.abspath(path))  # the run file's folder, then the working directory
+        return config_lib.load_strategy_preset(config_lib.find_preset(value, base))
     raise ConfigError("'strategy' must be a table or the path of a preset", where=path,
-                      fix='write [strategy] name = "mirrored", or strategy = "strategies/laptop.toml"')
-
-
-def resolve(ref: str, base_dir: str, where: str) -> Callable:
-    """The function `ref` ("module:function" or "file.py:function") names."""
-    module_name, _, attr = ref.rpartition(":")
-    if module_name.endswith(".py"):
-        file = os.path.join(base_dir, module_name)
-        if not os.path.isfile(file):
-            raise ConfigError(f"no file {file}", where=where, fix="give the .py file's path from the run file's folder")
-        spec = importlib.util.spec_from_file_location(os.path.basename(file)[:-3], file)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    else:
-        if base_dir not in sys.path:
-            sys.path.insert(0, base_dir)
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if not e.name or not (module_name + ".").startswith(e.name + "."):
-                raise  # something the user's module imports is missing
-            raise ConfigError(f"cannot import {module_name!r}", where=where,
-                              fix=f"put {module_name}.py beside the run file, or give a path to a .py file") from None
-    function = getattr(module, attr, None)
-    if not callable(function):
-        raise ConfigError(f"{module_name!r} has no function {attr!r}", where=where, fix="check the name after ':'")
-    return function
+                      fix='[strategy] name = "mirrored", or strategy = "laptop.toml" (a file or a shipped preset)')
 
 
 def run(path: str | os.PathLike, overrides: tuple[str, ...] | list[str] = ()):
@@ -130,8 +102,8 @@ def run(path: str | os.PathLike, overrides: tuple[str, ...] | list[str] = ()):
     spec = load_run(path, overrides)
     scale = Scale(config=spec.strategy)  # first: logical CPU devices exist only if made before TF starts
     base_dir = os.path.dirname(os.path.abspath(spec.path))
-    build_model = resolve(spec.model, base_dir, f"{spec.path}, model")
-    load_data = resolve(spec.data, base_dir, f"{spec.path}, data")
+    build_model = load_function(spec.model, where=f"{spec.path}, model", base_dir=base_dir)
+    load_data = load_function(spec.data, where=f"{spec.path}, data", base_dir=base_dir)
     train, validation = _split(load_data(), spec.data)
     return tune(build_model, train, validation, scale=scale, config=spec.tune)
 

@@ -19,6 +19,7 @@ import time
 import keras
 import keras_tuner as kt
 
+from tfscale.compat import keras_tuner as kt_compat
 from tfscale.errors import ConfigError
 from tfscale.tuning import chief, oracles
 from tfscale.tuning.control import CONTROL_ENV
@@ -57,9 +58,9 @@ class _OnScale:
         return None
 
     def save(self):
-        if not self._is_worker():  # a worker's oracle is the chief's, over gRPC
+        if not kt_compat.is_worker(self):  # a worker's oracle is the chief's, over gRPC
             self.oracle.save()
-        oracles.write_json(self._get_tuner_fname(), self.get_state())
+        oracles.write_json(kt_compat.tuner_file(self), self.get_state())
 
     def run_trial(self, trial, *fit_args, **fit_kwargs):
         start = time.monotonic()

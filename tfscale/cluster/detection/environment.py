@@ -27,11 +27,11 @@ def slurm_cluster(environ: Mapping[str, str], *, port_base: int | None = None, g
         return slurm.cpu_cluster(environ, port_base=port_base)
     if "SLURM_PROCID" not in environ or "SLURM_STEP_NODELIST" not in environ:
         return None
-    from tensorflow.python.distribute.cluster_resolver import slurm_cluster_resolver
+    import tensorflow as tf
 
     try:  # TensorFlow's resolver takes a base: the first reserved port, when Slurm reserved consecutive ones
         base = slurm.step_ports(environ, port_base, 1)[0]
-        return _slurm_with_gpus(slurm_cluster_resolver, environ, base, gpus_per_node)
+        return _slurm_with_gpus(tf.distribute.cluster_resolver, environ, base, gpus_per_node)
     except (RuntimeError, ValueError, KeyError, IndexError) as e:
         raise ClusterError(f"the Slurm environment could not be read: {e}", where="SLURM_* variables",
                            fix="run under `srun` (one task per worker), or pass cluster='none'") from None

@@ -19,6 +19,7 @@ from typing import Any
 from tfscale import worker_env
 from tfscale.cluster.detection import environment, tf_config
 from tfscale.errors import ClusterError
+from tfscale.vocabulary import ClusterChoice, ClusterManager
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +38,7 @@ class Topology:
         reasons: why each decision was taken, in order.
     """
 
-    manager: str = "none"
+    manager: ClusterManager = "none"
     task_type: str = "worker"
     task_index: int = 0
     cluster: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
@@ -82,7 +83,7 @@ class Topology:
                 "local_accelerators": self.local_accelerators, "tpu": self.tpu, "reasons": list(self.reasons)}
 
 
-def detect(cluster: str = "auto", *, tpu: str | None = None,
+def detect(cluster: ClusterChoice = "auto", *, tpu: str | None = None,
            environ: Mapping[str, str] | None = None, gpus: int | None = None) -> Topology:
     """Finds the cluster this process is part of.
 
@@ -120,7 +121,7 @@ def detect(cluster: str = "auto", *, tpu: str | None = None,
                     local_accelerators=local, reasons=tuple(reasons))
 
 
-def _find_cluster(cluster: str, environ: Mapping[str, str], gpus: int, reasons: list[str]):
+def _find_cluster(cluster: ClusterChoice, environ: Mapping[str, str], gpus: int, reasons: list[str]):
     if cluster in ("auto", "tf_config") and environ.get("TF_CONFIG", "").strip():
         config = tf_config.parse(environ["TF_CONFIG"])
         task = config["task"]

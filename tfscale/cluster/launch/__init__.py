@@ -4,7 +4,7 @@ Plans the cluster (`plan`, `hosts`, `ports`), starts and supervises the
 worker processes (`group`, `launcher`), agrees on the hosts that go on after
 one is lost in an elastic launch (`rendezvous`, ``--nnodes MIN:MAX``), runs a
 function on every worker (`notebook`), and prints a Kubernetes manifest
-(`manifest`). `backends` holds the `Launcher` interface and its
+(`indexed_job`). `backends` holds the `Launcher` interface and its
 implementations (local, ``--hosts`` and its elastic form, Slurm, Kubernetes
 manifest).
 

@@ -2,7 +2,7 @@
 
 A `Launcher` does two things:
 
-- ``plan(options, environ) -> (Plan, PortReservation | None)``: the cluster
+- ``plan(options, environ) -> (LaunchPlan, PortReservation | None)``: the cluster
   and the variables of each worker it starts on this host (`plan.build`),
   with this host's ports held until the launch ends where it picks them;
 - ``start(argv, options, plan, output=None, may_exec=False) -> list[int]``:
@@ -62,15 +62,16 @@ from tfscale.cluster.launch import privatenet
 from tfscale.cluster.launch.group import (GroupTimeout, ProcessSpec, WorkerFailure, describe_exit, forwarded_signals,
                                           start_group)
 from tfscale.cluster.launch.peers import Peers, check_names
-from tfscale.cluster.launch.plan import LaunchOptions, Plan
+from tfscale.cluster.launch.plan import LaunchOptions, LaunchPlan
 from tfscale.cluster.launch.ports import PortReservation
 from tfscale.cluster.launch.rendezvous import Regroup, Rendezvous, check_launcher_ports
 from tfscale.errors import ClusterError, ConfigError
+from tfscale.vocabulary import RESTART_OWNERS, RestartOwner
 
 log = logging.getLogger("tfscale")
 
-TFSCALE = "tfscale"   # restarts: tfscale's --max-restarts restarts the group
-MANAGER = "manager"   # restarts: the cluster manager does (--max-restarts refused)
+# restarts: tfscale's --max-restarts restarts the group, or the cluster manager does (--max-restarts refused)
+TFSCALE, MANAGER = RESTART_OWNERS
 # Seconds a Slurm task's worker gets after SIGTERM (scancel, requeue, preemption) before the launcher stops it
 # (1 s more, then SIGKILL): scancel ends every worker within ~3 s, well before Slurm's KillWait (30 s by default).
 SLURM_SIGNAL_GRACE = 2.0
@@ -88,7 +89,7 @@ class Launcher(abc.ABC):
     """
 
     name: ClassVar[str]
-    restarts: ClassVar[str]
+    restarts: ClassVar[RestartOwner]
     manager_restarts: ClassVar[str] = ""
     isolable: ClassVar[bool] = False
 
@@ -109,11 +110,11 @@ class Launcher(abc.ABC):
                               where="--max-restarts", fix=f"drop --max-restarts; {self.manager_restarts}")
 
     @abc.abstractmethod
-    def plan(self, options: LaunchOptions, environ: Mapping[str, str]) -> tuple[Plan, PortReservation | None]:
+    def plan(self, options: LaunchOptions, environ: Mapping[str, str]) -> tuple[LaunchPlan, PortReservation | None]:
         """The plan, and the reservation holding this host's ports (None where none is held)."""
 
     @abc.abstractmethod
-    def start(self, argv: Sequence[str], options: LaunchOptions, plan: Plan, *, output=None,
+    def start(self, argv: Sequence[str], options: LaunchOptions, plan: LaunchPlan, *, output=None,
               may_exec: bool = False) -> list[int]:
         """Starts the plan's workers and waits for them (see the module's docstring)."""
 
@@ -269,12 +270,12 @@ class ManifestLauncher(Launcher):
         pass  # handed to Kubernetes as backoffLimit
 
     def documents(self, argv: Sequence[str], options: LaunchOptions) -> list[dict]:
-        from tfscale.cluster.launch import manifest
+        from tfscale.cluster.launch import indexed_job
 
-        return manifest.documents(argv, workers=options.workers or 1, name=self.job_name, image=self.image,
-                                  port=self.port, replicas_per_worker=options.replicas_per_worker,
-                                  collective_timeout=options.collective_timeout, max_restarts=options.max_restarts,
-                                  backend=options.backend)
+        return indexed_job.documents(argv, workers=options.workers or 1, name=self.job_name, image=self.image,
+                                     port=self.port, replicas_per_worker=options.replicas_per_worker,
+                                     collective_timeout=options.collective_timeout,
+                                     max_restarts=options.max_restarts, backend=options.backend)
 
     def plan(self, options, environ):
         docs = self.documents(["true"], options)
@@ -284,12 +285,12 @@ class ManifestLauncher(Launcher):
         return plan_lib.build(dataclasses.replace(options, max_restarts=0, workers=None), pod), None
 
     def start(self, argv, options, plan, *, output=None, may_exec=False) -> list[int]:
-        from tfscale.cluster.launch import manifest
+        from tfscale.cluster.launch import indexed_job
 
-        text = manifest.render(argv, workers=options.workers or 1, name=self.job_name, image=self.image,
-                               port=self.port, replicas_per_worker=options.replicas_per_worker,
-                               collective_timeout=options.collective_timeout, max_restarts=options.max_restarts,
-                               backend=options.backend)
+        text = indexed_job.render(argv, workers=options.workers or 1, name=self.job_name, image=self.image,
+                                  port=self.port, replicas_per_worker=options.replicas_per_worker,
+                                  collective_timeout=options.collective_timeout, max_restarts=options.max_restarts,
+                                  backend=options.backend)
         print(text, end="", file=output or sys.stdout)
         return []
 
@@ -332,7 +333,7 @@ def _check_isolable(launcher: Launcher | type[Launcher], private_network: bool) 
 # --------------------------------------------------------------------------- supervision and exec
 
 
-def specs_for(plan: Plan, argv: Sequence[str], options: LaunchOptions, attempt: int = 0) -> list[ProcessSpec]:
+def specs_for(plan: LaunchPlan, argv: Sequence[str], options: LaunchOptions, attempt: int = 0) -> list[ProcessSpec]:
     """One `ProcessSpec` per local worker of `plan`, for restart number `attempt`."""
     specs = []
     for rank, env in zip(plan.ranks, plan.env):
@@ -343,7 +344,7 @@ def specs_for(plan: Plan, argv: Sequence[str], options: LaunchOptions, attempt: 
     return specs
 
 
-def supervise(plan: Plan, argv: Sequence[str], options: LaunchOptions, *, output=None,
+def supervise(plan: LaunchPlan, argv: Sequence[str], options: LaunchOptions, *, output=None,
               max_restarts: int = 0, signal_grace: float | None = None, peers: Peers | None = None,
               resend_signals: bool = True, rendezvous: Rendezvous | None = None,
               namespaces: tuple[int, ...] = ()) -> list[int]:
@@ -396,7 +397,7 @@ JAX_CACHE_MIN_SECONDS = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"
 
 
 @contextlib.contextmanager
-def compilation_cache(plan: Plan, max_restarts: int):
+def compilation_cache(plan: LaunchPlan, max_restarts: int):
     """The variables that give restarted JAX workers the programs their last start compiled.
 
     A restart starts new processes, which compile every XLA program again: a tiny model's train step,
@@ -446,7 +447,7 @@ def _folder(parent: str, name: str) -> str:
     return path
 
 
-def exec_worker(plan: Plan, argv: Sequence[str]) -> None:
+def exec_worker(plan: LaunchPlan, argv: Sequence[str]) -> None:
     """Replaces this process with the plan's one worker (a Slurm task, a Kubernetes pod); never returns."""
     from tfscale import quiet
 

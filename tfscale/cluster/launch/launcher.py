@@ -49,12 +49,12 @@ from tfscale.cluster.launch import backends
 from tfscale.cluster.launch.backends import specs_for
 from tfscale.cluster.launch.group import (Group, GroupInterrupted, GroupTimeout, ProcessSpec, WorkerFailure,
                                           start_group)
-from tfscale.cluster.launch.plan import LaunchOptions, Plan
+from tfscale.cluster.launch.plan import LaunchOptions, LaunchPlan
 from tfscale.errors import ClusterError, ConfigError
 
 log = logging.getLogger("tfscale")
 
-__all__ = ["Group", "GroupInterrupted", "GroupTimeout", "LaunchOptions", "Plan", "ProcessSpec", "WorkerFailure",
+__all__ = ["Group", "GroupInterrupted", "GroupTimeout", "LaunchOptions", "LaunchPlan", "ProcessSpec", "WorkerFailure",
            "dry_run", "launch", "run", "specs_for", "start_group"]
 
 # Set in the workers of `launch`, so a script that calls tfscale.launch unguarded does not recurse.
@@ -102,7 +102,7 @@ def run(argv: Sequence[str], options: LaunchOptions | None = None, *, output=Non
             reservation.close()
 
 
-def dry_run(argv: Sequence[str], options: LaunchOptions | None = None, *, private_network: bool = False) -> Plan:
+def dry_run(argv: Sequence[str], options: LaunchOptions | None = None, *, private_network: bool = False) -> LaunchPlan:
     """The plan `run` would follow, without starting anything (local ports are examples, not reserved)."""
     options = options or LaunchOptions()
     plan, reservation = backends.choose(options, os.environ, private_network=private_network).plan(options,

@@ -110,9 +110,10 @@ def _picklable_by_reference(payload, *, main_importable: bool) -> bool:
 
 
 def _write_atomic(path: str, data: bytes) -> None:
-    with open(path + ".tmp", "wb") as f:
-        f.write(data)
-    os.replace(path + ".tmp", path)
+    # imported here: the worker loads this file without the package, and restores sys.path in `_load` first
+    from tfscale.storage import atomic_write
+
+    atomic_write(path, data, sync=False)
 
 
 def read_results(folder: str, world_size: int) -> list[Any]:

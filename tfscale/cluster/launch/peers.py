@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 from tfscale.cluster.launch.group import GroupTimeout, WorkerFailure
 from tfscale.cluster.launch.hosts import parse_host
-from tfscale.cluster.launch.plan import Plan
+from tfscale.cluster.launch.plan import LaunchPlan
 from tfscale.errors import ConfigError
 from tfscale.worker_env import PEER_LOST_EXIT
 
@@ -100,7 +100,7 @@ def _probe_all(addresses: Sequence[str], timeout: float) -> list[str]:
 class Peers:
     """This host's view of the other hosts' workers in `plan` (a ``--hosts`` plan)."""
 
-    def __init__(self, plan: Plan, timeout: float = PROBE_SECONDS):
+    def __init__(self, plan: LaunchPlan, timeout: float = PROBE_SECONDS):
         self.plan, self.timeout = plan, timeout
         workers = plan.cluster["worker"]
         per_node = len(plan.ranks) or 1

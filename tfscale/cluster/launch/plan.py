@@ -1,7 +1,7 @@
 """What `tfscale launch` starts: the cluster, and each local worker's environment.
 
 A `LaunchOptions` (the command line, or `tfscale.launch`'s arguments) and the
-launcher's environment give a `Plan`: the cluster spec shared by every
+launcher's environment give a `LaunchPlan`: the cluster spec shared by every
 worker, and for each worker started on this host the variables it gets:
 
 =============================  =====================================================
@@ -55,14 +55,15 @@ from tfscale.cluster.launch import hosts as hosts_lib
 from tfscale.cluster.detection import kubernetes, slurm, tf_config
 from tfscale.cluster.launch.ports import WORKER_ENV
 from tfscale.errors import ConfigError
+from tfscale.vocabulary import BACKENDS, Backend, LaunchManager
 from tfscale.worker_env import WorkerEnv
 
 log = logging.getLogger("tfscale")
 
 # gRPC's event engine off (client and listener): its polling threads cost each collective more CPU
 GRPC_EXPERIMENTS = "-event_engine_client,-event_engine_listener"
-BACKENDS = ("tensorflow", "jax")
-MANAGED = ("slurm", "kubernetes")  # one worker per task/pod, placed by the manager: no GPU split, no core binding
+# one worker per task/pod, placed by the manager: no GPU split, no core binding
+MANAGED: tuple[LaunchManager, ...] = ("slurm", "kubernetes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +107,7 @@ class LaunchOptions:
     threads: int | None = None
     bind_cores: bool = True
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    backend: str | None = None
+    backend: Backend | None = None
 
     def __post_init__(self):
         if self.backend is not None and self.backend not in BACKENDS:
@@ -165,7 +166,7 @@ def parse_nnodes(text: str | None) -> tuple[int | None, int | None]:
 
 
 @dataclasses.dataclass(frozen=True)
-class Plan:
+class LaunchPlan:
     """The cluster and this host's workers.
 
     Attributes:
@@ -179,7 +180,7 @@ class Plan:
         env: per local worker, the variables the launcher sets.
     """
 
-    manager: str
+    manager: LaunchManager
     cluster: dict[str, list[str]]
     ranks: list[int]
     world_size: int
@@ -198,7 +199,7 @@ def kubernetes_task(environ: Mapping[str, str]):
     return kubernetes.pod_cluster(environ)
 
 
-def build(options: LaunchOptions, environ: Mapping[str, str], *, free_ports: list[int] | None = None) -> Plan:
+def build(options: LaunchOptions, environ: Mapping[str, str], *, free_ports: list[int] | None = None) -> LaunchPlan:
     """The plan for `options` in the launcher's environment.
 
     Args:
@@ -225,7 +226,7 @@ def build(options: LaunchOptions, environ: Mapping[str, str], *, free_ports: lis
     return _finish("local", cluster, list(range(n)), 0, free_ports, options, environ)
 
 
-def _multi_host(options: LaunchOptions, environ: Mapping[str, str]) -> Plan:
+def _multi_host(options: LaunchOptions, environ: Mapping[str, str]) -> LaunchPlan:
     nodes = hosts_lib.parse_hosts(options.hosts, options.hosts_file)
     if options.nnodes is not None and options.nnodes != len(nodes):
         if options.min_nodes is not None:
@@ -243,7 +244,8 @@ def _multi_host(options: LaunchOptions, environ: Mapping[str, str]) -> Plan:
     return hosts_plan(options, environ, nodes, node)
 
 
-def hosts_plan(options: LaunchOptions, environ: Mapping[str, str], nodes: list[hosts_lib.Host], node: int) -> Plan:
+def hosts_plan(options: LaunchOptions, environ: Mapping[str, str], nodes: list[hosts_lib.Host],
+               node: int) -> LaunchPlan:
     """The plan of a cluster of `nodes` (hosts in rank order) for this host, `nodes[node]`: ``-n`` workers on each,
     on consecutive ports from the host's port; also each new membership of an elastic launch."""
     n = options.workers or 1
@@ -252,7 +254,7 @@ def hosts_plan(options: LaunchOptions, environ: Mapping[str, str], nodes: list[h
     return _finish("hosts", cluster, [node * n + i for i in range(n)], node, ports, options, environ)
 
 
-def _slurm(options: LaunchOptions, environ: Mapping[str, str], cluster, index: int) -> Plan:
+def _slurm(options: LaunchOptions, environ: Mapping[str, str], cluster, index: int) -> LaunchPlan:
     if options.workers not in (None, 1):
         raise ConfigError(f"-n {options.workers} under srun: each Slurm task is one worker",
                           where="-n / SLURM_* variables",
@@ -270,7 +272,7 @@ def _slurm(options: LaunchOptions, environ: Mapping[str, str], cluster, index: i
     return plan
 
 
-def _kubernetes(options: LaunchOptions, environ: Mapping[str, str], cluster, index: int) -> Plan:
+def _kubernetes(options: LaunchOptions, environ: Mapping[str, str], cluster, index: int) -> LaunchPlan:
     if options.workers not in (None, 1):
         raise ConfigError(f"-n {options.workers} in a pod: each pod of the Indexed Job is one worker",
                           where="-n / JOB_COMPLETION_INDEX",
@@ -278,7 +280,7 @@ def _kubernetes(options: LaunchOptions, environ: Mapping[str, str], cluster, ind
     return _finish("kubernetes", dict(cluster), [index], index, [], options, environ)
 
 
-def backend_of(options: LaunchOptions, environ: Mapping[str, str]) -> str:
+def backend_of(options: LaunchOptions, environ: Mapping[str, str]) -> Backend:
     """The workers' Keras backend: --backend, else the launcher's KERAS_BACKEND, else TensorFlow."""
     backend = options.backend or environ.get("KERAS_BACKEND", "").strip().lower() or "tensorflow"
     if backend not in BACKENDS:
@@ -296,7 +298,7 @@ def cluster_env(cluster: Mapping[str, list[str]], rank: int, backend: str) -> di
     return {"TF_CONFIG": tf_config.make(cluster, "worker", rank)}
 
 
-def _finish(manager, cluster, ranks, node, ports, options: LaunchOptions, environ) -> Plan:
+def _finish(manager: LaunchManager, cluster, ranks, node, ports, options: LaunchOptions, environ) -> LaunchPlan:
     world = len(cluster["worker"])
     backend = backend_of(options, environ)
     gpus = [] if manager in MANAGED else visible_gpus(environ)
@@ -326,7 +328,7 @@ def _finish(manager, cluster, ranks, node, ports, options: LaunchOptions, enviro
             env[key] = environ.get(key, value)
         env.update(options.env)
         envs.append(env)
-    return Plan(manager, {k: list(v) for k, v in cluster.items()}, list(ranks), world, node, list(ports), envs)
+    return LaunchPlan(manager, {k: list(v) for k, v in cluster.items()}, list(ranks), world, node, list(ports), envs)
 
 
 def thread_env(intra_op: int) -> dict[str, str]:

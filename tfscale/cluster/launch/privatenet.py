@@ -44,6 +44,7 @@ import sys
 from collections.abc import Sequence
 
 from tfscale.errors import ClusterError, ConfigError
+from tfscale.vocabulary import JAX, TENSORFLOW, Backend
 
 log = logging.getLogger("tfscale")
 
@@ -166,12 +167,12 @@ class Listener:
     first_only: bool = False
 
 
-# The Keras backends of `plan.BACKENDS`, by what their workers open to the network.
-LISTENERS = {"tensorflow": Listener("the workers' TensorFlow gRPC servers listen"),
-             "jax": Listener("the workers' JAX coordinator (worker 0) listens", first_only=True)}
+# The Keras backends (`tfscale.vocabulary.BACKENDS`), by what their workers open to the network.
+LISTENERS: dict[Backend, Listener] = {TENSORFLOW: Listener("the workers' TensorFlow gRPC servers listen"),
+                                     JAX: Listener("the workers' JAX coordinator (worker 0) listens", first_only=True)}
 
 
-def exposure(ports: Sequence[int], backend: str) -> str:
+def exposure(ports: Sequence[int], backend: Backend) -> str:
     """The one line that says which of a local launch's ports are open to the network, why, and what closes them."""
     listener = LISTENERS[backend]
     shown = list(ports[:1] if listener.first_only else ports)
@@ -180,6 +181,6 @@ def exposure(ports: Sequence[int], backend: str) -> str:
             f"them work; {FLAG} keeps them on this machine")
 
 
-def warn_exposed(ports: Sequence[int], backend: str) -> None:
+def warn_exposed(ports: Sequence[int], backend: Backend) -> None:
     """Logs `exposure` once (call it once per launch, not per worker or restart)."""
     log.warning("%s", exposure(ports, backend))

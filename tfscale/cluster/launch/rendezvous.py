@@ -47,7 +47,7 @@ from collections.abc import Collection, Sequence
 
 from tfscale.cluster.launch import plan as plan_lib
 from tfscale.cluster.launch.hosts import Host
-from tfscale.cluster.launch.plan import LaunchOptions, Plan
+from tfscale.cluster.launch.plan import LaunchOptions, LaunchPlan
 from tfscale.errors import ClusterError, ConfigError
 
 log = logging.getLogger("tfscale")
@@ -289,7 +289,7 @@ class Rendezvous:
                 raise below or self._disagreement(candidate, answers)
             time.sleep(POLL_SECONDS)
 
-    def regroup(self, round_: int, options: LaunchOptions, max_restarts: int) -> tuple[int, Plan]:
+    def regroup(self, round_: int, options: LaunchOptions, max_restarts: int) -> tuple[int, LaunchPlan]:
         """Round `round_` (a restart): agrees on who goes on (`agree`), and returns the round and this host's plan
         among them (`plan.hosts_plan`).
 

@@ -35,6 +35,7 @@ from typing import Protocol, runtime_checkable
 import tensorflow as tf
 
 from tfscale.data.batching import batch_sizes  # noqa: F401 - re-exported: the batch contract
+from tfscale.vocabulary import ShardingMode
 
 log = logging.getLogger("tfscale")
 
@@ -110,7 +111,7 @@ class Plan:
         left_out: records per epoch no worker uses, so all run the same steps.
     """
 
-    mode: str
+    mode: ShardingMode
     units: tuple | None = None
     take: int | None = None
     left_out: int = 0

@@ -1,6 +1,7 @@
 """The TensorFlow engine's input: per-replica batches through `distribute_datasets_from_function`.
 
-Workarounds for today's TF/Keras live here, named (see strategy/keras_compat.py, 3-5):
+Workarounds for today's TF/Keras live here, named (see compat/keras/multi_worker.py, 3-5; the private
+fields they set are reached through compat/tensorflow.py):
 the incomplete last batch is filtered rather than dropped (keras-team/keras#19891),
 the distributed dataset reports steps, and the per-step "does every worker still
 have data" collective is off where every worker runs the same steps by construction.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfscale.compat import tensorflow as tf_compat
 from tfscale.data.sharding.plans import Shardable, equal_steps, pipeline_batches, steps_per_epoch
 from tfscale.errors import DataError
 
@@ -30,9 +32,9 @@ def as_dataset(data, where: str = "Scale.distribute(data)"):
                     fix="pass a tf.data.Dataset of unbatched examples, a tfscale.data pipeline, or NumPy arrays (x, y)")
 
 
-def distribute(strategy: tf.distribute.Strategy, data, *, global_batch_size: int, per_replica_batch_size: int,
-               drop_remainder: bool = True, wrap=None, where: str = "Scale.distribute(data)"):
-    """Builds per-replica batches of `data` for `strategy`.
+def strategy_batches(strategy: tf.distribute.Strategy, data, *, global_batch_size: int, per_replica_batch_size: int,
+                     drop_remainder: bool = True, wrap=None, where: str = "Scale.distribute(data)"):
+    """Builds per-replica batches of `data` for `strategy` (the TensorFlow engine's part of `placement.distribute`).
 
     Args:
         strategy: the strategy `fit` will run under.
@@ -55,26 +57,25 @@ def distribute(strategy: tf.distribute.Strategy, data, *, global_batch_size: int
     steps = None if isinstance(data, Shardable) else steps_per_epoch(data, global_batch_size, drop_remainder)
     # TF reports the cardinality of one worker's dataset of per-replica batches (local replicas x steps),
     # and Keras reads it as steps per epoch; give it the steps, so progress bars end where the data does.
-    if steps is not None and hasattr(distributed, "_cardinality"):
-        distributed._cardinality = steps
-    elif hasattr(distributed, "_cardinality") and _several_workers(strategy) and not equal_steps(data):
+    if isinstance(distributed, tf.data.Dataset):  # the default strategy: a plain dataset
+        if steps is not None:
+            distributed = distributed.apply(tf.data.experimental.assert_cardinality(steps))
+    elif steps is not None:
+        tf_compat.set_distributed_steps(distributed, steps)
+    elif _several_workers(strategy) and not equal_steps(data):
         # Workers with unequal steps: each one's cardinality is its own, and Keras would end the epoch of the
         # one with less data first, leaving the others in a collective. Unknown, Keras reads until TF's
         # per-step "has data" check (kept below) ends every worker's epoch at the same step.
-        distributed._cardinality = tf.data.UNKNOWN_CARDINALITY
-    elif steps is not None and isinstance(distributed, tf.data.Dataset):  # the default strategy: a plain dataset
-        distributed = distributed.apply(tf.data.experimental.assert_cardinality(steps))
-    if (hasattr(distributed, "_enable_get_next_as_optional") and _several_workers(strategy)
-            and _replicas_end_together(strategy, data, drop_remainder)):
+        tf_compat.set_distributed_steps(distributed, tf.data.UNKNOWN_CARDINALITY)
+    if _several_workers(strategy) and _replicas_end_together(strategy, data, drop_remainder):
         # On several workers TF's iterator runs a collective before every step to agree that all still have
         # data (a gRPC round trip per step); here every replica gets a batch at every step, so it is not needed.
-        distributed._enable_get_next_as_optional = False
+        tf_compat.skip_data_check(distributed)
     return distributed
 
 
 def _several_workers(strategy) -> bool:
-    in_multi_worker_mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
-    return bool(in_multi_worker_mode and in_multi_worker_mode())
+    return tf_compat.in_multi_worker_mode(strategy)
 
 
 def _replicas_end_together(strategy, data, drop_remainder: bool) -> bool:

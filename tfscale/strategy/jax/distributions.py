@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from keras import distribution
 
+from tfscale.compat import keras as keras_compat
 from tfscale.strategy.jax.layout import Placer, rules_from
 
 
@@ -28,9 +29,10 @@ class CheckedModelParallel(distribution.ModelParallel):
                              has_layout=config.layout is not None)
 
     def get_variable_layout(self, variable):
-        if getattr(variable, "_layout", None) is not None:  # optimizer slots follow their variable
-            return variable._layout
-        placement = self.placer.place(variable.path, tuple(variable.shape))
+        layout = keras_compat.variable_layout(variable)
+        if layout is not None:  # optimizer slots follow their variable
+            return layout
+        placement = self.placer.place(variable.path, tuple(variable.shape), keras_compat.building_layer())
         return distribution.TensorLayout(placement.axes, self.device_mesh)
 
     def get_tensor_layout(self, path):

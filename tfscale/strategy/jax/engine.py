@@ -17,6 +17,7 @@ from typing import Any
 import keras
 
 from tfscale.cluster import detect
+from tfscale.compat import keras as keras_compat
 from tfscale.strategy.backend import JAX
 from tfscale.strategy.engine import Engine
 from tfscale.strategy.jax import runtime
@@ -81,6 +82,10 @@ class JaxEngine(Engine):
                 f"{self.accelerator} device(s)")
 
     @property
+    def keras_distribution(self):
+        return self.distribution
+
+    @property
     def input_shards(self) -> tuple[int, int]:
         """(streams, this process's stream): each global batch is split over model replicas or processes."""
         processes = self.num_processes
@@ -123,14 +128,14 @@ class JaxEngine(Engine):
 
         variables = list(model.weights) + list(getattr(model.optimizer, "variables", None) or [])
         spread = [v for v in variables if isinstance(v.value, jax.Array) and not v.value.is_fully_addressable]
-        originals = [v._value for v in spread]
+        originals = [keras_compat.held_value(v) for v in spread]
         try:
             for v, value in zip(spread, originals):
-                v._value = multihost_utils.process_allgather(value, tiled=True)
+                keras_compat.set_held_value(v, multihost_utils.process_allgather(value, tiled=True))
             yield
         finally:
             for v, value in zip(spread, originals):
-                v._value = value
+                keras_compat.set_held_value(v, value)
 
     def float16_capable(self) -> bool:
         if self.accelerator != "GPU":
@@ -149,6 +154,10 @@ class JaxEngine(Engine):
             if hasattr(self.distribution, "check"):
                 self.distribution.check()
             described.update(variable_placement(model))
+            placer = getattr(self.distribution, "placer", None)
+            for row in described["variables"] if placer is not None else ():
+                placed = placer.placements.get(row["path"])  # which layout rule placed it ("auto: ...", a pattern)
+                row["rule"] = placed.rule if placed is not None else ""
         return described
 
 

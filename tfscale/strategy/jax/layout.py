@@ -1,8 +1,10 @@
 """Where each variable of a model-parallel model lives: layout rules, checked before training.
 
 A layout is "auto" (every variable of at least `min_shard_params` parameters is
-sharded over the model axis, on its last dimension that the axis divides: the
-FSDP-style default users ask Keras for, keras-team/keras#19420), a table of
+sharded over the model axis: by the structure of the layer that creates it where
+it is known, structure.py: embeddings over the vocabulary, attention over heads,
+projection pairs Megatron-style, experts over experts; else on its last dimension
+that the axis divides, keras-team/keras#19420), a table of
 rules ``{path regex: axes}``, or a `keras.distribution.LayoutMap`. Rule keys
 match variable paths (``sequential/dense/kernel``) in full, as Keras' LayoutMap
 does; each axis is a mesh axis name or None (replicated along that dimension).
@@ -29,6 +31,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tfscale.errors import ConfigError
+from tfscale.strategy.jax.structure import structured_axes
 
 log = logging.getLogger("tfscale")
 
@@ -115,8 +118,9 @@ class Placer:
                                   f"have", where="strategy.layout",
                                   fix=f"use the mesh's axes {tuple(self.mesh_shape)} (or None for replicated)")
 
-    def place(self, path: str, shape: tuple[int, ...]) -> Placement:
-        """The placement of variable `path`, recorded for `check`.
+    def place(self, path: str, shape: tuple[int, ...], layer=None) -> Placement:
+        """The placement of variable `path`, recorded for `check`; `layer`: the layer that creates it, which
+        "auto" reads (`structure.structured_axes`) where it is known.
 
         Raises:
             ConfigError: two rules match, a rule gives the wrong number of axes or uses one twice,
@@ -136,7 +140,7 @@ class Placer:
             axes = self._checked(path, shape, rule.axes, rule.pattern)
             placement = Placement(path, shape, axes, rule.pattern, math.prod(shape))
         elif self.auto:
-            placement = self._auto(path, shape)
+            placement = self._auto(path, shape, layer)
         else:
             placement = Placement(path, shape, (None,) * len(shape), "", math.prod(shape))
         self.placements[path] = placement
@@ -170,10 +174,13 @@ class Placer:
                         f"use a mesh whose {axis!r} axis divides {size}")
         return tuple(axes)
 
-    def _auto(self, path: str, shape: tuple[int, ...]) -> Placement:
+    def _auto(self, path: str, shape: tuple[int, ...], layer=None) -> Placement:
         size, devices = math.prod(shape), self.mesh_shape.get(self.model_axis, 1)
         axes: list[str | None] = [None] * len(shape)
         if size >= self.min_shard_params and devices > 1:
+            found = structured_axes(layer, path.rsplit("/", 1)[-1], shape, self.model_axis, devices)
+            if found is not None:
+                return Placement(path, shape, found[0], found[1], size)
             dims = [d for d in range(len(shape) - 1, -1, -1) if shape[d] % devices == 0]
             if dims:
                 axes[dims[0]] = self.model_axis

@@ -61,6 +61,7 @@ class Variable:
     shape: tuple[int, ...]
     itemsize: int
     follows: str | None = None
+    layer: Any = dataclasses.field(default=None, compare=False, repr=False)  # that creates it (for "auto")
 
     @property
     def bytes(self) -> int:
@@ -106,7 +107,7 @@ def per_device(variables: Sequence[Variable], mesh: Mapping[str, int], rules: li
     for v in sorted(variables, key=lambda v: v.follows is not None):  # the model's first: slots follow them
         axes = axes_of.get(v.follows) if v.follows else None
         if axes is None or len(axes) != len(v.shape):
-            axes = placer.place(v.path, v.shape).axes if v.shape else ()
+            axes = placer.place(v.path, v.shape, v.layer).axes if v.shape else ()
         axes_of[v.path] = axes
         split = math.prod(mesh[a] for a in axes if a is not None)
         share = -(-v.bytes // split)
@@ -120,7 +121,7 @@ def per_device(variables: Sequence[Variable], mesh: Mapping[str, int], rules: li
 
 
 @dataclasses.dataclass(frozen=True)
-class Plan:
+class MemoryPlan:
     """Every candidate mesh's bytes per device, and the recommendation (None: no mesh fits)."""
 
     devices: int
@@ -139,7 +140,7 @@ class Plan:
 
 def plan(variables: Sequence[Variable], devices: int, *, rules: list[Rule], auto: bool, min_shard_params: int,
          activation_bytes_per_example: int = 0, batch_size: int = 1, device_memory: int | None = None,
-         axis_names: Sequence[str] = ("data", "model"), check: bool = True) -> Plan:
+         axis_names: Sequence[str] = ("data", "model"), check: bool = True) -> MemoryPlan:
     """Bytes per device on every (data, model) mesh of `devices` devices; the mesh with the smallest model axis
     whose total fits `device_memory` (None: no limit given, the smallest model axis).
 
@@ -162,7 +163,7 @@ def plan(variables: Sequence[Variable], devices: int, *, rules: list[Rule], auto
         plans.append(MeshPlan(mesh, parameters, optimizer, activations, whole))
     fitting = [p for p in plans if device_memory is None or p.total <= device_memory]
     recommended = fitting[0] if fitting else None
-    result = Plan(devices, device_memory, batch_size, tuple(plans), recommended, tuple(notes))
+    result = MemoryPlan(devices, device_memory, batch_size, tuple(plans), recommended, tuple(notes))
     if check and recommended is None and plans:
         best = min(plans, key=lambda p: p.total)
         raise ConfigError(
@@ -181,7 +182,14 @@ def plan(variables: Sequence[Variable], devices: int, *, rules: list[Rule], auto
 def variables_of(model) -> list[Variable]:
     """The model's variables and its optimizer's (built for the model's trainable variables when it is not yet:
     a compiled model's optimizer, else none), each slot tied to the variable it was made from."""
-    found = [Variable(v.path, tuple(int(d) for d in v.shape), _itemsize(v)) for v in model.weights]
+    from tfscale.compat import keras as keras_compat
+
+    owner: dict[int, Any] = {}
+    for layer in keras_compat.flatten_layers(model, include_self=True):  # outer first: the innermost owner wins
+        for v in layer.weights:
+            owner[id(v)] = layer
+    found = [Variable(v.path, tuple(int(d) for d in v.shape), _itemsize(v), layer=owner.get(id(v)))
+             for v in model.weights]
     optimizer = getattr(model, "optimizer", None)
     if optimizer is None:
         return found

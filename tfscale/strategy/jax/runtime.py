@@ -21,6 +21,7 @@ import math
 import os
 
 from tfscale.cluster.detection import environment
+from tfscale.compat import jax as jax_compat
 from tfscale.config.strategy import DEFAULT_JOIN_TIMEOUT
 from tfscale.errors import ClusterError
 from tfscale.strategy import backend
@@ -31,10 +32,8 @@ _PLATFORMS = {"tpu": "TPU", "gpu": "GPU", "cuda": "GPU", "rocm": "GPU"}
 
 
 def backends_started() -> bool:
-    """JAX has initialized its devices (jax._src.xla_bridge: JAX offers no public test)."""
-    from jax._src import xla_bridge
-
-    return xla_bridge.backends_are_initialized()
+    """JAX has initialized its devices (JAX offers no public test: `tfscale.compat.jax`)."""
+    return jax_compat.backends_started()
 
 
 def set_cpu_devices(n: int) -> None:
@@ -137,16 +136,7 @@ def probe(topology):
 
 
 def key_value_client():
-    """The distributed runtime's key-value client of this process, or None (one process, not initialized).
-
-    Private JAX API (`jax._src.distributed.global_state.client`, a `DistributedRuntimeClient` with
-    `key_value_set` and `blocking_key_value_get`), checked on jax 0.10.2: JAX has no public key-value
-    store (`jax.experimental.multihost_utils` only broadcasts arrays, a collective on every device).
-    Renamed upstream, this returns None and `JaxEngine.exchange` reports that it cannot exchange.
+    """The distributed runtime's key-value client of this process, or None (one process, not initialized, or
+    JAX changed its private API: `tfscale.compat.jax`; `JaxEngine.exchange` then reports that it cannot).
     """
-    try:
-        from jax._src import distributed
-    except ImportError:
-        return None
-    client = getattr(getattr(distributed, "global_state", None), "client", None)
-    return client if hasattr(client, "key_value_set") and hasattr(client, "blocking_key_value_get") else None
+    return jax_compat.key_value_client()

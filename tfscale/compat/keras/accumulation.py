@@ -9,7 +9,9 @@ branch in cross-replica context, as Keras's own `LossScaleOptimizer` does, so ea
 branch can synchronize (keras-team/keras#23592 proposes the same upstream).
 
 It applies to one optimizer instance at a time (the ones tfscale builds): nothing
-is patched process-wide. Delete this module when Keras ships the fix.
+is patched process-wide. Delete this module when Keras ships the fix. Checked on
+Keras 3.13-3.15 with TensorFlow 2.20-2.21; an optimizer without the private
+members it uses (`_USED`) is an `UpstreamError` when tfscale prepares it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,13 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfscale import compat
+
+# The private members of Keras' BaseOptimizer used below (checked on Keras 3.13-3.15, TensorFlow 2.20-2.21), besides
+# `_accumulated_gradients`, which `build()` creates later.
+_USED = ("_backend_apply_gradients", "_iterations", "_get_variable_index",
+         "_clip_gradients", "_apply_weight_decay", "_backend_update_step", "_backend_reset_gradient_accumulators",
+         "_backend_increment_gradient_accumulators")
 # The first Keras release with keras-team/keras#20582 fixed; None while it is open.
 KERAS_ACCUMULATION_FIXED_IN: tuple[int, int] | None = None
 
@@ -31,6 +40,12 @@ def fix_accumulation(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.
     """Makes `optimizer`'s `gradient_accumulation_steps` work under multi-replica strategies; returns it."""
     if not optimizer.gradient_accumulation_steps or not needs_fix():
         return optimizer
+    missing = [name for name in _USED if not hasattr(optimizer, name)]
+    if missing or not hasattr(tf.__internal__.distribute, "strategy_supports_no_merge_call"):
+        what = f"BaseOptimizer.{missing[0]}" if missing else "tf.__internal__.distribute.strategy_supports_no_merge_call"
+        raise compat.changed("Keras", keras.__version__, what, "3.13-3.15 (TensorFlow 2.20-2.21)",
+                             needed_for="gradient_accumulation_steps under several replicas (keras-team/keras#20582)",
+                             fix="install Keras 3.13-3.15, or train with gradient_accumulation_steps=1")
     original = optimizer._backend_apply_gradients
 
     def apply(grads, trainable_variables):

@@ -1,9 +1,16 @@
-"""The Keras 3 compatibility layer: what today's Keras 3 + TensorFlow need to work together.
+"""The Keras 3 compatibility layer: what today's Keras 3 + TensorFlow need to work together (part of Keras'
+quarantine, `tfscale.compat.keras`).
 
 Everything here works around an upstream bug and names it, so it can be
 deleted the day upstream fixes it.  Nothing here patches Keras or TensorFlow
 for the whole process: the fixes live on tfscale's own strategy subclass and
-apply only to models built under its scope.
+apply only to models built under its scope. Checked on Keras 3.13-3.15 with
+TensorFlow 2.20-2.21; `needs_reduce_fix` gates the reduce fix on the Keras
+version. Private TensorFlow used: `tensorflow.python.distribute`'s
+`CollectiveAllReduceExtended` (subclassed, its `_initialize_local_devices` and
+`_num_workers`), `distribute_lib.Strategy.__init__` (to pass that extended) and
+`values.PerReplica`; TensorFlow has no public way to give a multi-worker
+strategy several CPU replicas or to build per-replica values.
 
 keras-team/keras#20585 (also tensorflow/tensorflow#72388, ray-project/ray#47464):
 `Model.fit` under MultiWorkerMirroredStrategy fails in Keras 3 because
@@ -30,7 +37,8 @@ means), which saves a gRPC round trip per value and step (with one replica per
 worker the logs are plain tensors; Keras still reduces each one).
 
 Two more version-specific workarounds live beside the code they concern, in
-tfscale/data/sharding.py (`per_replica_batches`, `distribute`):
+tfscale/data/sharding/tf_distribute.py (`strategy_batches`; the private fields it sets through
+`tfscale.compat.tensorflow`):
 
 3. Keras 3.15 `evaluate` under MirroredStrategy reports a wrong loss for a
    `distribute_datasets_from_function` dataset whose batch dimension is static
@@ -64,11 +72,19 @@ import functools
 
 import keras
 import tensorflow as tf
-from tensorflow.python.distribute import collective_all_reduce_strategy as _collective
-from tensorflow.python.distribute import distribute_lib as _distribute_lib
-from tensorflow.python.distribute import values as _values
 
+from tfscale import compat
 from tfscale.errors import ConfigError
+
+try:  # private TensorFlow: see the module docstring
+    from tensorflow.python.distribute import collective_all_reduce_strategy as _collective
+    from tensorflow.python.distribute import distribute_lib as _distribute_lib
+    from tensorflow.python.distribute import values as _values
+
+    _collective.CollectiveAllReduceExtended._initialize_local_devices  # noqa: B018 - overridden below
+except (ImportError, AttributeError) as e:
+    raise compat.changed("TensorFlow", tf.__version__, f"what multi_worker builds on ({e})", "2.20-2.21",
+                         needed_for="the multi_worker strategy (Keras 3 fit on several workers)") from None
 
 # The first Keras release with keras-team/keras#20585 fixed; None while it is open.
 KERAS_FIT_FIXED_IN: tuple[int, int] | None = None
