@@ -8,9 +8,20 @@ Checked on jax 0.10.2.
    `key_value_set`, `blocking_key_value_get` and `key_value_delete`): JAX has no public key-value store
    (`jax.experimental.multihost_utils` only broadcasts arrays, a collective on every device); the JAX engine
    exchanges preemption flags through it. Gone: None, and `JaxEngine.exchange` reports that it cannot exchange.
+3. `avoid_cpu_collective_deadlock` (not a private API: an XLA flag set for a bug): with several host devices in
+   one process on a machine of few cores, XLA:CPU's concurrency-optimized scheduler runs independent collectives
+   of one device side by side on the intra-op thread pool; when they fill it, the other device's part of the
+   all-reduce never gets a thread and the rendezvous aborts the process after 40 s ("Termination timeout for
+   `all reduce RendezvousKey{... num_local_participants=2 ...}`", rendezvous.cc; SIGABRT). Seen on 2 cores with
+   2 host devices, 1 run in 3 while other processes kept the cores busy (tests/test_examples_model_parallel.py,
+   a model_parallel transformer-style MLP); with `--xla_cpu_enable_concurrency_optimized_scheduler=false`
+   0 in 5. Set in XLA_FLAGS before JAX starts, only where tfscale makes 2+ host devices and the user's
+   XLA_FLAGS do not name the flag. Checked on jax/jaxlib 0.10.2.
 """
 
 from __future__ import annotations
+
+import os
 
 from tfscale import compat
 
@@ -37,3 +48,14 @@ def key_value_client():
         return None
     client = getattr(getattr(distributed, "global_state", None), "client", None)
     return client if hasattr(client, "key_value_set") and hasattr(client, "blocking_key_value_get") else None
+
+
+CPU_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
+
+
+def avoid_cpu_collective_deadlock() -> None:
+    """Turns XLA:CPU's concurrency-optimized scheduler off for this process's host devices (3.), unless the user's
+    XLA_FLAGS set it. Must run before JAX starts its devices."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if CPU_SCHEDULER_FLAG not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {CPU_SCHEDULER_FLAG}=false".strip()

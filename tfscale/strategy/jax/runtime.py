@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 
 from tfscale.cluster.detection import environment
 from tfscale.compat import jax as jax_compat
@@ -54,6 +55,7 @@ def set_cpu_devices(n: int) -> None:
         return
     jax.config.update("jax_num_cpu_devices", n)
     if n > 1:
+        jax_compat.avoid_cpu_collective_deadlock()  # XLA:CPU on few cores (tfscale.compat.jax, 3.)
         log.info("JAX: %d host (CPU) devices", n)
 
 
@@ -114,10 +116,18 @@ def start(topology, config, environ=None) -> None:
     host_devices = config.replicas or (math.prod(config.mesh) // topology.num_workers if config.mesh else None)
     if host_devices and topology.accelerator != "TPU":  # only the CPU platform: GPUs and TPUs are what they are
         set_cpu_devices(max(1, host_devices))
+    elif topology.accelerator != "TPU" and _forced_host_devices(environ) > 1 and not backends_started():
+        jax_compat.avoid_cpu_collective_deadlock()  # host devices made by the user's XLA_FLAGS (compat.jax, 3.)
     if topology.num_workers > 1:
         initialize(topology, config.collective_timeout, config.join_timeout)
     elif topology.manager == "tpu" and environment.tpu_pod_hosts(environ) > 1:
         initialize_tpu_pod()
+
+
+def _forced_host_devices(environ) -> int:
+    """The host devices XLA_FLAGS's --xla_force_host_platform_device_count asks for (0: none)."""
+    found = re.search(r"--xla_force_host_platform_device_count=(\d+)", environ.get("XLA_FLAGS", ""))
+    return int(found.group(1)) if found else 0
 
 
 def probe(topology):
