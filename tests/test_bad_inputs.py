@@ -41,7 +41,7 @@ import procs
 import tfscale as ts
 from tfscale.cli import launch as launch_cli
 from tfscale.cli import main
-from tfscale.data.image_codecs import TOO_LARGE
+from tfscale.data.images.codecs import TOO_LARGE
 from tfscale.errors import ClusterError, ConfigError, DataError, ExportError, TfscaleError
 
 

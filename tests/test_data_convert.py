@@ -13,7 +13,7 @@ from test_data_helpers import write_csv, write_images
 import tfscale as ts
 from tfscale.cli import main
 from tfscale.data.convert import convert
-from tfscale.data.index import find_offset, index_file, shard_of
+from tfscale.data.records.index import find_offset, index_file, shard_of
 from tfscale.errors import DataError
 
 

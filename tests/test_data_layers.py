@@ -1,6 +1,6 @@
 """tfscale.data is laid out in layers that import only downward: no cycle, no import inside a function to dodge one.
 
-A subpackage (sharding/) counts as one unit: imports inside it are its own business.
+A subpackage (sharding/, images/, records/) counts as one unit: imports inside it are its own business.
 """
 
 from __future__ import annotations
@@ -13,17 +13,16 @@ PACKAGE = Path(__file__).resolve().parent.parent / "tfscale" / "data"
 # each module's layer; a module may import tfscale.data modules of lower layers only
 LAYERS = {
     # the element ops (decode, resize, parse), the batch contract and their helpers
-    "batching": 0, "badrecords": 0, "records": 0, "image_codecs": 0, "arrays": 0, "functions": 0, "epochs": 0,
-    "core": 1, "image_fallback": 1, "transforms": 2, "text": 2, "image_decoding": 2, "image_ops": 3, "sharding": 1,
-    "service": 3, "order": 3,
-    # sources (readers)
-    "readers": 4, "image_files": 4, "record_files": 4,
+    "batching": 0, "badrecords": 0, "arrays": 0, "functions": 0, "epochs": 0,
+    "core": 1, "transforms": 2, "text": 2, "sharding": 1, "service": 3, "order": 3,
+    # sources (readers); images/: the image element ops (codecs, decoding, fallback, ops) and the folder source
+    "readers": 4, "images": 4,
     # Pipeline
     "pipeline": 5,
-    # sinks (convert, index)
-    "index": 6, "encoders": 6, "manifest": 6, "convert": 7,
+    # sinks (convert, index); records/: the shard format, its readers, index and manifest
+    "encoders": 6, "records": 6, "convert": 7,
     # the public factories, then the tools built on them
-    "images": 8, "tfrecord": 8, "tables": 8, "sources": 8, "inspect": 9,
+    "image_folder": 8, "tfrecord": 8, "tables": 8, "sources": 8, "inspect": 9,
 }
 
 

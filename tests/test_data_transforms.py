@@ -11,7 +11,7 @@ from test_data_helpers import contexts, values, write_csv, write_images
 
 import tfscale as ts
 from tfscale.data.core import Build, Op
-from tfscale.data.image_codecs import jpeg_ratio_for
+from tfscale.data.images.codecs import jpeg_ratio_for
 from tfscale.data.transforms import batches_last
 from tfscale.errors import ConfigError
 
@@ -159,7 +159,7 @@ def test_resized_images_are_decoded_per_batch_in_both_modes_and_checked_before_b
 
 
 def test_a_batch_of_pngs_of_one_size_is_resized_at_once_to_the_same_pixels(tmp_path):
-    from tfscale.data.image_codecs import one_png_size
+    from tfscale.data.images.codecs import one_png_size
 
     paths = write_images(tmp_path, per_class=(4, 3), size=(20, 24), kinds=("png",))
     odd = str(tmp_path / "class_1" / "9999.png")  # another size: the second batch mixes sizes

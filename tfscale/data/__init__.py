@@ -22,7 +22,7 @@ import types
 
 # public name -> the module that defines it
 _LAZY = {
-    "BadRecords": "badrecords", "image_folder": "images", "Index": "index", "lookup": "index",
+    "BadRecords": "badrecords", "image_folder": "image_folder", "Index": "records.index", "lookup": "records.index",
     "Pipeline": "pipeline", "Shardable": "sharding", "batch_sizes": "batching",
     "from_dask": "sources", "from_generator": "sources", "from_numpy": "sources", "from_pandas": "sources",
     "text_lines": "sources", "tfds": "sources", "csv": "tables", "tfrecord": "tfrecord",

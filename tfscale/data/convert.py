@@ -27,11 +27,11 @@ from typing import Callable
 
 import tensorflow as tf
 
-from tfscale.data import manifest
+from tfscale.data.records import manifest
 from tfscale.data.encoders import IMAGE_SCHEMA, ImageEncoder, Skips, csv_records
-from tfscale.data.image_decoding import image_size_of
-from tfscale.data.index import write_index
-from tfscale.data.records import FORMAT, MANIFEST, META, index_file, shard_file, shard_of
+from tfscale.data.images.decoding import image_size_of
+from tfscale.data.records.index import write_index
+from tfscale.data.records.format import FORMAT, MANIFEST, META, index_file, shard_file, shard_of
 from tfscale.errors import ConfigError, DataError, TfscaleError
 from tfscale.storage import PendingFile, atomic_path, atomic_write
 from tfscale.vocabulary import OnError

@@ -2,7 +2,7 @@
 
 Images are stored as their file bytes (`store="encoded"`) or as raw uint8
 pixels decoded and resized to the training size (`store="raw"`), decoded by
-the same `image_ops.BatchDecoder` the image pipeline uses (same JPEG scale,
+the same `images.decoding.BatchDecoder` the image pipeline uses (same JPEG scale,
 same resize), then rounded to uint8.
 """
 
@@ -17,10 +17,10 @@ from typing import Iterator
 import numpy as np
 import tensorflow as tf
 
-from tfscale.data.image_codecs import (TOO_LARGE, decoded_size, header_size, jpeg_ratio_for, looks_whole,
+from tfscale.data.images.codecs import (TOO_LARGE, decoded_size, header_size, jpeg_ratio_for, looks_whole,
                                       too_large)
-from tfscale.data.image_files import EXTENSIONS, ImageFolder
-from tfscale.data.image_decoding import BatchDecoder
+from tfscale.data.images.files import EXTENSIONS, ImageFolder
+from tfscale.data.images.decoding import BatchDecoder
 from tfscale.data.readers import infer_type, read_head
 from tfscale.errors import DataError
 from tfscale.vocabulary import OnError

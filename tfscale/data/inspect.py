@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import time
 
-from tfscale.data.images import image_folder
-from tfscale.data.records import count_records, read_meta
+from tfscale.data.image_folder import image_folder
+from tfscale.data.records.format import count_records, read_meta
 from tfscale.data.tables import csv
 from tfscale.data.tfrecord import tfrecord
 from tfscale.errors import DataError

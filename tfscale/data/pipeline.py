@@ -31,7 +31,7 @@ import tensorflow as tf
 from tfscale.data import badrecords, order, service, sharding, transforms
 from tfscale.data.core import AUTOTUNE, Build, Op, Source
 from tfscale.data.functions import own_functions
-from tfscale.data.image_ops import ImageMethods
+from tfscale.data.images.ops import ImageMethods
 from tfscale.data.text import TextMethods
 from tfscale.errors import ConfigError
 from tfscale.vocabulary import OnError
@@ -184,7 +184,7 @@ class Pipeline(ImageMethods, TextMethods):
         """
         return self._with(service_options=service.check_options(address, processing_mode, job_name))
 
-    # image and text transforms: ImageMethods (images.py) and TextMethods (text.py).
+    # image and text transforms: ImageMethods (images/ops.py) and TextMethods (text.py).
 
     # ------------------------------------------------------------------ results
 

@@ -1,7 +1,7 @@
 """Sources (readers): text lines, CSV rows, NumPy arrays, Python generators, Dask partitions, TFDS builders.
 
 Each `Source` turns its units (files, partitions) into (path, index, record)
-elements; TFRecord files are in record_files.py, image folders in image_files.py.
+elements; TFRecord files are in records/files.py, image folders in images/files.py.
 Optional packages (dask, tensorflow_datasets) are imported inside the functions.
 """
 

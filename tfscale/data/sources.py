@@ -1,7 +1,7 @@
 """Public factories: text lines, NumPy arrays, pandas frames, Python generators, Dask dataframes, local TFDS builders.
 
 The readers they build on are in readers.py (CSV in tables.py, TFRecords in
-tfrecord.py, image folders in images.py). Optional packages (pandas, dask,
+tfrecord.py, image folders in image_folder.py). Optional packages (pandas, dask,
 tensorflow_datasets) are imported inside the functions.
 """
 

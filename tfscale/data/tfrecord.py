@@ -2,7 +2,7 @@
 
 A folder written by `tfscale data convert` carries a `dataset.json` with the
 feature spec, so `ts.data.tfrecord("out/")` needs nothing else. The reader is
-`record_files.TfrecordFiles` (truncated or corrupt files are named or counted).
+`records.files.TfrecordFiles` (truncated or corrupt files are named or counted).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import tensorflow as tf
 from tfscale.data.badrecords import BadRecords
 from tfscale.data.pipeline import Pipeline
 from tfscale.data.readers import expand_files
-from tfscale.data.record_files import TfrecordFiles
-from tfscale.data.records import META, feature_spec, read_meta, read_record_at
+from tfscale.data.records.files import TfrecordFiles
+from tfscale.data.records.format import META, feature_spec, read_meta, read_record_at
 from tfscale.errors import ConfigError, DataError
 from tfscale.vocabulary import OnError
 

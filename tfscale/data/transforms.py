@@ -12,7 +12,6 @@ import tensorflow as tf
 from tfscale.data import badrecords
 from tfscale.data.core import AUTOTUNE, Build, Op
 from tfscale.data.functions import own_functions
-from tfscale.data.image_fallback import SKIP_PART
 from tfscale.errors import ConfigError
 
 _BUCKETS = 1 << 30  # hash resolution of sample() and balance(): fractions to ~1e-9
@@ -130,7 +129,7 @@ class Batcher:
 
     def parts(self, ds: tf.data.Dataset, build: Build) -> tf.data.Dataset:
         """Batches of MICRO_BATCH (SKIP_PART in skip mode) or fewer, to be `join`ed after the per-image ops."""
-        size = min(SKIP_PART if build.on_error == "skip" else MICRO_BATCH, self.size)
+        size = min(badrecords.SKIP_PART if build.on_error == "skip" else MICRO_BATCH, self.size)
         return ds.rebatch(size) if build.chunked else ds.batch(size)
 
     def join(self, ds: tf.data.Dataset) -> tf.data.Dataset:

@@ -21,8 +21,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfscale.data.badrecords import as_data_error
-from tfscale.data.images import image_folder
-from tfscale.data.records import read_meta
+from tfscale.data.image_folder import image_folder
+from tfscale.data.records.format import read_meta
 from tfscale.data.tfrecord import tfrecord
 from tfscale.errors import DataError
 

@@ -11,8 +11,8 @@ import glob
 import json
 import os
 
-from tfscale.data.image_files import EXTENSIONS, walk
-from tfscale.data.records import FORMAT, MANIFEST, META
+from tfscale.data.images.files import EXTENSIONS, walk
+from tfscale.data.records.format import FORMAT, MANIFEST, META
 from tfscale.errors import DataError
 from tfscale.storage import TEMP_PREFIX
 

@@ -5,7 +5,7 @@ Files: a folder of JPEG/PNG files decodes JPEGs much larger than the target at
 and when every file decodes to one size (read from all the headers when the
 pipeline is built, stopping at the first that differs) whole batches are
 resized in one op. Reading, checking and decoding run once per batch
-(`image_ops`); a bad file is named ("raise") or dropped and counted ("skip").
+(`images.ops`); a bad file is named ("raise") or dropped and counted ("skip").
 
 Shards: a converted folder is read in large sequential chunks and decoded per
 batch: raw pixels (`--store raw`) need only a reshape, file bytes the same
@@ -18,13 +18,13 @@ import logging
 import os
 import time
 
-from tfscale.data.image_codecs import head, jpeg_ratio_for, one_decoded_size
-from tfscale.data.image_files import EXTENSIONS, ImageFolder
-from tfscale.data.image_decoding import image_size_of
-from tfscale.data.image_ops import record_decode_op
+from tfscale.data.images.codecs import head, jpeg_ratio_for, one_decoded_size
+from tfscale.data.images.files import EXTENSIONS, ImageFolder
+from tfscale.data.images.decoding import image_size_of
+from tfscale.data.images.ops import record_decode_op
 from tfscale.data.pipeline import Pipeline
-from tfscale.data.record_files import ImageShards
-from tfscale.data.records import read_meta
+from tfscale.data.records.files import ImageShards
+from tfscale.data.records.format import read_meta
 from tfscale.vocabulary import OnError
 
 log = logging.getLogger("tfscale")

@@ -1,6 +1,6 @@
 """Skip mode's second try: a part of a batch whose decode call failed, decoded again one image at a time.
 
-An image can pass the checks (`image_codecs.image_ok`, `size_ok`) and still fail to decode: a PNG with a
+An image can pass the checks (`codecs.image_ok`, `size_ok`) and still fail to decode: a PNG with a
 valid header and trailer around a corrupt pixel stream, say. It fails the decode call of its whole part, and
 tf.data's `ignore_errors` alone would drop that part unseen, the good images in it too. So each part gets a
 small dataset of its own (`retried`), whose second branch runs only after the first failed, and that branch
@@ -17,25 +17,20 @@ import enum
 
 import tensorflow as tf
 
-from tfscale.data.image_codecs import decode
+from tfscale.data.badrecords import SKIP_PART
+from tfscale.data.images.codecs import decode
 
 
 class Verdict(enum.IntEnum):
     """What became of one image in skip mode; the image is kept only when GOOD."""
 
     GOOD = 0
-    CORRUPT = 1  # not a whole image (`image_codecs.image_ok`)
-    TOO_LARGE = 2  # its header claims too many pixels (`image_codecs.size_ok`); never decoded
+    CORRUPT = 1  # not a whole image (`codecs.image_ok`)
+    TOO_LARGE = 2  # its header claims too many pixels (`codecs.size_ok`); never decoded
     UNDECODABLE = 3  # passed both checks, failed to decode (found by `one_at_a_time`)
     RESIZED = 4  # decoded to another size than every image had when the pipeline was built
 
 
-# images a decode call takes in skip mode (16 in raise mode, `transforms.MICRO_BATCH`): each call is also a small
-# dataset of its own there (`retried`, ~170 us here), so parts are larger. Measured side by side on 2 cores (Fashion-
-# MNIST, clean data, batch 64) against parts of 16 through a parallel map and `ignore_errors` (which dropped a part
-# with an undecodable image whole): CPU per image 15-17 % less for 28x28 PNGs and 2-8 % less for 256x256 JPEGs
-# (parts of 16: 5-14 % more); peak memory with 224x224x3 images 92 MB more (32: 70 MB): `retried` decodes ahead
-SKIP_PART = 64
 
 UNDECODABLE = "undecodable image"
 RESIZED = "image size changed since the pipeline was built"
@@ -65,8 +60,8 @@ def one_at_a_time(decoder, items: tf.Tensor, *, read_files: bool, check=None) ->
     `images` call failed: each image is decoded in its own tf.data element, so one that will not decode is
     left out alone (`Verdict.UNDECODABLE`; `Verdict.RESIZED` for one no longer of the decoder's uniform size).
 
-    decoder: the `image_decoding.BatchDecoder` that failed. check: None, or a function contents [n] ->
-    verdicts [n] (`image_decoding.verdict`). Slow (a tf.data element per image): only for a failed part.
+    decoder: the `decoding.BatchDecoder` that failed. check: None, or a function contents [n] ->
+    verdicts [n] (`decoding.verdict`). Slow (a tf.data element per image): only for a failed part.
     """
     contents = tf.map_fn(tf.io.read_file, items) if read_files else items
     n = tf.size(items)

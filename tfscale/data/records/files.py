@@ -147,7 +147,7 @@ def _count_bytes(path, size, count, compressed: bool, build: Build, keys: bool):
 class ImageShards(TfrecordFiles):
     """The shards of an image folder written by `tfscale data convert`: serialized records.
 
-    A decode op (`image_ops.record_decode_op`) parses and decodes them, per batch
+    A decode op (`images.ops.record_decode_op`) parses and decodes them, per batch
     when batched; `meta` is the folder's `dataset.json`.
     """
 

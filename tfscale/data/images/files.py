@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfscale.data.core import Build, Source
-from tfscale.data.image_codecs import MAX_PIXELS, head, header_size, looks_whole, too_large
+from tfscale.data.images.codecs import MAX_PIXELS, head, header_size, looks_whole, too_large
 from tfscale.errors import DataError
 
 log = logging.getLogger("tfscale")

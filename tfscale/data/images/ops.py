@@ -1,7 +1,7 @@
 """The image transforms of `Pipeline` (`ImageMethods`): decode_images, resize, normalize, augment; and the decode op
 of converted image shards (`record_decode_op`).
 
-Decoding is in image_decoding.py; resize, normalize and augment run on whole
+Decoding is in decoding.py; resize, normalize and augment run on whole
 batches when batched (per image inside them).
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfscale.data.core import Op
-from tfscale.data.image_codecs import decode
-from tfscale.data.image_decoding import BatchDecoder, decode_op, element_map, image_size_of, vector_map
+from tfscale.data.images.codecs import decode
+from tfscale.data.images.decoding import BatchDecoder, decode_op, element_map, image_size_of, vector_map
 from tfscale.errors import ConfigError
 
 

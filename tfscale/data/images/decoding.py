@@ -8,7 +8,7 @@ image one read op and one decode op, with no branch:
 
 - raise mode: the granule's files are read, their signatures checked at once (a bad
   one fails the call naming the file, even inside `model.fit`), then decoded; an image
-  whose header claims more than `image_codecs.MAX_PIXELS` (a decompression bomb) fails
+  whose header claims more than `images.codecs.MAX_PIXELS` (a decompression bomb) fails
   the same check, so it is never decoded;
 - skip mode: the same loop decodes a stand-in for a bad image, which is then left out
   and counted once per call (no branch, no Python call); the parts of a batch are joined
@@ -17,21 +17,21 @@ image one read op and one decode op, with no branch:
   the checks but will not decode (a corrupt pixel stream) fails its part's call: only that
   part is then decoded again one image at a time (`retried`), so the image is counted and
   named and the good ones beside it arrive; clean data never takes that path;
-- images of one decoded size (known from the files' headers, `image_codecs`) are
+- images of one decoded size (known from the files' headers, `images.codecs`) are
   stacked and resized in one op; others are resized one by one;
 - without a fixed size, raise mode decodes each image in a call of its own, and skip
   mode decodes unbatched images in parts of GRANULE all the same, each image kept at
-  its size and `held` in a scalar so that a part's images stack (`image_fallback`).
+  its size and `held` in a scalar so that a part's images stack (`images.fallback`).
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-from tfscale.data.badrecords import after, gate
+from tfscale.data.badrecords import SKIP_PART, after, gate
 from tfscale.data.core import AUTOTUNE, Build, Op
-from tfscale.data.image_codecs import TOO_LARGE, decode, image_ok, size_ok
-from tfscale.data.image_fallback import (FIX_RESIZED, RESIZED, SKIP_PART, UNDECODABLE, Verdict, held,
+from tfscale.data.images.codecs import TOO_LARGE, decode, image_ok, size_ok
+from tfscale.data.images.fallback import (FIX_RESIZED, RESIZED, UNDECODABLE, Verdict, held,
                                          one_at_a_time, retried, unheld)
 from tfscale.errors import ConfigError
 
@@ -243,7 +243,7 @@ class _Decoding:
     def marked(self, element, reads: bool, checks: bool, whole: bool = True):
         """(element decoded, bad images left out; the bad images' keys; their `verdict` codes).
 
-        whole=False: decoded one image at a time (`image_fallback.one_at_a_time`), for a part whose
+        whole=False: decoded one image at a time (`images.fallback.one_at_a_time`), for a part whose
         whole call failed. No stateful op here: one in a decode call (a table insert, even a print) cost
         13-17 us an image in a 16-image call when measured here, so the bad ones are counted by a small
         stage after it (`noted`)."""

@@ -14,7 +14,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tfscale.data.records import feature_spec, index_file, read_meta, read_record_at, shard_file, shard_of
+from tfscale.data.records.format import feature_spec, index_file, read_meta, read_record_at, shard_file, shard_of
 from tfscale.errors import DataError
 
 __all__ = ["Index", "find_offset", "index_file", "lookup", "shard_file", "shard_of", "write_index"]
