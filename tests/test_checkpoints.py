@@ -288,3 +288,46 @@ def test_a_manifest_written_with_sha256_before_crc32_is_still_verified_and_resum
     with caplog.at_level(logging.WARNING, logger="tfscale"):
         resumed = ts.fit(build_model, (X, Y), scale=scale, epochs=3, checkpoint_dir=tmp_path, **OPTIONS)
     assert resumed.resumed_from_epoch == 1 and "SHA-256" in caplog.text  # the older one, verified by its SHA-256
+
+
+def test_a_capture_keeps_its_step_s_values_while_training_goes_on_and_reused_arrays_hold_the_next_one(tmp_path):
+    """`keras_saving.capture` copies the values at its step into the arrays of the last capture whose file is
+    written; a capture not yet written is never overwritten: each file equals `save_weights` at its own step."""
+    from tfscale.scale import keras_saving
+
+    model = build_model()
+    model.compile(optimizer="adam", loss=OPTIONS["loss"])
+    model.fit(X, Y, batch_size=BATCH, epochs=1, verbose=0)
+
+    def saved(name):  # what Keras writes now, read back
+        model.save_weights(tmp_path / name)
+        return _h5_values(tmp_path / name)
+
+    keras_saving.capture(model)(str(tmp_path / "walk.weights.h5"))  # the first capture walks the model
+    keras_saving.capture(model)(str(tmp_path / "replayed.weights.h5"))  # replayed; its arrays free once written
+    first = keras_saving.capture(model)  # into those arrays
+    expected_first = saved("first_keras.weights.h5")
+    model.fit(X, Y, batch_size=BATCH, epochs=1, verbose=0)
+    second = keras_saving.capture(model)  # `first` is not written yet: new arrays
+    expected_second = saved("second_keras.weights.h5")
+    first(str(tmp_path / "first.weights.h5"))
+    model.fit(X, Y, batch_size=BATCH, epochs=1, verbose=0)
+    third = keras_saving.capture(model)  # into `first`'s arrays, written now
+    expected_third = saved("third_keras.weights.h5")
+    second(str(tmp_path / "second.weights.h5"))
+    third(str(tmp_path / "third.weights.h5"))
+    for name, expected in (("first", expected_first), ("second", expected_second), ("third", expected_third)):
+        got = _h5_values(tmp_path / f"{name}.weights.h5")
+        assert got.keys() == expected.keys()
+        for key in expected:
+            np.testing.assert_array_equal(got[key], expected[key], err_msg=f"{name}: {key}")
+    assert not all(np.array_equal(expected_first[k], expected_third[k]) for k in expected_first)  # training moved
+
+
+def _h5_values(path):
+    import h5py
+
+    values = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, item: values.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None)
+    return values

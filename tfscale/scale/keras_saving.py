@@ -2,8 +2,10 @@
 
 Why: `model.save_weights` reads every variable while it writes the file, so it must run in the training
 thread and the step waits for the disk (25-60 ms for an 8 MB file here, against 5 ms steps). `capture(model)`
-copies the values (~3 ms for that model: the only part the step waits for) and returns a function that writes
-the same file later, in another thread, while training goes on, and returns its checksum and size. What each
+copies the values (the only part the step waits for: ~1 ms for that model, read as views of the backend's
+buffers and copied into the arrays of the last capture whose file is written; ~4 ms with a new `Variable.numpy()`
+copy of each) and returns a function that writes the same file later, in another thread, while training goes
+on, and returns its checksum and size. What each
 part cost before (the MLP of benchmarks/bench_checkpoint.py, 2 cores, CPU ms): Keras' walk 7-12, reading the
 values 2-3, h5py writing the file 3 (besides the bytes), SHA-256 of the file read back 5.5 + the read.
 
@@ -13,7 +15,8 @@ values 2-3, h5py writing the file 3 (besides the bytes), SHA-256 of the file rea
   are kept per model (`_Layout`), and later captures call their `save_own_variables` again, as the walk
   would, without walking. The layout is walked anew when the model's or the optimizer's variables are not the
   same objects any more (a new optimizer, a rebuilt layer), and a walk whose calls could not be recorded is
-  made at every capture.
+  made at every capture. Keras' own optimizer is replayed as its `save_own_variables` reads (each of its
+  `variables` in order, 3.13-3.15), from the variables, not from the `numpy()` copies it would make.
 - **Written once by h5py, then from its bytes.** The first file of a structure (the groups, their attributes,
   each dataset's name, shape and dtype) is written by h5py as `H5IOStore` writes it; the bytes between the
   datasets' values (HDF5's headers, the groups, the attributes: a few KB) and the place of each value
@@ -68,19 +71,37 @@ def _stores_copies(saveable) -> bool:
     return _OPTIMIZER_SAVE is not None and getattr(type(saveable), "save_own_variables", None) is _OPTIMIZER_SAVE
 
 
-def _host_copy(value, copied: bool = False) -> np.ndarray:
-    """A C-ordered copy in host memory, which training does not overwrite at the next step.
+def _current(value) -> np.ndarray:
+    """The value of a variable (or a tensor or array) now, as a NumPy array: a view of the backend's buffer, no copy,
+    where the backend allows.
 
-    `Variable.numpy()` is a copy already (Keras: ``np.array(self)``; TensorFlow: `Tensor.numpy()`, documented
-    as one), and so is a NumPy value of a saveable that `copied` it (`_stores_copies`); other values (a
-    tensor a saveable computed, an array it keeps) are copied here. One copy of 8 MB costs ~1 ms here, most
-    of it page faults of the new memory.
+    A Keras variable's `value` is TensorFlow's `tf.Variable` (whose `value()` is the tensor it holds now, and
+    `EagerTensor.__array__` a view of that tensor's buffer) or a JAX array (a view on the host CPU, a transfer
+    from an accelerator). The view is read at once, between two steps: a tensor that is still held when a step
+    updates the variable is copied by TensorFlow first (copy-on-write), so a view never changes under a reader.
     """
     if isinstance(value, keras.Variable):
-        return np.asarray(value.numpy(), order="C")
-    if isinstance(value, (np.ndarray, np.generic)):
-        return np.asarray(value, order="C") if copied else np.array(value, copy=True, order="C")
-    return np.array(keras.ops.convert_to_numpy(value), copy=True, order="C")
+        value = value.value
+    if callable(getattr(value, "value", None)) and hasattr(value, "handle"):  # a tf.Variable
+        value = value.value()
+    return np.asarray(value)
+
+
+def _host_copy(value, copied: bool, into: np.ndarray | None) -> np.ndarray:
+    """A C-ordered copy in host memory, which training does not overwrite at the next step: `into` (a buffer of
+    an earlier capture whose file is written, reused: no new memory to fault in) where it fits, else a new array.
+
+    A NumPy value of a saveable that `copied` it (`_stores_copies`) is a copy already and is kept as it is.
+    Reading views and copying them into reused buffers costs ~1 ms for the 8 MB of benchmarks/bench_checkpoint.py's
+    model and its Adam state, against ~4 ms for `Variable.numpy()` of each (a new copy each, faulted in).
+    """
+    if copied and isinstance(value, np.ndarray):
+        return np.asarray(value, order="C")
+    source = _current(value)
+    if into is None or into.shape != source.shape or into.dtype != source.dtype:
+        into = np.empty(source.shape, source.dtype)
+    np.copyto(into, source, casting="no")
+    return into
 
 
 @dataclasses.dataclass
@@ -91,12 +112,14 @@ class _Group:
 
 
 class _Recorder(_STORE or object):
-    """What Keras' walk (or a saveable's `save_own_variables`) writes, kept as groups of host copies."""
+    """What Keras' walk (or a saveable's `save_own_variables`) writes, kept as groups of host copies (into the
+    arrays of `reuse`, in order, where they fit)."""
 
-    def __init__(self):  # nothing opened: an H5IOStore only for the walk's isinstance check
-        self.groups: list[_Group] = []
+    def __init__(self, reuse: list[np.ndarray] | None = None):  # nothing opened: an H5IOStore only for the walk's
+        self.groups: list[_Group] = []                          # isinstance check
         self.saveables: list | None = []  # (saveable, path, metadata) per `make`; None: one was not seen
         self._copied = False  # the saveable of the group being filled stores copies (`_stores_copies`)
+        self._reuse, self._count = reuse or [], 0
 
     def __bool__(self):
         return True
@@ -116,26 +139,43 @@ class _Recorder(_STORE or object):
         return self
 
     def __setitem__(self, key, value):  # a variable, or a value the saveable computed (the optimizer's)
-        self.groups[-1].values.append((key, _host_copy(value, self._copied)))
+        into = self._reuse[self._count] if self._count < len(self._reuse) else None
+        self._count += 1
+        self.groups[-1].values.append((key, _host_copy(value, self._copied, into)))
 
 
 class _Layout:
     """The saveables Keras' walk visits in a model, in order, with their paths and metadata (held weakly: the
-    layout is kept per model, and must not keep the model alive)."""
+    layout is kept per model, and must not keep the model alive), and the arrays of the last capture whose file
+    is written (`release`), for the next capture to copy into."""
 
     def __init__(self, saveables: list, signature: tuple):
         self.saveables = [(weakref.ref(saveable), path, metadata) for saveable, path, metadata in saveables]
         self.signature = signature
+        self._free: list[np.ndarray] | None = None
+        self._lock = threading.Lock()
 
     def capture(self) -> list[_Group] | None:
         """The groups, or None where a saveable is gone (walk again)."""
-        recorder = _Recorder()
+        with self._lock:
+            reuse, self._free = self._free, None  # taken by this capture until its file is written
+        recorder = _Recorder(reuse)
         for ref, path, metadata in self.saveables:
             saveable = ref()
             if saveable is None:
                 return None
-            saveable.save_own_variables(recorder.entry(path, metadata, saveable))
+            store = recorder.entry(path, metadata)  # values copied by the recorder (`_host_copy`)
+            if _stores_copies(saveable):  # Keras' optimizer stores `variable.numpy()` of each of its variables
+                for i, variable in enumerate(saveable.variables):  # (3.13-3.15): the variables, copied as above
+                    store[str(i)] = variable
+            else:
+                saveable.save_own_variables(store)
         return recorder.groups
+
+    def release(self, groups: list[_Group]) -> None:
+        """`groups`' file is written: their arrays may be overwritten by the next capture."""
+        with self._lock:
+            self._free = [array for group in groups for _, array in group.values]
 
 
 _layouts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its _Layout
@@ -148,12 +188,13 @@ def _signature(model) -> tuple:
     return (id(optimizer), *(id(v) for v in variables))
 
 
-def _groups(model) -> list[_Group]:
+def _groups(model) -> tuple[list[_Group], _Layout | None]:
+    """The values of `model`'s saveables now, and the layout that made them (None: walked, not replayed)."""
     signature = _signature(model)
     layout = _layouts.get(model)
     groups = layout.capture() if layout is not None and layout.signature == signature else None
     if groups is not None:
-        return groups
+        return groups, layout
     recorder = _Recorder()
     _WALK.walk(model, weights_store=recorder, assets_store=None, inner_path="", visited_saveables=set())
     try:
@@ -161,7 +202,7 @@ def _groups(model) -> list[_Group]:
     except TypeError:  # the walk could not be recorded (None), or an object without weak references
         _layouts.pop(model, None)
         log.debug("keras_saving: the save walk cannot be replayed; every capture walks the model")
-    return recorder.groups
+    return recorder.groups, None
 
 
 def capture(model):
@@ -169,7 +210,8 @@ def capture(model):
     as `model.save_weights(path)` would and returns the file's (checksum hex digest, bytes); None where these
     internals are not known to work (see above).
 
-    The file is not synced: the caller syncs it before renaming it into place.
+    The file is not synced: the caller syncs it before renaming it into place. Call `write` once: after it, the
+    next capture of the model copies its values into the same arrays (no new memory per save).
 
     Example:
         write = capture(model)          # in the training thread, at the step
@@ -177,8 +219,16 @@ def capture(model):
     """
     if not _supported():
         return None
-    groups = _groups(model)
-    return lambda path: write_weights(groups, path)
+    groups, layout = _groups(model)
+
+    def write(path: str) -> tuple[str, int]:  # once: its arrays go to the next capture afterwards
+        try:
+            return write_weights(groups, path)
+        finally:
+            if layout is not None:
+                layout.release(groups)
+
+    return write
 
 
 # ---------------------------------------------------------------------- the file
