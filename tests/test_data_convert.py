@@ -118,3 +118,13 @@ def test_no_shuffle_keeps_the_source_order_inside_each_shard(tmp_path, capsys):
     # shuffled, every stretch of 12 records mixes the 3 labels; in the source order the first 12 share one
     assert all(len({i // 40 for i in ids[k:k + 12]}) == 3 for ids in reordered for k in range(0, len(ids) - 11, 12))
     assert all(len({i // 40 for i in ids[:12]}) == 1 for ids in in_order)
+
+
+def test_an_unknown_on_error_is_a_config_error_before_anything_is_written(tmp_path):
+    from tfscale.errors import ConfigError
+
+    src = tmp_path / "rows.csv"
+    src.write_text("x,label\n1,0\n2,1\n")
+    with pytest.raises(ConfigError, match="on_error='bogus' is not accepted"):
+        convert(str(src), str(tmp_path / "out"), 1, on_error="bogus")
+    assert not (tmp_path / "out").exists()

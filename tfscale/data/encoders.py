@@ -17,6 +17,7 @@ from typing import Iterator
 import numpy as np
 import tensorflow as tf
 
+from tfscale.data.badrecords import check_on_error
 from tfscale.data.images.codecs import (TOO_LARGE, decoded_size, header_size, jpeg_ratio_for, looks_whole,
                                       too_large)
 from tfscale.data.images.files import EXTENSIONS, ImageFolder
@@ -49,7 +50,7 @@ class Skips:
     """Bad input records met by convert: raise at once, or count them (on_error="skip")."""
 
     def __init__(self, on_error: OnError):
-        self.on_error, self.counts = on_error, collections.Counter()
+        self.on_error, self.counts = check_on_error(on_error), collections.Counter()
 
     def bad(self, what: str, where: str, fix: str) -> None:
         if self.on_error == "raise":
