@@ -17,9 +17,19 @@ Per model and mesh it reports:
 - the collectives of one training step in the compiled program: each arm compiles once more in a process of
   its own that dumps XLA's optimized HLO (--xla_dump_to), and the train step's module is read for
   all-reduce, all-gather, reduce-scatter, all-to-all and collective-permute (count, and bytes of their
-  results). These are machine-independent: they measure communication where timing on 2 CPU cores cannot.
+  results). These are machine-independent: they measure communication where timing on 2 CPU cores cannot;
+- whether auto's compiled train step is the hand-written map's, instruction for instruction and in the same
+  order (`auto_program_is_hand`: the optimized HLO less its metadata, compared by digest). Where it is, the two
+  arms run the same program, and auto/hand's step ratio is noise: `auto_over_hand_step_rounds` gives each round's
+  ratio (a spread around 1.0 that the median's distance from 1.0 does not leave).
 
-    python benchmarks/bench_layouts.py [--devices 2,4] [--models gemma,llama,...] [--rounds 5] [--steps 3] [--quick]
+Every process compiles with the XLA:CPU scheduler tfscale picks for the host devices it makes
+(`--xla_cpu_enable_concurrency_optimized_scheduler=false`, tfscale.compat.jax 3.). The hand arm lists the devices
+for its map's mesh before its Scale exists, after which tfscale cannot set it any more: in a process of its own,
+its program had the same instructions as auto's in another order, while in the timing process (auto's Scale
+first) both ran with tfscale's scheduler.
+
+    python benchmarks/bench_layouts.py [--devices 2,4] [--models gemma,llama,...] [--rounds 9] [--steps 3] [--quick]
 
 Prints one JSON object to stdout (a line per model and mesh to stderr as it goes). Not a test: CI does not run it.
 """
@@ -28,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import json
 import os
 import re
@@ -36,6 +47,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from tfscale.compat.jax import CPU_SCHEDULER_FLAG
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEQ, BATCH = 32, 8
@@ -70,41 +83,56 @@ _BYTES = {"f32": 4, "f16": 2, "bf16": 2, "s32": 4, "u32": 4, "f64": 8, "s64": 8,
 
 # ---------------------------------------------------------------------- in the child processes (KERAS_BACKEND=jax)
 
+def task_model(name: str, config: dict | None = None, **task_options):
+    """The task model of `name` (not compiled), its backbone built from `config` (default: CONFIGS[name]) in the
+    current scope; `task_options` go to the task (e.g. BERT's classifier `dropout`). Also what
+    tests/workers/hub_models.py builds, with smaller configurations."""
+    import keras_hub
+
+    backbone_cls, task_cls, default = CONFIGS[name]
+    backbone = getattr(keras_hub.models, backbone_cls)(**(default if config is None else config))
+    if task_cls == "BertTextClassifier":
+        return keras_hub.models.BertTextClassifier(backbone=backbone, num_classes=2, preprocessor=None,
+                                                     **task_options)
+    return getattr(keras_hub.models, task_cls)(backbone=backbone, preprocessor=None, **task_options)
+
+
+def batch_of(name: str, config: dict | None = None, batch: int = BATCH, sequence: int = SEQ, seed: int = 0):
+    """(inputs, targets) of one batch of random tokens for `name`'s task model: next-token targets for a causal
+    language model, a label of 2 classes for BERT's classifier."""
+    import numpy as np
+
+    config = CONFIGS[name][2] if config is None else config
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, config["vocabulary_size"], (batch, sequence + 1)).astype("int32")
+    x = {"token_ids": tokens[:, :sequence], "padding_mask": np.ones((batch, sequence), "int32")}
+    if CONFIGS[name][1] == "BertTextClassifier":
+        x["segment_ids"] = np.zeros((batch, sequence), "int32")
+        return x, rng.integers(0, 2, (batch,)).astype("int32")
+    return x, tokens[:, 1:]
+
+
 def build(name: str, arm: str, devices: int):
     """(scale, task model compiled with Adam, inputs, targets) of one arm."""
     import keras
     import keras_hub
-    import numpy as np
 
     import tfscale as ts
 
-    backbone_cls, task_cls, config = CONFIGS[name]
-    backbone_cls, task_cls = getattr(keras_hub.models, backbone_cls), getattr(keras_hub.models, task_cls)
     if arm == "replicated":
         scale = ts.Scale("data_parallel")
     elif arm == "auto":
         scale = ts.Scale("model_parallel", mesh=(1, devices), layout="auto")
     else:
         mesh = keras.distribution.DeviceMesh((1, devices), ("data", "model"), keras.distribution.list_devices())
-        scale = ts.Scale("model_parallel", layout=backbone_cls.get_layout_map(
+        scale = ts.Scale("model_parallel", layout=getattr(keras_hub.models, CONFIGS[name][0]).get_layout_map(
             mesh, model_parallel_dim_name="model", data_parallel_dim_name="data"))
     keras.utils.set_random_seed(0)
     with scale.scope():
-        backbone = backbone_cls(**config)
-        if task_cls.__name__ == "BertTextClassifier":
-            model = task_cls(backbone=backbone, num_classes=2, preprocessor=None)
-        else:
-            model = task_cls(backbone=backbone, preprocessor=None)
+        model = task_model(name)
         model.compile(optimizer=keras.optimizers.Adam(1e-3),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    rng = np.random.default_rng(0)
-    tokens = rng.integers(0, config["vocabulary_size"], (BATCH, SEQ + 1)).astype("int32")
-    x = {"token_ids": tokens[:, :SEQ], "padding_mask": np.ones((BATCH, SEQ), "int32")}
-    if task_cls.__name__ == "BertTextClassifier":
-        x["segment_ids"] = np.zeros((BATCH, SEQ), "int32")
-        y = rng.integers(0, 2, (BATCH,)).astype("int32")
-    else:
-        y = tokens[:, 1:]
+    x, y = batch_of(name)
     return scale, model, x, y
 
 
@@ -157,8 +185,8 @@ def child_time(name: str, devices: int, rounds: int, steps: int) -> None:
 # ---------------------------------------------------------------------- in the parent
 
 def _run(args: list[str], devices: int, extra_flags: str = "", timeout: float = 900) -> dict:
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {extra_flags}".strip(),
+    flags = f"--xla_force_host_platform_device_count={devices} {CPU_SCHEDULER_FLAG}=false {extra_flags}"
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3", XLA_FLAGS=flags.strip(),
                PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     run = subprocess.run([sys.executable, os.path.abspath(__file__), *args], env=env, capture_output=True, text=True,
                          timeout=timeout)
@@ -183,23 +211,36 @@ _COLLECTIVE = re.compile(r"\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(.+?)\s+(all-reduce|a
                          r"all-to-all|collective-permute)(?:-start)?\(")
 
 
-def collectives(dump: str) -> dict:
-    """{kind: {"count", "bytes"}} of the train step's optimized module in an XLA dump folder (the module with the
-    most collectives among those named for a train step, else among all)."""
+_METADATA = re.compile(r',\s*(?:metadata|frontend_attributes)=\{(?:[^{}"]|"(?:[^"\\]|\\.)*")*\}')
+
+
+def collectives(dump: str) -> tuple[dict, str]:
+    """({kind: {"count", "bytes"}}, digest of the program) of the train step's optimized module in an XLA dump
+    folder (the module with the most collectives among those named for a train step, else among all)."""
     best: dict = {}
+    digest = ""
     files = glob.glob(os.path.join(dump, "*after_optimizations.txt"))
-    steps = [f for f in files if "train" in os.path.basename(f)] or files
+    steps = sorted(f for f in files if "train" in os.path.basename(f)) or sorted(files)
     for path in steps:
         found = {kind: {"count": 0, "bytes": 0} for kind in COLLECTIVES}
         with open(path) as f:
-            for line in f:
-                m = _COLLECTIVE.match(line)
-                if m:
-                    found[m.group(2)]["count"] += 1
-                    found[m.group(2)]["bytes"] += _shape_bytes(m.group(1))
-        if sum(v["count"] for v in found.values()) >= sum(v["count"] for v in best.values()) if best else True:
-            best = found
-    return best
+            text = f.read()
+        for line in text.splitlines():
+            m = _COLLECTIVE.match(line)
+            if m:
+                found[m.group(2)]["count"] += 1
+                found[m.group(2)]["bytes"] += _shape_bytes(m.group(1))
+        if not best or sum(v["count"] for v in found.values()) >= sum(v["count"] for v in best.values()):
+            best, digest = found, program_digest(text)
+    return best, digest
+
+
+def program_digest(text: str) -> str:
+    """A digest of an optimized HLO module's program: its header and computations, less the tables of source
+    files and stack frames between them and each instruction's metadata (which name the calling script)."""
+    start = text.find("\n%")
+    program = text[:text.find("\n")] + (text[start:] if start >= 0 else "")
+    return hashlib.sha256(_METADATA.sub("", program).encode()).hexdigest()[:16]
 
 
 def measure(name: str, devices: int, rounds: int, steps: int) -> dict:
@@ -208,7 +249,7 @@ def measure(name: str, devices: int, rounds: int, steps: int) -> dict:
         with tempfile.TemporaryDirectory(prefix="bench-layouts-") as dump:
             figures = _run(["--child-compile", name, arm, str(devices)], devices,
                            f"--xla_dump_to={dump} --xla_dump_hlo_as_text")
-            figures["collectives"] = collectives(dump)
+            figures["collectives"], figures["program"] = collectives(dump)
         arms[arm] = figures
     times = _run(["--child-time", name, str(devices), str(rounds), str(steps)], devices)
     for arm in arms:
@@ -220,8 +261,11 @@ def measure(name: str, devices: int, rounds: int, steps: int) -> dict:
               "auto_over_replicated_bytes_per_device": round(auto["parameters"] / replicated["parameters"], 3)}
     if "hand" in arms:
         hand = arms["hand"]
+        ratios = [a / h for a, h in zip(times["auto"], times["hand"])]
         result.update({
-            "auto_over_hand_step": round(statistics.median(a / h for a, h in zip(times["auto"], times["hand"])), 3),
+            "auto_over_hand_step": round(statistics.median(ratios), 3),
+            "auto_over_hand_step_rounds": [round(r, 3) for r in ratios],
+            "auto_program_is_hand": auto["program"] == hand["program"],
             "auto_over_hand_bytes_per_device": round(auto["parameters"] / hand["parameters"], 3),
             "auto_collective_bytes_le_hand": coll_bytes["auto"] <= coll_bytes["hand"]})
     return result
@@ -231,7 +275,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--devices", default="2,4")
     parser.add_argument("--models", default=",".join(CONFIGS))
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="gemma on 2 devices, 2 rounds of 1 step")
     parser.add_argument("--child-compile", nargs=3, default=None, help=argparse.SUPPRESS)

@@ -1,6 +1,7 @@
 """The memory planner of model_parallel (issue #26 part 3): `tfscale info --backend jax --model M --device-memory`.
 
-Its bytes per device are checked against the arrays' own shardings after building (a tiny keras-hub Gemma and an
+Its bytes per device are checked against the arrays' own shardings after building (every model of
+benchmarks/bench_layouts.py: keras-hub Gemma, Llama, Qwen, Qwen-MoE, GPT-2 and BERT in tiny configurations, and an
 MLP, with Adam, on every mesh of 4 CPU host devices: JAX processes, KERAS_BACKEND=jax); the command's
 recommendation and its error for a model that fits no mesh run as a user runs them.
 """
@@ -8,7 +9,6 @@ recommendation and its error for a model that fits no mesh run as a user runs th
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
@@ -29,7 +29,7 @@ def _needs():
 def test_planned_bytes_per_device_equal_the_arrays_shardings_on_every_mesh():
     found = json.loads(run_one([str(REPO / "tests" / "workers" / "planner_check.py")], env=JAX4,
                                timeout=300).stdout.strip().splitlines()[-1])
-    for name in ("gemma", "mlp"):
+    for name in ("gemma", "llama", "qwen", "qwen_moe", "gpt2", "bert", "mlp"):
         meshes = [row["mesh"] for row in found[name]]
         assert meshes == [{"data": 4, "model": 1}, {"data": 2, "model": 2}, {"data": 1, "model": 4}], meshes
         for row in found[name]:

@@ -2,11 +2,12 @@
 
 Usage: XLA_FLAGS=--xla_force_host_platform_device_count=4 KERAS_BACKEND=jax python planner_check.py
 
-For a tiny keras-hub Gemma (random initialization) and an MLP, with Adam, on every (data, model) mesh of the 4
-devices and with layout="auto": the planner's parameter and optimizer bytes per device (the model built once,
-unsharded) and the largest device totals read from the arrays after building under
-`Scale("model_parallel", mesh=..., layout="auto")` with the optimizer built. Also the plan of a 1 MiB device
-(none fits: the error) and the recommendation at 8 MiB. Prints one JSON object.
+For every model of benchmarks/bench_layouts.py (keras-hub Gemma, Llama, Qwen, Qwen-MoE, GPT-2, BERT task models in
+tiny configurations, hub_models.py) and an MLP, with Adam, on every (data, model) mesh of the 4 devices and with
+layout="auto": the planner's parameter and optimizer bytes per device (the model built once, unsharded) and the
+largest device totals read from the arrays after building under `Scale("model_parallel", mesh=..., layout="auto")`
+with the optimizer built. Also the plan of a 1 MiB device (none fits: the error) and the recommendation at 8 MiB.
+Prints one JSON object.
 """
 
 import json
@@ -17,16 +18,12 @@ from tfscale.strategy.jax import planner
 from tfscale.strategy.jax.layout import rules_from
 
 import keras  # noqa: E402  (after tfscale: KERAS_BACKEND=jax is set by the caller)
-import keras_hub  # noqa: E402
+from hub_models import MIN_SHARD_PARAMS, TINY, task_model  # noqa: E402  (beside this file)
 from planner_models import mlp  # noqa: E402  (beside this file)
 
 assert keras.config.backend() == "jax", keras.config.backend()
-GEMMA = dict(vocabulary_size=1024, num_layers=2, num_query_heads=4, num_key_value_heads=4, hidden_dim=256,
-             intermediate_dim=2048, head_dim=64)
-
-
-def gemma():
-    return keras_hub.models.GemmaBackbone(**GEMMA)
+MODELS = {name: (lambda name=name: task_model(name)) for name in TINY}
+MODELS["mlp"] = mlp
 
 
 def compiled(build):
@@ -37,7 +34,8 @@ def compiled(build):
 
 
 def measured(build, mesh) -> dict:
-    scale = ts.Scale("model_parallel", mesh=(mesh["data"], mesh["model"]), layout="auto")
+    scale = ts.Scale("model_parallel", mesh=(mesh["data"], mesh["model"]), layout="auto",
+                     min_shard_params=MIN_SHARD_PARAMS)
     with scale.scope():
         model = compiled(build)
     engine = scale.describe(model)["engine"]
@@ -46,10 +44,10 @@ def measured(build, mesh) -> dict:
 
 
 result = {}
-for name, build in (("gemma", gemma), ("mlp", mlp)):
+for name, build in MODELS.items():
     variables = planner.variables_of(compiled(build))
     rules, auto = rules_from("auto")
-    planned = planner.plan(variables, 4, rules=rules, auto=auto, min_shard_params=65536)
+    planned = planner.plan(variables, 4, rules=rules, auto=auto, min_shard_params=MIN_SHARD_PARAMS)
     result[name] = [{"mesh": p.mesh, "planned": {"parameters": p.parameters, "optimizer": p.optimizer},
                      "measured": measured(build, p.mesh)} for p in planned.plans]
 

@@ -187,7 +187,8 @@ class Placer:
         return Placement(path, shape, tuple(axes), "auto", size)
 
     def check(self) -> list[Placement]:
-        """Checks the whole model once its variables exist; returns the large variables left whole.
+        """Checks the whole model once its variables exist; returns the large variables left whole (none on a
+        model axis of one device, where every variable is whole by design).
 
         Raises:
             ConfigError: no layout was given, or a rule matched no variable (both list the model's paths).
@@ -206,6 +207,8 @@ class Placer:
             raise ConfigError(f"layout rule(s) {unused} match no variable of the model", where="strategy.layout",
                               fix=f"rules match whole paths (as keras.distribution.LayoutMap does); this model's "
                                   f"variables: {paths}")
+        if self.mesh_shape.get(self.model_axis, 1) < 2:  # a model axis of one device: whole by design
+            return []
         whole = [p for p in model if not p.sharded and p.parameters >= self.min_shard_params]
         for p in (p for p in whole if p.path not in self.reported):
             self.reported.add(p.path)
