@@ -27,7 +27,7 @@ if os.environ.get("TFSCALE_PROCESS_LOG"):
 # worker waits for the other at the end: xdist hands out files in collection order (scripts/test.sh passes
 # --no-loadscope-reorder). Only the order depends on these figures; a file missing here runs after those listed.
 CI_SECONDS = {
-    "test_soak": 226, "test_cluster_hosts": 193, "test_ray": 330, "test_jax_engine": 176, "test_launch": 160,
+    "test_soak": 226, "test_cluster_hosts": 193, "test_ray": 405, "test_jax_engine": 176, "test_launch": 160,
     "test_slurm": 370, "test_checkpoints_cluster": 300, "test_cluster_elastic": 110, "test_checkpoint_sharded": 85,
     "test_checkpoints_store": 80, "test_bench_checkpoint": 100, "test_output_lines": 132, "test_notebooks": 94, "test_scale_equivalence": 78,
     "test_output_report": 69, "test_train_scale": 63, "test_examples_images": 53, "test_accelerator_check": 52,
@@ -37,7 +37,9 @@ CI_SECONDS = {
     "test_bad_inputs": 20, "test_export_cli": 19, "test_export_strategy": 19, "test_data_errors": 30,
     "test_info": 14, "test_data_convert": 11, "test_train_fit": 10, "test_checkpoints": 45, "test_data_bombs": 35,
     "test_preemption_notice": 30, "test_slurm_ports": 15, "test_storage": 12, "test_data_elastic": 45,
-    "test_promises": 30, "test_registry": 20,
+    "test_promises": 30, "test_registry": 20, "test_jax_hosts": 150, "test_export_layers": 30, "test_export_mixed": 30, "test_layouts": 60, "test_planner": 50,
+    "test_jax_only": 50, "test_tpu_pod_env": 20, "test_jax_parity": 35, "test_jax_tune": 40,
+    "test_export_keras_modes": 90,
 }
 
 

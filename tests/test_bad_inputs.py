@@ -94,7 +94,7 @@ def run_file(tmp: Path, *, strategy: str = '"default"', train: str = "epochs = 1
 
 
 def tune_file(tmp: Path, tune: str) -> None:
-    write(tmp / "tune.toml", f'model = "m:build"\ndata = "m:data"\n\n[tune]\n{tune}\n')
+    write(tmp / "tune.toml", f'model = "m:build"\n\n[data]\ntrain = "m:data"\n\n[tune]\n{tune}\n')
 
 
 def not_utf8(path: Path) -> Callable[[Path], None]:

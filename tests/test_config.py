@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tfscale.config import (StrategyConfig, apply_overrides, find_preset, from_mapping, load_strategy_preset,
-                            parse_override, preset_names)
+from tfscale.config import (StrategyConfig, apply_overrides, find_preset, from_mapping, load_run_config,
+                            load_strategy_preset, load_tune_run_config, parse_override, preset_names)
 from tfscale.config.functions import load_function
 from tfscale.errors import ConfigError
+from tfscale.strategy import registry
 
 REPO = Path(__file__).resolve().parent.parent
 PRESETS = sorted((REPO / "tfscale" / "config" / "presets").glob("*.toml"))
@@ -140,10 +141,71 @@ def test_load_function_finds_modules_and_py_files_beside_the_run_file(tmp_path, 
     assert load_function("models.py:Models.build", where="model", base_dir=folder)() == "file"
     with pytest.raises(ConfigError, match="no file .*missing.py"):
         load_function("missing.py:build", where="model", base_dir=folder)
+    (tmp_path / "in_cwd.py").write_text("def build():\n    return 'cwd'\n")  # then the working directory
+    assert load_function("in_cwd.py:build", where="model", base_dir=folder)() == "cwd"
     with pytest.raises(ConfigError, match="importing 'tfscale_broken_module' failed: ValueError: bad line"):
         load_function("tfscale_broken_module:build", where="model", base_dir=folder)
     with pytest.raises(ConfigError, match="cannot be imported.*beside the run file"):
         load_function("tfscale_no_such_module:build", where="run.toml, data", base_dir=folder)
+
+
+RUN_FILE_TABLES = {load_run_config: "[train]\nepochs = 1\n", load_tune_run_config: "[tune]\nmax_trials = 1\n"}
+
+
+def _run_file(folder: Path, strategy: str, tables: str) -> Path:
+    path = folder / "run.toml"
+    path.write_text(f'model = "m:build"\nmodel_args = {{units = 4}}\n{strategy}\n[data]\ntrain = "m:train"\n'
+                    f'validation = "m:validation"\n\n{tables}')
+    return path
+
+
+@pytest.mark.parametrize("strategy, name, replicas", [
+    ('strategy = "mirrored"', "mirrored", None),            # a name (the old tune file: a preset path)
+    ('strategy = "mine.toml"', "one_device", 3),            # a preset file in the run file's folder
+    ('strategy = "laptop.toml"', "mirrored", 2),            # a shipped preset
+    ('[strategy]\nname = "default"\nreplicas = 5\n', "default", 5),  # a table
+    ("", "auto", None),
+])
+def test_train_and_tune_run_files_share_one_loader_and_its_rules(tmp_path, monkeypatch, strategy, name, replicas):
+    """`tfscale train` and `tfscale tune` read the same shared keys the same way: strategy, model, [data]."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "mine.toml").write_text('name = "one_device"\nreplicas = 3\n')
+    monkeypatch.chdir(tmp_path)
+    configs = [load(_run_file(tmp_path / "run", strategy, tables)) for load, tables in RUN_FILE_TABLES.items()]
+    for config in configs:
+        assert isinstance(config.strategy, StrategyConfig)
+        assert (config.strategy.name, config.strategy.replicas) == (name, replicas)
+        assert (config.model, config.model_args, config.data.train, config.data.validation) == (
+            "m:build", {"units": 4}, "m:train", "m:validation")
+    assert configs[0].strategy == configs[1].strategy
+    overridden = [load(_run_file(tmp_path / "run", strategy, tables), ["strategy=mine.toml"])
+                  for load, tables in RUN_FILE_TABLES.items()]
+    assert [c.strategy.replicas for c in overridden] == [3, 3]
+
+
+@pytest.mark.parametrize("strategy, tables, says, fix", [
+    ('strategy = "mirrored"\ndata = "m:load_data"', "", "data is a table", "write [data] with train ="),
+    ('strategy = "strategies/laptop"', "", "neither a strategy name nor a preset file",
+     'write strategy = "strategies/laptop.toml"'),
+    ("", "[train]\nepochs = 1\n", "[train] is read by `tfscale train`", "or run `tfscale train"),
+    ("", "[export]\ndir = 'out'\n", "[export] is read by `tfscale train`", "tune.export"),
+])
+def test_old_tune_file_spellings_are_errors_that_say_how_to_fix(tmp_path, strategy, tables, says, fix):
+    path = tmp_path / "run.toml"
+    path.write_text(f'model = "m:build"\n{strategy}\n{tables}[tune]\nmax_trials = 1\n')
+    with pytest.raises(ConfigError) as e:
+        load_tune_run_config(path)
+    assert says in e.value.what and fix in e.value.fix and str(path) in e.value.where
+
+
+def test_a_train_file_with_a_tune_table_and_a_preset_given_as_a_name_say_how_to_fix(tmp_path):
+    path = _run_file(tmp_path, 'strategy = "laptop"', "[tune]\nmax_trials = 1\n")
+    with pytest.raises(ConfigError, match=r"\[tune\] is read by `tfscale tune`, and this is `tfscale train`"):
+        load_run_config(path)
+    config = load_run_config(_run_file(tmp_path, 'strategy = "laptop"', ""))  # a name, as in every run file
+    with pytest.raises(ConfigError) as e:
+        registry.get(config.strategy.name, "tensorflow")  # what Scale(config=config.strategy) looks up
+    assert 'give it as "laptop.toml"' in e.value.fix
 
 
 @pytest.mark.slow

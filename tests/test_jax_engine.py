@@ -188,7 +188,7 @@ def test_jax_not_installed_names_the_extra():
     code = ("import sys; sys.modules['jax'] = None\nimport tfscale as ts\ntry:\n    ts.Scale('data_parallel')\n"
             "except ts.ConfigError as e:\n    print(e)")
     out = run_one(["-c", code], env={"KERAS_BACKEND": "jax"}, timeout=120).stdout
-    assert "Keras is set to run on jax, which is not installed" in out and 'pip install "tfscale[jax]"' in out
+    assert "Keras is set to run on jax, which is not installed" in out and 'pip install -e ".[jax]"' in out
 
 
 def test_a_jax_strategy_in_a_tensorflow_process_is_a_clear_error():

@@ -28,7 +28,7 @@ def test_worker_env_round_trips_every_field():
                      replicas_per_worker=4, collective_timeout=12.5, join_timeout=60.0, cpus=(2, 3), port=2222,
                      k8s_job="job",
                      k8s_service="job-workers", num_workers=8, function_worker="/tmp/payload",
-                     verbose=False)
+                     verbose=False, address="10.0.0.2:2223")
     unset = [f.name for f in dataclasses.fields(WorkerEnv) if getattr(full, f.name) is None]
     assert unset == []  # the test sets every field: a new field must be added here
     environ = full.to_environ()

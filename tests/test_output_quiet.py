@@ -118,9 +118,9 @@ def test_quiet_imports_only_the_standard_library():
     assert done.stdout.strip() == "[]", done.stderr
 
 
-def test_worker_env_passes_quiet_or_verbose_on(monkeypatch):
+def test_quiet_variables_pass_quiet_or_verbose_on(monkeypatch):
     monkeypatch.delenv(quiet.VERBOSE_ENV, raising=False)
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
-    assert quiet.worker_env() == {"TF_CPP_MIN_LOG_LEVEL": "2"}
+    assert quiet.variables() == {"TF_CPP_MIN_LOG_LEVEL": "2"}
     monkeypatch.setenv(quiet.VERBOSE_ENV, "1")
-    assert quiet.worker_env() == {quiet.VERBOSE_ENV: "1"}
+    assert quiet.variables() == {quiet.VERBOSE_ENV: "1"}

@@ -163,7 +163,7 @@ def test_library_missing(url, package, extra, monkeypatch):
     monkeypatch.setitem(sys.modules, package, None)  # as where the package is not installed
     with pytest.raises(ConfigError) as e:
         Store(url)
-    assert package in e.value.what and f"pip install {package}" in e.value.fix and f"tfscale[{extra}]" in e.value.fix
+    assert package in e.value.what and f'pip install "{package}"' in e.value.fix and f'.[{extra}]' in e.value.fix
 
 
 def test_url_without_bucket():

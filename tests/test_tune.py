@@ -29,8 +29,9 @@ def test_run_file_reads_strategy_and_search(tmp_path):
     ("tune.max_trial=3", "did you mean 'max_trials'"),
     ("tune.factor=1", "tune.factor"),
     ("tune.export.mode=3", "tune.export"),
-    ("optimizer=3", "unknown key(s) ['optimizer']"),
-    ("model=nocolon", "'model' must be a string 'module:function'"),
+    ("optimizer=3", "unknown key 'optimizer'"),
+    ("model=nocolon", "model 'nocolon' is not of the form 'module:function'"),
+    ("data=m:load_data", "data is a table"),
 ])
 def test_run_file_mistakes_name_the_key(tmp_path, override, where):
     path = write_run(tmp_path, strategy={"name": "default"})

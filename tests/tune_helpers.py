@@ -20,8 +20,9 @@ def _toml(value) -> str:
 
 
 def write_run(folder: Path, *, strategy: dict, **tune) -> Path:
-    """A run file for the test model, with a [strategy] and a [tune] table."""
-    lines = [f'model = "{MODEL}:build_model"', f'data = "{MODEL}:load_data"', "", "[strategy]"]
+    """A run file for the test model, with a [data], a [strategy] and a [tune] table."""
+    lines = [f'model = "{MODEL}:build_model"', "", "[data]", f'train = "{MODEL}:train_data"',
+             f'validation = "{MODEL}:validation_data"', "", "[strategy]"]
     lines += [f"{k} = {_toml(v)}" for k, v in strategy.items()]
     lines += ["", "[tune]", f'directory = "{folder / "searches"}"', 'project_name = "test"']
     lines += [f"{k} = {_toml(v)}" for k, v in tune.items()]

@@ -14,8 +14,14 @@ functions that need them.
 from __future__ import annotations
 
 import importlib
+import sys
 
-from tfscale import errors
+if sys.version_info < (3, 11):  # pip refuses the install (requires-python); a copy on sys.path still gets here
+    raise ImportError(f"tfscale needs Python 3.11 or newer (tomllib), and this is Python "
+                      f"{sys.version.split()[0]}. Where: {sys.executable}. Fix: make the virtual environment with "
+                      f"python3.11 or newer (python3.11 -m venv .venv) and install tfscale there")
+
+from tfscale import errors  # noqa: E402 - after the version check, which must run first
 from tfscale.config import StrategyConfig
 from tfscale.errors import ClusterError, ConfigError, DataError, ExportError, TfscaleError
 
@@ -31,9 +37,10 @@ __all__ = ["ClusterError", "ConfigError", "DataError", "ExportError", "Scale", "
 
 
 def __getattr__(name: str):
-    if name in _LAZY_FUNCTIONS:
-        module = importlib.import_module(_LAZY_FUNCTIONS[name])
-        return getattr(module, name)
-    if name in _LAZY_MODULES:
-        return importlib.import_module(f"tfscale.{name}")
+    if name in _LAZY_FUNCTIONS or name in _LAZY_MODULES:
+        try:  # an optional package (TensorFlow on a JAX-only install, ...) missing: a ConfigError naming the extra
+            module = importlib.import_module(_LAZY_FUNCTIONS.get(name, f"tfscale.{name}"))
+        except ModuleNotFoundError as e:
+            raise errors.missing_module(e, where=f"tfscale.{name}") from None
+        return getattr(module, name) if name in _LAZY_FUNCTIONS else module
     raise AttributeError(f"module 'tfscale' has no attribute {name!r}")

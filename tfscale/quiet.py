@@ -70,7 +70,7 @@ def is_noise(line: str | bytes) -> bool:
     return any(p.search(line) for p in NOISE)
 
 
-def worker_env() -> dict[str, str]:
+def variables() -> dict[str, str]:
     """Variables a worker process needs for a quiet run; the launcher adds them to each worker.
 
     Verbose runs pass ``TFSCALE_VERBOSE=1`` on instead, so the workers show everything too.

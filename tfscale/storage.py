@@ -9,8 +9,8 @@ S3-compatible servers: MinIO, Ceph, a local emulator), gcsfs for ``gs://``. fssp
 one API for every scheme (a new one is a new package, not new code here); because s3fs, through botocore,
 honours the standard ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` variables, so an S3-compatible server or
 an emulator needs no tfscale option (checked with s3fs 2026.9.0, aiobotocore 3.10.0, botocore 1.43.117);
-and because `tf.io.gfile` would tie the JAX engine to TensorFlow. Install with ``pip install 'tfscale[s3]'``
-(s3fs) or ``pip install 'tfscale[gcs]'`` (gcsfs); credentials come from the libraries' usual chain
+and because `tf.io.gfile` would tie the JAX engine to TensorFlow. Install the ``s3`` extra
+(s3fs) or the ``gcs`` extra (gcsfs) (`tfscale.errors.install_hint`); credentials come from the libraries' usual chain
 (AWS_ACCESS_KEY_ID / AWS_PROFILE / ~/.aws / an instance role; GOOGLE_APPLICATION_CREDENTIALS / gcloud).
 ``storage_options`` go to `fsspec.filesystem` for anything else (e.g. ``{"client_kwargs": {"endpoint_url":
 ...}}``, ``{"anon": True}``).
@@ -47,7 +47,7 @@ import uuid
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from tfscale.errors import ClusterError, ConfigError
+from tfscale.errors import ClusterError, ConfigError, install_hint
 
 _CHUNK = 1 << 20
 TEMP_PREFIX = ".tmp-"  # temporary files in a store's folder start so (a killed writer's are found by it)
@@ -122,7 +122,7 @@ class Store:
         except ImportError as e:
             raise ConfigError(f"{url!r} needs the package {backend.package}, which is not installed ({e})",
                               where=f"{what} = {url}",
-                              fix=f"pip install {backend.package} (or pip install 'tfscale[{backend.extra}]')") from e
+                              fix=install_hint(backend.extra, backend.package)) from e
         self.url = f"{self.scheme}://{location}"
         self.bucket = location.split("/", 1)[0]
 

@@ -12,6 +12,11 @@ from every layer.
     ShardingMode     how a worker's input pipeline gets its records    "files", "records", "slices"
     ElasticMode      how an elastic pipeline keeps its rows            "rows", "slices"
     OnError          what a bad input record does                      "raise", "skip"
+    Precision        `TrainConfig.precision`                           "auto", "float32", "mixed_float16", ...
+    LrScaling        how the learning rate follows the batch           "linear", "sqrt", "none"
+    Communication    TensorFlow's collective implementation            "auto", "ring", "nccl"
+    Tuner            a keras-tuner search (`TuneConfig.tuner`)         "hyperband", "random", "bayesian"
+    LayerStatus      a layer in a variant's per-layer report           "quantized", "float", "no weights", "absent"
 """
 
 from __future__ import annotations
@@ -40,3 +45,19 @@ ELASTIC_MODES: tuple[ElasticMode, ...] = get_args(ElasticMode)
 
 OnError = Literal["raise", "skip"]
 ON_ERROR: tuple[OnError, ...] = get_args(OnError)
+
+Precision = Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"]
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
+
+LrScaling = Literal["linear", "sqrt", "none"]
+LR_SCALINGS: tuple[LrScaling, ...] = get_args(LrScaling)
+
+Communication = Literal["auto", "ring", "nccl"]
+COMMUNICATIONS: tuple[Communication, ...] = get_args(Communication)
+
+Tuner = Literal["hyperband", "random", "bayesian"]
+TUNERS: tuple[Tuner, ...] = get_args(Tuner)
+
+LayerStatus = Literal["quantized", "float", "no weights", "absent"]  # tfscale/export/layers.py
+LAYER_STATUSES: tuple[LayerStatus, ...] = get_args(LayerStatus)
+QUANTIZED, FLOAT, NO_WEIGHTS, ABSENT = LAYER_STATUSES

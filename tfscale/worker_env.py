@@ -53,6 +53,7 @@ K8S_SERVICE = "TFSCALE_K8S_SERVICE"                # Kubernetes: the headless Se
 NUM_WORKERS = "TFSCALE_NUM_WORKERS"                # Kubernetes: the Job's completions
 FUNCTION_WORKER = "TFSCALE_FUNCTION_WORKER"        # `tfscale.launch(fn)`: the folder with the function's payload
 VERBOSE = quiet.VERBOSE_ENV                        # 1: TensorFlow's info lines and every worker line shown
+ADDRESS = "TFSCALE_ADDRESS"                        # this worker's own "host:port" in the cluster (the plan)
 TUNE_CONTROL = "TFSCALE_TUNE_CONTROL"              # a tuner's control folder, read by its trial workers
 
 # field -> variable, in the order `to_environ` writes them
@@ -61,7 +62,7 @@ _VARIABLES = {
     "node_rank": NODE_RANK, "restart": RESTART, "replicas_per_worker": REPLICAS_PER_WORKER,
     "collective_timeout": COLLECTIVE_TIMEOUT, "join_timeout": JOIN_TIMEOUT, "cpus": CPUS, "port": PORT, "k8s_job": K8S_JOB,
     "k8s_service": K8S_SERVICE, "num_workers": NUM_WORKERS,
-    "function_worker": FUNCTION_WORKER, "verbose": VERBOSE,
+    "function_worker": FUNCTION_WORKER, "verbose": VERBOSE, "address": ADDRESS,
 }
 NAMES = tuple(_VARIABLES.values()) + (TUNE_CONTROL,)
 
@@ -85,6 +86,9 @@ class WorkerEnv:
         k8s_job, k8s_service, num_workers: a Kubernetes Indexed Job's shape (with JOB_COMPLETION_INDEX).
         function_worker: the payload folder of a `tfscale.launch(fn)` worker.
         verbose: True shows TensorFlow's info lines and every worker line.
+        address: this worker's own "host:port" in the cluster, as the launcher's plan gives it (its --hosts
+            entry, 127.0.0.1 for a local launch): the JAX engine's CPU collectives listen on and announce
+            that host, whatever the machine's hostname resolves to.
     """
 
     rank: int | None = None
@@ -103,6 +107,7 @@ class WorkerEnv:
     num_workers: int | None = None
     function_worker: str | None = None
     verbose: bool | None = None
+    address: str | None = None
 
     def to_environ(self) -> dict[str, str]:
         """The variables of the fields that are set (not None)."""

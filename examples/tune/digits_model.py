@@ -1,7 +1,8 @@
 """A small classifier of scikit-learn's 8x8 digits (bundled with scikit-learn: no download), for `tfscale tune`.
 
 `build_model(hp, scale)` is the one model definition; the search picks its width,
-dropout and learning rate. `load_data()` returns unbatched (train, validation) examples.
+dropout and learning rate. `train_data()` and `validation_data()` (the run file's [data] table) return
+unbatched examples: `load_data()`'s two parts.
 """
 
 import keras
@@ -42,3 +43,13 @@ def load_data(validation_fraction: float = 0.2, seed: int = 0):
     n = int(len(x) * (1 - validation_fraction))
     return (tf.data.Dataset.from_tensor_slices((x[:n], y[:n])),
             tf.data.Dataset.from_tensor_slices((x[n:], y[n:])))
+
+
+def train_data(validation_fraction: float = 0.2, seed: int = 0):
+    """The training part of `load_data` (the run file's ``data.train``)."""
+    return load_data(validation_fraction, seed)[0]
+
+
+def validation_data(validation_fraction: float = 0.2, seed: int = 0):
+    """The validation part of `load_data` (the run file's ``data.validation``)."""
+    return load_data(validation_fraction, seed)[1]

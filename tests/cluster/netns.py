@@ -9,8 +9,11 @@
         server = h0.popen(["python", "-m", "http.server", "--bind", h0.addr, "8000"])
         h1.run(["curl", f"http://{h0.addr}:8000/"], timeout=30)
         h1.link_down()        # its cable pulled: nothing reaches it, nothing leaves it
+    with netns.hosts(2, hostnames=True) as (h0, h1):
+        h1.run(["getent", "hosts", h0.hostname])    # h0's own name (`hostname` on h0 says it) -> h0.addr
 
-Layout of one call (NAME = "tfs<pid>c<counter>", unique per call, so concurrent pytest workers never clash):
+Layout of one call (NAME = "tfs<pid>c<counter>", unique per call, so concurrent pytest workers, and calls from
+threads of one process, never clash):
 
 - a "switch" namespace NAMEsw holding a bridge `br0`, so the bridge and the /24 have no address in the
   root namespace (nothing of it is reachable from, or routed through, this machine's own network);
@@ -18,11 +21,18 @@ Layout of one call (NAME = "tfs<pid>c<counter>", unique per call, so concurrent 
   pair (`h<i>`) on the bridge; `link_down` sets that end down (a pulled cable);
 - with ``private_scratch=True`` each host's commands run in a private mount namespace (`unshare --mount
   --propagation private`) where a folder of its own (/tmp/NAME-scratch.h<i>) is bind-mounted onto one common
-  path (/tmp/NAME-scratch): the same path, different contents on each host (hosts that share no disk).
+  path (/tmp/NAME-scratch): the same path, different contents on each host (hosts that share no disk);
+- with ``hostnames=True`` each host has a name of its own, as real machines have: its commands run in a UTS
+  namespace of their own (`unshare --uts`) whose hostname is `Host.hostname` (NAMEh<i>, the namespace's name),
+  and in a private mount namespace where /etc/hosts is this call's file /tmp/NAME-hosts, which names every
+  host's address: on every host each name (its own too) resolves to that host's address. Without it the
+  hosts share this machine's hostname, which resolves to what this machine's /etc/hosts says (a loopback
+  address here), as on machines whose hostname resolves to 127.0.0.1 or 127.0.1.1.
 
 Everything is removed on exit, also on an exception or KeyboardInterrupt: the process groups started with
 `Host.popen`, then every process still in a host namespace, the namespaces (their veths go with them), the
-scratch folders. Namespaces left by a process that was killed with SIGKILL are removed by the next call.
+scratch folders and the hosts file. Namespaces left by a process that was killed with SIGKILL are removed by the
+next call.
 Commands are entered with `nsenter --net=` (not `ip netns exec`, which remounts /sys).
 """
 
@@ -51,7 +61,7 @@ def skip_reason() -> str | None:
     for tool in ("ip", "nsenter", "unshare", "mount"):
         if shutil.which(tool) is None:
             return f"`{tool}` is not installed (apt-get install iproute2 util-linux)"
-    probe = f"{PREFIX}{os.getpid()}probe"
+    probe = f"{PREFIX}{os.getpid()}probe{next(_counter)}"  # one per call: calls may run side by side (threads)
     made = _ip("netns", "add", probe, check=False)
     if made.returncode != 0:
         return f"`ip netns add` fails here: {made.stderr.strip()}"
@@ -75,6 +85,8 @@ class Host:
     addr: str          # its IPv4 address in the private /24
     switch: str        # the switch namespace, holding the other end of this host's link
     scratch: str | None = None       # the common path of its private folder (private_scratch), else None
+    hostname: str | None = None      # its own hostname (hostnames=True), else None: this machine's
+    hosts_file: str | None = None    # the file its /etc/hosts shows (hostnames=True)
     scratch_source: str | None = None  # where that folder really is (seen from the root namespace)
     _procs: list[subprocess.Popen] = dataclasses.field(default_factory=list, repr=False)
 
@@ -83,11 +95,20 @@ class Host:
         return f"/run/netns/{self.name}"
 
     def argv(self, cmd: Sequence[str]) -> list[str]:
-        """`cmd` run inside this host (its network; its private scratch folder when it has one)."""
+        """`cmd` run inside this host (its network; its private scratch folder and its own hostname when it has
+        them)."""
         argv = ["nsenter", f"--net={self.netns}"]
+        steps: list[str] = []
+        args: list[str] = []
         if self.scratch:
-            argv += ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                     'mount --bind "$1" "$2" && shift 2 && exec "$@"', "sh", self.scratch_source, self.scratch]
+            steps.append('mount --bind "$1" "$2" && shift 2')
+            args += [self.scratch_source, self.scratch]
+        if self.hostname:
+            steps.append('hostname "$1" && mount --bind "$2" /etc/hosts && shift 2')
+            args += [self.hostname, self.hosts_file]
+        if steps:
+            argv += ["unshare", "--mount", "--propagation", "private", *(["--uts"] if self.hostname else []),
+                     "sh", "-c", " && ".join(steps + ['exec "$@"']), "sh", *args]
         return argv + [os.fspath(c) for c in cmd]
 
     def popen(self, cmd: Sequence[str], env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
@@ -183,6 +204,8 @@ def _remove_stale() -> None:
             base = f"/tmp/{name[:-len(match.group(3))]}-scratch"
             for path in [base] + [f"{base}.h{i}" for i in range(64)]:
                 shutil.rmtree(path, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(f"/tmp/{name[:-len(match.group(3))]}-hosts")
 
 
 def _remove_namespace(name: str) -> None:
@@ -206,8 +229,14 @@ def _new_base() -> str:
 
 
 @contextlib.contextmanager
-def hosts(n: int, private_scratch: bool = False) -> Iterator[list[Host]]:
-    """`n` hosts on one bridge, removed on exit (processes in them killed). See the module docstring."""
+def hosts(n: int, private_scratch: bool = False, hostnames: bool = False) -> Iterator[list[Host]]:
+    """`n` hosts on one bridge, removed on exit (processes in them killed). See the module docstring.
+
+    Args:
+        n: how many hosts.
+        private_scratch: each host sees a folder of its own at one common path (`Host.scratch`).
+        hostnames: each host has a hostname of its own that resolves, on every host, to its address.
+    """
     reason = skip_reason()
     if reason:
         raise RuntimeError(f"cannot make hosts here: {reason}")
@@ -218,6 +247,7 @@ def hosts(n: int, private_scratch: bool = False) -> Iterator[list[Host]]:
     made: list[str] = []
     members: list[Host] = []
     scratch = f"/tmp/{base}-scratch" if private_scratch else None
+    hosts_file = f"/tmp/{base}-hosts" if hostnames else None
     try:
         _ip("netns", "add", switch)
         made.append(switch)
@@ -241,6 +271,8 @@ def hosts(n: int, private_scratch: bool = False) -> Iterator[list[Host]]:
                 host.scratch, host.scratch_source = scratch, f"{scratch}.h{i}"
                 os.makedirs(host.scratch_source)
             members.append(host)
+        if hosts_file:
+            _write_hosts_file(hosts_file, members)
         yield members
     finally:
         for host in members:
@@ -251,6 +283,19 @@ def hosts(n: int, private_scratch: bool = False) -> Iterator[list[Host]]:
         if scratch:
             for path in [scratch] + [h.scratch_source for h in members if h.scratch_source]:
                 shutil.rmtree(path, ignore_errors=True)
+        if hosts_file:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(hosts_file)
+
+
+def _write_hosts_file(path: str, members: list[Host]) -> None:
+    """The /etc/hosts every host sees: localhost, then each host's name at its address (sets `Host.hostname`)."""
+    lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback"]
+    for host in members:
+        host.hostname, host.hosts_file = host.name, path
+        lines.append(f"{host.addr} {host.hostname}")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def ours() -> list[str]:

@@ -59,3 +59,11 @@ def load_data():
     n = 1280
     return (tf.data.Dataset.from_tensor_slices((x[:n], y[:n])),
             tf.data.Dataset.from_tensor_slices((x[n:], y[n:])))
+
+
+def train_data():
+    return load_data()[0]
+
+
+def validation_data():
+    return load_data()[1]

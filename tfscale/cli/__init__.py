@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:
         os.environ[quiet.VERBOSE_ENV] = "1"  # the processes this one starts show everything too
     if args.command in _NO_TENSORFLOW:
-        for key, value in quiet.worker_env().items():
+        for key, value in quiet.variables().items():
             os.environ.setdefault(key, value)
     else:
         quiet.enable()
@@ -102,10 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from tfscale.errors import TfscaleError
+    from tfscale.errors import TfscaleError, missing_module
 
     try:
-        code = int(args.func(args) or 0)
+        try:  # an optional package the command needs (TensorFlow on a JAX-only install): the extra to install
+            code = int(args.func(args) or 0)
+        except ModuleNotFoundError as e:
+            raise missing_module(e, where=f"tfscale {args.command}") from None
     except TfscaleError as e:
         print(f"tfscale {args.command}: {e}", file=sys.stderr)
         code = 2

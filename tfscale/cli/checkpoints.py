@@ -8,21 +8,20 @@ The first intact one is what `tfscale.fit` / `scale.callbacks()` restore. Never 
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 
+from tfscale.cli import command
 from tfscale.table import render
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "checkpoints", help="list a checkpoint folder or URL: step, epoch, workers, batch, size, intact",
-        description="List the checkpoints of a folder or an object-store URL (s3://, gs://), newest first, with "
-                    "what each was made under, and which one a restarted run resumes from.",
-        epilog="examples:\n  tfscale checkpoints ckpt/\n  tfscale checkpoints s3://bucket/run --verify\n"
-               "  tfscale checkpoints ckpt/ --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command(subparsers, "checkpoints",
+                help="list a checkpoint folder or URL: step, epoch, workers, batch, size, intact",
+                description="List the checkpoints of a folder or an object-store URL (s3://, gs://), newest first, "
+                            "with what each was made under, and which one a restarted run resumes from.",
+                examples=["tfscale checkpoints ckpt/", "tfscale checkpoints s3://bucket/run --verify",
+                          "tfscale checkpoints ckpt/ --json"])
     p.add_argument("directory", metavar="DIR_OR_URL", help="the checkpoint_dir of a run")
     p.add_argument("--verify", action="store_true",
                    help="read every file and check it against its manifest's size and CRC-32 (reads the whole "

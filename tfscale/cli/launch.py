@@ -18,24 +18,26 @@ import argparse
 import shlex
 import sys
 
+from tfscale.cli import command
 from tfscale.vocabulary import BACKENDS
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "launch", help="start N workers of a command, each with its own TF_CONFIG",
-        description="Start N workers of CMD with TF_CONFIG, rank variables, split GPUs and threads; "
-                    "stop them all when one fails.",
-        epilog="examples:\n  tfscale launch -n 4 -- python train.py --epochs 3\n"
-               "  tfscale launch -n 2 --backend jax -- python train.py   # JAX workers (keras.distribution)\n"
-               "  tfscale launch -n 2 --private-network -- python train.py   # nothing beyond this machine reaches "
-               "them\n"
-               "  srun tfscale launch -- python train.py\n"
-               "  tfscale launch -n 2 --nnodes 2 --node-rank 0 --hosts node0:2222,node1:2222 -- python train.py\n"
-               "  tfscale launch --nnodes 2:3 --node-rank 0 --hosts n0:2222,n1:2222,n2:2222 --max-restarts 3 \\\n"
-               "      -- python train.py   # elastic: goes on with >= 2 hosts when one is lost (on each host)\n"
-               "  tfscale launch -n 4 --print-manifest --image my/image:1 -- python train.py | kubectl apply -f -",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command(subparsers, "launch", help="start N workers of a command, each with its own TF_CONFIG",
+                description="Start N workers of CMD with TF_CONFIG, rank variables, split GPUs and threads; "
+                            "stop them all when one fails.",
+                examples=["tfscale launch -n 4 -- python train.py --epochs 3",
+                          "tfscale launch -n 2 --backend jax -- python train.py   # JAX workers (keras.distribution)",
+                          "tfscale launch -n 2 --private-network -- python train.py   # nothing beyond this machine "
+                          "reaches them",
+                          "srun tfscale launch -- python train.py",
+                          "tfscale launch -n 2 --nnodes 2 --node-rank 0 --hosts node0:2222,node1:2222 -- python "
+                          "train.py",
+                          "tfscale launch --nnodes 2:3 --node-rank 0 --hosts n0:2222,n1:2222,n2:2222 "
+                          "--max-restarts 3 \\",
+                          "    -- python train.py   # elastic: goes on with >= 2 hosts when one is lost (on each host)",
+                          "tfscale launch -n 4 --print-manifest --image my/image:1 -- python train.py | kubectl "
+                          "apply -f -"])
     p.add_argument("-n", "--nproc", dest="workers", type=int, default=None, metavar="N",
                    help="workers on this host (default 1; under srun: one per Slurm task)")
     p.add_argument("--backend", choices=BACKENDS, default=None,

@@ -19,7 +19,8 @@ def add_parser(subparsers) -> None:
                             "the search: a trial a killed run left unfinished runs again, a finished one never does.",
                 examples=["tfscale tune examples/tune/digits.toml",
                           "tfscale tune examples/tune/digits.toml --workers 2 --set tune.max_trials=4"])
-    p.add_argument("run_file", metavar="RUN.toml", help="TOML file: model, data, [strategy], [tune]")
+    p.add_argument("run_file", metavar="RUN.toml",
+                   help="a run file: model, [data] and strategy as in a `tfscale train` file, then [tune]")
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="run a chief oracle and N tuner processes on this machine (default: one process)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -40,7 +40,7 @@ def version(module_version: str) -> tuple[int, int]:
     return (parts + [0, 0])[0], (parts + [0, 0])[1]
 
 
-def installed(distribution: str) -> str:
+def version_of(distribution: str) -> str:
     """The installed version of a distribution ("tensorflow", "keras"...), or "(not installed)"."""
     try:
         return importlib.metadata.version(distribution)

@@ -18,6 +18,6 @@ def empty_frame(frame):
     """An empty pandas frame with `frame`'s columns and dtypes (1.)."""
     meta = getattr(frame, "_meta", None)
     if meta is None or not hasattr(meta, "columns"):
-        raise compat.changed("Dask", compat.installed("dask"), "DataFrame._meta", CHECKED_TEXT,
+        raise compat.changed("Dask", compat.version_of("dask"), "DataFrame._meta", CHECKED_TEXT,
                              needed_for="reading a Dask dataframe's columns and dtypes (tfscale.data.from_dask)")
     return meta

@@ -17,6 +17,17 @@ Checked on jax 0.10.2.
    a model_parallel transformer-style MLP); with `--xla_cpu_enable_concurrency_optimized_scheduler=false`
    0 in 5. Set in XLA_FLAGS before JAX starts, only where tfscale makes 2+ host devices and the user's
    XLA_FLAGS do not name the flag. Checked on jax/jaxlib 0.10.2.
+4. `announce_cpu_collectives_at` (`jax._src.xla_bridge.register_backend_factory` and `make_cpu_client`,
+   `jaxlib._jax.make_gloo_tcp_collectives(..., hostname=)`, `jax._src.distributed.global_state.client`): JAX's
+   CPU collectives (gloo, the default of `jax_cpu_collectives_implementation`) listen on, and announce to the other
+   processes, the address that the machine's hostname resolves to (gloo's `tcp::attr` without a hostname). Where
+   that is not the address the other hosts reach (a hostname that resolves to 127.0.0.1 or 127.0.1.1, as Debian's
+   /etc/hosts writes it; hosts sharing one hostname), a multi-host JAX run fails in its first collective: "Gloo
+   context initialization failed: ... Connection refused, remote=[127.0.0.1]:PORT". JAX has no public way to give
+   gloo its address (no flag, no variable; jax-ml/jax's `make_cpu_client(collectives=...)` is its seam), so the CPU
+   backend's factory is registered again, before JAX starts its devices, as JAX's own (`make_cpu_client`) with the
+   gloo collectives made for the worker's own address, which the launcher's plan gives (TFSCALE_ADDRESS). Gone or
+   changed: `UpstreamError`. Checked on jax/jaxlib 0.10.2.
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ def backends_started() -> bool:
 
         return xla_bridge.backends_are_initialized()
     except (ImportError, AttributeError):
-        raise compat.changed("JAX", compat.installed("jax"), "jax._src.xla_bridge.backends_are_initialized",
+        raise compat.changed("JAX", compat.version_of("jax"), "jax._src.xla_bridge.backends_are_initialized",
                              CHECKED_TEXT, needed_for="setting the number of host devices before JAX starts") from None
 
 
@@ -48,6 +59,38 @@ def key_value_client():
         return None
     client = getattr(getattr(distributed, "global_state", None), "client", None)
     return client if hasattr(client, "key_value_set") and hasattr(client, "blocking_key_value_get") else None
+
+
+def announce_cpu_collectives_at(host: str) -> bool:
+    """JAX's CPU collectives (gloo) listen on and announce `host` (4.); False where they are not gloo (MPI, or
+    none configured), and nothing is changed. Must run after `jax.distributed.initialize`, before JAX starts its
+    devices.
+
+    Raises:
+        UpstreamError: JAX no longer has the seams this uses.
+    """
+    import jax
+
+    if jax.config.jax_cpu_collectives_implementation != "gloo":
+        return False
+    try:
+        from jax._src import distributed, xla_bridge  # private: see 4. in the module docstring
+        from jaxlib import _jax
+
+        make_client, make_gloo, register = (xla_bridge.make_cpu_client, _jax.make_gloo_tcp_collectives,
+                                            xla_bridge.register_backend_factory)
+    except (ImportError, AttributeError):
+        raise compat.changed("JAX", compat.version_of("jax"), "jax._src.xla_bridge.make_cpu_client / "
+                             "jaxlib._jax.make_gloo_tcp_collectives", CHECKED_TEXT,
+                             needed_for="giving JAX's CPU collectives this worker's own address") from None
+
+    def cpu_client():
+        client = distributed.global_state.client
+        collectives = None if client is None else make_gloo(distributed_client=client, hostname=host)
+        return make_client(collectives=collectives)
+
+    register("cpu", cpu_client, priority=0, fail_quietly=False)
+    return True
 
 
 CPU_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"

@@ -28,7 +28,7 @@ CHECKED_TEXT = "1.4.8"
 
 
 def _changed(what: str, needed_for: str):
-    return compat.changed("keras-tuner", compat.installed("keras-tuner"), what, CHECKED_TEXT, needed_for=needed_for)
+    return compat.changed("keras-tuner", compat.version_of("keras-tuner"), what, CHECKED_TEXT, needed_for=needed_for)
 
 
 def retry_queue(oracle) -> list[str]:

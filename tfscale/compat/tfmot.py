@@ -23,7 +23,7 @@ def default_8bit_registry():
 
         return default_8bit_quantize_registry.Default8BitQuantizeRegistry()
     except (ImportError, AttributeError):
-        raise compat.changed("tensorflow-model-optimization", compat.installed("tensorflow-model-optimization"),
+        raise compat.changed("tensorflow-model-optimization", compat.version_of("tensorflow-model-optimization"),
                              "Default8BitQuantizeRegistry", CHECKED_TEXT,
                              needed_for="quantization-aware training of models with layers tfmot cannot "
                                         "quantize") from None

@@ -4,7 +4,8 @@
 files, `tfscale info --model`, `tfscale.fit(build_model="...")`), with one set of rules:
 
 - the name is ``module:attribute`` (split at the last colon); the attribute may be dotted (``mod:Class.build``);
-- a module ending in ``.py`` is a file, taken from `base_dir` (a run file's folder) or the working directory;
+- a module ending in ``.py`` is a file, looked up in `base_dir` (a run file's folder), then the working directory
+  (as a run file's preset file is);
 - other modules are imported with `base_dir` (if given) and the working directory on ``sys.path``;
 - every failure is a ConfigError naming the key: a malformed name, a missing module (or a module it imports),
   a module that raised while importing, a missing attribute (with the closest names), a non-callable.
@@ -31,8 +32,8 @@ def load_function(spec: str, *, where: str, base_dir: str | os.PathLike | None =
     Args:
         spec: the name.
         where: the key that holds it, for errors ("model", "run.toml, data").
-        base_dir: a run file's folder: ``.py`` paths are relative to it and its modules importable
-            (None: the working directory only).
+        base_dir: a run file's folder: ``.py`` paths are looked up there first, then in the working
+            directory, and its modules are importable (None: the working directory only).
 
     Raises:
         ConfigError: a malformed name, a file or module that cannot be found or imported (and why),
@@ -45,8 +46,7 @@ def load_function(spec: str, *, where: str, base_dir: str | os.PathLike | None =
     if not sep or not module_name.strip() or not attr.strip():
         raise ConfigError(f"{spec!r} is not of the form 'module:function'", where=where,
                           fix="write it as package.module:function, e.g. mymodels:build_model")
-    folder = os.fspath(base_dir) if base_dir is not None else os.getcwd()
-    module = _from_file(module_name, folder, where, spec) if module_name.endswith(".py") else \
+    module = _from_file(module_name, base_dir, where, spec) if module_name.endswith(".py") else \
         _import(module_name, base_dir, where, spec)
     obj: Any = module
     for part in attr.split("."):
@@ -80,10 +80,12 @@ def _import(module_name: str, base_dir, where: str, spec: str):
         raise _import_failed(module_name, e, where, spec) from None
 
 
-def _from_file(module_name: str, folder: str, where: str, spec: str):
-    file = os.path.join(folder, module_name)
-    if not os.path.isfile(file):
-        raise ConfigError(f"no file {file}", where=f"{where} = {spec!r}",
+def _from_file(module_name: str, base_dir, where: str, spec: str):
+    folders = ([os.fspath(base_dir)] if base_dir is not None else []) + [os.getcwd()]
+    files = [os.path.join(folder, module_name) for folder in folders]
+    file = next((f for f in files if os.path.isfile(f)), None)
+    if file is None:
+        raise ConfigError(f"no file {' or '.join(dict.fromkeys(files))}", where=f"{where} = {spec!r}",
                           fix="give the .py file's path from the run file's folder (or the working directory)")
     loader_spec = importlib.util.spec_from_file_location(os.path.basename(file)[:-3], file)
     module = importlib.util.module_from_spec(loader_spec)

@@ -6,13 +6,11 @@ import dataclasses
 import os
 from typing import Any
 
-from tfscale.config.loading import apply_overrides, check_choice as _check_choice, from_mapping, load_toml
+from tfscale.config.loading import check_choice as _check_choice
+from tfscale.config.runfile import read_run_file
 from tfscale.config.strategy import StrategyConfig
 from tfscale.errors import ConfigError
-
-
-LR_SCALINGS = ("linear", "sqrt", "none")
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+from tfscale.vocabulary import LR_SCALINGS, PRECISIONS, LrScaling, Precision
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,11 +59,11 @@ class TrainConfig:
     optimizer_args: dict[str, Any] = dataclasses.field(default_factory=dict)
     base_lr: float = 1e-3
     base_batch_size: int | None = None
-    lr_scaling: str = "linear"
+    lr_scaling: LrScaling = "linear"
     warmup_steps: int = 0
     decay_steps: int | None = None
     gradient_accumulation_steps: int = 1
-    precision: str = "auto"
+    precision: Precision = "auto"
     jit_compile: bool | str = "auto"
     steps_per_execution: int = 1
     loss: Any = None
@@ -152,25 +150,24 @@ class ExportConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """A whole `tfscale train run.toml`: model, data, strategy, training and export.
+class RunFile:
+    """The keys every run file holds, `tfscale train`'s and `tfscale tune`'s, meaning the same in both
+    (`tfscale.config.runfile`).
 
     Attributes:
-        model: "module:function" returning a Keras model (built inside the strategy's scope).
+        model: "module:function" returning a Keras model (built inside the strategy's scope); for
+            `tfscale tune`, it takes the hyperparameters first (``build_model(hp)``).
         model_args: keyword arguments for the model function.
         strategy: a strategy name ("auto", "mirrored", ...), a preset file (`my_preset.toml`, relative to
-            the run file or the working directory, or a shipped one: `laptop.toml`), or a ``[strategy]`` table.
+            the run file or the working directory, or a shipped one: `laptop.toml`), or a ``[strategy]`` table;
+            the loaders make it a `StrategyConfig`.
         data: the ``[data]`` table.
-        train: the ``[train]`` table.
-        export: the ``[export]`` table.
     """
 
     model: str = ""
     model_args: dict[str, Any] = dataclasses.field(default_factory=dict)
     strategy: StrategyConfig | str = "auto"
     data: DataConfig | None = None
-    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
     def __post_init__(self):
         if ":" not in self.model:
@@ -181,6 +178,22 @@ class RunConfig:
                               fix='add [data] with train = "package.module:function"')
 
 
+@dataclasses.dataclass(frozen=True)
+class RunConfig(RunFile):
+    """A whole `tfscale train run.toml`: the keys of every run file (`RunFile`), then training and export.
+
+    Attributes:
+        train: the ``[train]`` table.
+        export: the ``[export]`` table.
+    """
+
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+
+
 def load_run_config(path: str | os.PathLike, overrides: tuple[str, ...] | list[str] = ()) -> RunConfig:
-    """Loads a `tfscale train` file (keys of `RunConfig`), with ``--set key=value`` overrides."""
-    return from_mapping(RunConfig, apply_overrides(load_toml(path), list(overrides)), source=os.fspath(path))
+    """Loads a `tfscale train` run file (keys of `RunConfig`), with ``--set key=value`` overrides.
+
+    The rules are those of every run file (`tfscale.config.runfile`): ``strategy`` comes back a `StrategyConfig`.
+    """
+    return read_run_file(RunConfig, path, overrides, command="train")

@@ -12,10 +12,9 @@ from typing import Any
 from tfscale import worker_env
 from tfscale.config.loading import apply_overrides, check_choice as _check_choice, from_mapping, load_toml
 from tfscale.errors import ConfigError
-from tfscale.vocabulary import CLUSTER_MANAGERS, JAX, TENSORFLOW, ClusterChoice
+from tfscale.vocabulary import CLUSTER_MANAGERS, COMMUNICATIONS, JAX, TENSORFLOW, ClusterChoice, Communication
 
 
-COMMUNICATIONS = ("auto", "ring", "nccl")
 LAYOUT_RULES = ("auto",)
 
 
@@ -76,7 +75,7 @@ class StrategyConfig:
     join_timeout: float | None = _for()
     tpu: str | None = _for()
     devices: tuple[str, ...] = _for(TENSORFLOW, default=())
-    communication: str = _for(TENSORFLOW, default="auto")
+    communication: Communication = _for(TENSORFLOW, default="auto")
     bytes_per_pack: int = _for(TENSORFLOW, default=0)
     intra_op_threads: int | None = _for(TENSORFLOW)
     inter_op_threads: int | None = _for(TENSORFLOW)

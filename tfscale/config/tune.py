@@ -1,15 +1,17 @@
-"""`TuneConfig`: a hyperparameter search (`tfscale.tune`, the ``[tune]`` table of `tfscale tune run.toml`)."""
+"""`TuneConfig`: a hyperparameter search (`tfscale.tune`, the ``[tune]`` table); `TuneRunConfig`: a whole
+`tfscale tune run.toml`, read by the loader and rules of every run file (`tfscale.config.runfile`)."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 from tfscale.config.loading import check_choice as _check_choice
+from tfscale.config.run import RunFile
+from tfscale.config.runfile import read_run_file
 from tfscale.errors import ConfigError
-
-
-TUNERS = ("hyperband", "random", "bayesian")
+from tfscale.vocabulary import TUNERS, Tuner
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +37,7 @@ class TuneConfig:
             table {path, quantize, modes}.
     """
 
-    tuner: str = "hyperband"
+    tuner: Tuner = "hyperband"
     objective: str = "val_loss"
     direction: str = ""
     max_trials: int = 10
@@ -72,3 +74,32 @@ class TuneConfig:
         """`export` as a table {path, quantize?, modes?}, or None for no export."""
         spec = {"path": self.export} if isinstance(self.export, str) else dict(self.export)
         return spec if spec.get("path") else None
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneRunConfig(RunFile):
+    """A whole `tfscale tune run.toml`: the keys of every run file (`RunFile`: model, model_args, strategy,
+    [data]), meaning what they mean in a `tfscale train` file, then ``[tune]`` in place of ``[train]`` and
+    ``[export]``. The model function takes the hyperparameters first: ``build_model(hp)``, or
+    ``build_model(hp, scale)``.
+
+    Attributes:
+        tune: the ``[tune]`` table.
+    """
+
+    tune: TuneConfig = dataclasses.field(default_factory=TuneConfig)
+
+    @property
+    def project_dir(self) -> str:
+        """The search's folder, ``tune.directory/tune.project_name``."""
+        return os.path.join(self.tune.directory, self.tune.project_name)
+
+
+def load_tune_run_config(path: str | os.PathLike, overrides: tuple[str, ...] | list[str] = ()) -> TuneRunConfig:
+    """Loads a `tfscale tune` run file, with ``--set key=value`` overrides (e.g. ``tune.max_trials=4``).
+
+    Raises:
+        ConfigError: a missing or unknown key, a value of the wrong type, an unreadable preset, or the old
+            tune file's ``data = "module:function"`` (now a ``[data]`` table, as in a `tfscale train` file).
+    """
+    return read_run_file(TuneRunConfig, path, overrides, command="tune")

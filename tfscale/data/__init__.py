@@ -20,6 +20,8 @@ import importlib
 import sys
 import types
 
+from tfscale import errors
+
 # public name -> the module that defines it
 _LAZY = {
     "BadRecords": "badrecords", "image_folder": "image_folder", "Index": "records.index", "lookup": "records.index",
@@ -32,7 +34,11 @@ __all__ = sorted(_LAZY)
 
 
 def _load(name: str):
-    return getattr(importlib.import_module(f"tfscale.data.{_LAZY[name]}"), name)
+    try:  # TensorFlow (tf.data) missing, on a JAX-only install: a ConfigError naming the extra to install
+        module = importlib.import_module(f"tfscale.data.{_LAZY[name]}")
+    except ModuleNotFoundError as e:
+        raise errors.missing_module(e, where=f"tfscale.data.{name}") from None
+    return getattr(module, name)
 
 
 class _Package(types.ModuleType):

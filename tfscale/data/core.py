@@ -14,6 +14,7 @@ from tfscale.vocabulary import OnError
 # With tf.data's autotuner off (transforms.with_options), AUTOTUNE means "as many as the cores": here the
 # autotuner made epochs of one image pipeline alternate between ~2,900 and ~5,100 images/s, without it ~5,000.
 AUTOTUNE = tf.data.AUTOTUNE
+PARSE_BATCH = 64  # records per call of a vectorized parser (decode_csv, parse_example)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +33,15 @@ class Build:
     carry: bool = False  # tf.data service, skip mode: batches carry their dropped count, (batch, dropped)
     sliced: bool = False  # every worker reads everything and takes its slice of each global batch
     epoch: Any = None  # elastic pipelines: the epoch (a tensor) this pass is read for; shuffles seeded by it
+
+    @property
+    def map_options(self) -> dict[str, Any]:
+        """`Dataset.map`'s parallelism in this build: as many calls as the cores, in order when deterministic."""
+        return dict(num_parallel_calls=AUTOTUNE, deterministic=self.deterministic)
+
+    def in_batches(self, ds: tf.data.Dataset, fn: Callable, size: int) -> tf.data.Dataset:
+        """`fn` mapped over `ds` `size` elements at a time (a vectorized parser or check), then unbatched."""
+        return ds.batch(size, **self.map_options).map(fn, **self.map_options).unbatch()
 
     def seed_for(self, seed: int | None):
         """A shuffle's seed in this build: `seed` (or the shared one), mixed with the epoch when there is one."""
@@ -59,6 +69,25 @@ class Build:
             return units
         seed = self.seed_for(None if self.shuffle_units < 0 else self.shuffle_units)
         return units.shuffle(count, seed=seed, reshuffle_each_iteration=self.reshuffles())
+
+
+def named_label(element, label: str | None, *, kind: str, factory: str):
+    """The label of a (features, label) element, for `balance`, where the source's `label` argument named it.
+
+    Args:
+        element: the element.
+        label: the source's label (None: it was given none).
+        kind: what the label names, e.g. "CSV column", "TFRecord feature".
+        factory: the call that makes the source, e.g. "ts.data.csv()".
+
+    Raises:
+        ConfigError: the source was given no label.
+    """
+    if label is None:
+        fmt, _, noun = kind.partition(" ")
+        raise ConfigError(f"this {fmt} pipeline has no label {noun}", where="balance()",
+                          fix=f"pass label='{noun}' to balance() or to {factory}")
+    return element[1]
 
 
 class Source:
@@ -91,7 +120,9 @@ class Source:
         return type(self).parse is not Source.parse
 
     def label_of(self, element):
-        """The class label of an element, for `balance` (default: the second item of a pair)."""
+        """The class label of an element, for `balance` (default: the second item of a pair).
+
+        A source whose ``label`` names a column or feature returns `named_label` instead."""
         if isinstance(element, (tuple, list)) and len(element) == 2:
             return element[1]
         raise ConfigError(f"cannot find the label of {self.name}'s elements", where="Pipeline.balance()",

@@ -17,8 +17,8 @@ import tensorflow as tf
 
 from tfscale.compat import dask as dask_compat
 from tfscale.data.badrecords import gate
-from tfscale.data.core import AUTOTUNE, Build, Source
-from tfscale.errors import ConfigError, DataError
+from tfscale.data.core import AUTOTUNE, PARSE_BATCH, Build, Source, named_label
+from tfscale.errors import DataError
 from tfscale.vocabulary import OnError
 
 log = logging.getLogger("tfscale")
@@ -143,14 +143,10 @@ class CsvFiles(LineFiles):
                                                      row[self.label])
             return paths, ns, element
 
-        par = dict(num_parallel_calls=AUTOTUNE, deterministic=build.deterministic)
-        return records.batch(64, **par).map(parse, **par).unbatch()
+        return build.in_batches(records, parse, PARSE_BATCH)
 
     def label_of(self, element):
-        if self.label is None:
-            raise ConfigError("this CSV pipeline has no label column", where="balance()",
-                              fix="pass label='column' to balance() or to ts.data.csv()")
-        return element[1]
+        return named_label(element, self.label, kind="CSV column", factory="ts.data.csv()")
 
 
 class InMemory(Source):

@@ -15,7 +15,7 @@ from tfscale.data.badrecords import BadRecords
 from tfscale.data.pipeline import Pipeline
 from tfscale.data.readers import (CHUNK, DaskFrame, Generator, InMemory, LineFiles, TfdsBuilder,
                                   column_values, expand_files)
-from tfscale.errors import ConfigError, DataError
+from tfscale.errors import ConfigError, DataError, install_hint
 from tfscale.vocabulary import OnError
 
 __all__ = ["CHUNK", "DaskFrame", "Generator", "InMemory", "LineFiles", "TfdsBuilder", "expand_files",
@@ -72,7 +72,7 @@ def from_generator(fn, output_signature, *, args=(), on_error: OnError = "raise"
 def from_dask(frame, *, label: str | None = None, chunk_rows: int = 4096, on_error: OnError = "raise") -> Pipeline:
     """Rows of a Dask dataframe, streamed partition by partition; workers read different partitions.
 
-    Needs the `dask` extra (`pip install tfscale[dask]`).
+    Needs the `dask` extra (`tfscale.errors.install_hint("dask")`).
     """
     if not hasattr(frame, "npartitions"):
         raise ConfigError(f"from_dask() needs a dask DataFrame, got {type(frame).__name__}", where="from_dask",
@@ -98,7 +98,7 @@ def tfds(name: str | None = None, *, data_dir: str | None = None, builder_dir: s
         if e.name != "tensorflow_datasets":
             raise
         raise ConfigError("tfds() needs tensorflow-datasets, which is not installed", where=where,
-                          fix="pip install 'tfscale[datasets]'") from None
+                          fix=install_hint("datasets")) from None
     try:
         if builder_dir:
             builder = tfds_lib.builder_from_directory(builder_dir)

@@ -11,7 +11,7 @@ import logging
 
 import tensorflow as tf
 
-from tfscale.data.core import AUTOTUNE, Op
+from tfscale.data.core import Op
 from tfscale.errors import ConfigError
 
 log = logging.getLogger("tfscale")
@@ -46,7 +46,7 @@ def _text_map(fn, key):
 
 def _vector_op(name, fn, payload=None) -> Op:
     def apply(ds, build):
-        return ds.map(fn, num_parallel_calls=AUTOTUNE, deterministic=build.deterministic)
+        return ds.map(fn, **build.map_options)
 
     return Op(name, apply, vectorized=True, payload=payload, fn=fn)
 

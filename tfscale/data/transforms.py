@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfscale.data import badrecords
-from tfscale.data.core import AUTOTUNE, Build, Op
+from tfscale.data.core import Build, Op
 from tfscale.data.functions import own_functions
 from tfscale.errors import ConfigError
 
@@ -98,7 +98,7 @@ def count_values(values: tf.data.Dataset) -> dict:
 
 def map_op(fn: Callable, *, vectorized: bool, name: str) -> Op:
     def apply(ds, build: Build):
-        return ds.map(fn, num_parallel_calls=AUTOTUNE, deterministic=build.deterministic)
+        return ds.map(fn, **build.map_options)
 
     return Op(name, apply, vectorized=vectorized, fn=fn)
 

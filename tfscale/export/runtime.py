@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfscale.errors import ExportError
+from tfscale.errors import ExportError, install_hint
 from tfscale.export.source import PreparedModel
 
 
@@ -26,7 +26,7 @@ def interpreter(path: Path, threads: int, delegate: bool = True):
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError as e:
         raise ExportError("validating TFLite files needs ai-edge-litert", where="import ai_edge_litert",
-                          fix="pip install 'tfscale[quantize]'") from e
+                          fix=install_hint("quantize", "ai-edge-litert")) from e
     resolver = OpResolverType.AUTO if delegate else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
         loaded = Interpreter(model_path=str(path), num_threads=threads, experimental_op_resolver_type=resolver)

@@ -32,14 +32,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from tfscale.compat import ray as ray_compat
-from tfscale.errors import ClusterError, ConfigError, TfscaleError
+from tfscale.errors import ClusterError, ConfigError, TfscaleError, install_hint
 from tfscale.ray.worker import WorkerFailure, WorkerLoop
 from tfscale.vocabulary import BACKENDS, Backend
 from tfscale.worker_env import WorkerEnv
 
 log = logging.getLogger("tfscale")
 
-INSTALL = 'pip install "tfscale[ray]"  (or: pip install "ray[train]>=2.60")'
+INSTALL = install_hint("ray", "ray[train]>=2.60")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +120,7 @@ class RayOptions:
     def max_workers(self) -> int:
         return self.num_workers[1] if self.elastic else self.num_workers
 
-    def worker_env(self) -> dict[str, str]:
+    def worker_variables(self) -> dict[str, str]:
         """The variables `train_fn` finds set on every worker."""
         env = {str(k): str(v) for k, v in (self.env or {}).items()}
         env["KERAS_BACKEND"] = self.backend
@@ -209,7 +209,7 @@ def fit(train_fn: Callable, *, num_workers: int | tuple[int, int] = 2,
             _check_resources(ray, options)
         trainer = adapter.trainer(
             WorkerLoop(train_fn, takes_config), train_loop_config=dict(train_loop_config or {}),
-            env=options.worker_env(),
+            env=options.worker_variables(),
             scaling_config=train.ScalingConfig(num_workers=options.num_workers, use_gpu=options.gpus_per_worker > 0,
                                                resources_per_worker=_resources(options)),
             run_config=train.RunConfig(name=options.name, storage_path=options.storage_path,

@@ -43,11 +43,14 @@ def _join(addresses: list[str], index: int, env: dict[str, str]) -> None:
 
 def places(addresses: list[str], restart: int) -> list[WorkerEnv]:
     """Each worker's `WorkerEnv` (the TFSCALE_* contract `tfscale launch` writes too), from the group's addresses
-    in rank order: hosts numbered in order of their first worker, workers on one host in rank order."""
+    in rank order: hosts numbered in order of their first worker, workers on one host in rank order; each
+    worker's own address (its Ray node's IP: where the JAX engine's CPU collectives listen, whatever the
+    node's hostname resolves to)."""
     hosts = [address.rpartition(":")[0] for address in addresses]
     order = list(dict.fromkeys(hosts))
     return [WorkerEnv(rank=rank, world_size=len(hosts), local_rank=hosts[:rank].count(host),
-                      local_world_size=hosts.count(host), node_rank=order.index(host), restart=restart)
+                      local_world_size=hosts.count(host), node_rank=order.index(host), restart=restart,
+                      address=addresses[rank])
             for rank, host in enumerate(hosts)]
 
 

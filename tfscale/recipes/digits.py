@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfscale.errors import DataError
+from tfscale.errors import DataError, install_hint
 
 NUM_CLASSES = 10
 
@@ -22,7 +22,7 @@ def load(test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndar
         from sklearn.model_selection import train_test_split
     except ImportError:
         raise DataError("the demo's data comes with scikit-learn, which is not installed", where="tfscale demo",
-                        fix="pip install 'tfscale[demo]' (or pip install scikit-learn)") from None
+                        fix=install_hint("demo", "scikit-learn")) from None
     digits = load_digits()
     x = (digits.images / 16.0).astype("float32")[..., None]
     y = digits.target.astype("int32")

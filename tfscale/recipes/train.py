@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import sys
 from pathlib import Path
 
-from tfscale.config import DataConfig, RunConfig, StrategyConfig, find_preset, load_run_config
+from tfscale.config import RunConfig, StrategyConfig, load_run_config
 from tfscale.config.functions import load_function
-from tfscale.errors import ConfigError
+from tfscale.config.runfile import folder_of, strategy_from_run_file
+from tfscale.errors import ConfigError, install_hint
+from tfscale.strategy.backend import installed
+from tfscale.train.loading import load_data
 
 log = logging.getLogger("tfscale")
 
@@ -67,13 +69,12 @@ def run_training(path: str | os.PathLike, overrides: tuple[str, ...] | list[str]
     from tfscale.train.fit import fit
 
     run = load_run_config(path, overrides)
-    base = Path(path).resolve().parent
-    for folder in (os.getcwd(), str(base)):  # the user's modules sit beside the run file or in the project
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
+    _check_export_installed(run, path)  # before training, not after its last epoch
+    base = folder_of(path)  # the user's functions sit beside the run file or in the working directory
     scale = make_scale(run.strategy, base)
-    train, validation = load_data(run.data)
-    result = fit(run.model, train, scale=scale, validation_data=validation, config=run.train,
+    build_model = load_function(run.model, where="model", base_dir=base)
+    train, validation = load_data(run.data, base_dir=base)
+    result = fit(build_model, train, scale=scale, validation_data=validation, config=run.train,
                  model_args=run.model_args)
     metrics = {k: float(v[-1]) for k, v in result.history.history.items() if v}
     trained = len(result.history.epoch)
@@ -89,59 +90,26 @@ def run_training(path: str | os.PathLike, overrides: tuple[str, ...] | list[str]
     return TrainRun(run, result, metrics, report, files, trained)
 
 
+def _check_export_installed(run: RunConfig, path) -> None:
+    """An [export] table needs TensorFlow (the converter, LiteRT validation): say so before training."""
+    if run.export.dir and not installed("tensorflow"):
+        raise ConfigError("the [export] table needs TensorFlow, which is not installed", where=f"{path}: [export]",
+                          fix=install_hint("tensorflow") + "; or train without exporting: --set export.dir=''")
+
+
 def evaluate(result, validation) -> dict[str, float]:
-    """The restored model's metrics on the validation data (every worker runs it: it is a collective)."""
-    data = result.scale.distribute(validation, global_batch_size=result.batch.global_batch_size,
-                                   drop_remainder=False)
-    return result.model.evaluate(data, verbose=0, return_dict=True)
+    """The restored model's metrics on the validation data, every example once (every worker runs it: it is a
+    collective)."""
+    return result.scale.evaluate(result.model, validation, global_batch_size=result.batch.global_batch_size,
+                                 verbose=0)
 
 
-def make_scale(strategy: StrategyConfig | str, base: Path):
-    """The Scale a run file asks for: a strategy name, a preset file, or a [strategy] table."""
+def make_scale(strategy: StrategyConfig | str, base: str | os.PathLike):
+    """The Scale a run file asks for: a strategy name, a preset file, or a [strategy] table (the rules of every
+    run file, `tfscale.config.runfile`)."""
     from tfscale.scale import Scale
 
-    if isinstance(strategy, StrategyConfig):
-        return Scale(config=strategy)
-    if strategy.endswith(".toml"):  # a file from the run file's folder or the working directory, or a shipped preset
-        return Scale.from_preset(find_preset(strategy, base))
-    return Scale(strategy)
-
-
-def load_data(data: DataConfig):
-    """(train, validation or None) from the functions the [data] table names; train shuffled if asked.
-
-    What the functions return goes to `Scale.distribute` as it is (arrays stay arrays, so the JAX engine
-    reads them without TensorFlow); only a shuffle buffer makes arrays a tfscale.data pipeline, with an
-    elastic order (each epoch shuffled by (seed, epoch)): a restarted job resumes at the exact next batch.
-    """
-    from tfscale.data.sharding import is_tf_input
-    from tfscale.data.sharding.arrays import is_arrays
-    train = _call(load_function(data.train, where="data.train"), data.args, "data.train")
-    validation = None
-    if data.validation:
-        validation = _call(load_function(data.validation, where="data.validation"), data.args, "data.validation")
-    if data.shuffle_buffer and hasattr(train, "batched_dataset_for"):
-        log.warning("data.shuffle_buffer ignored: a tfscale.data pipeline shuffles itself")
-    elif data.shuffle_buffer and is_arrays(train):  # an elastic order: a restart resumes at the exact batch
-        from tfscale.data.sources import from_numpy
-
-        train = from_numpy(*train).shuffle(data.shuffle_buffer, seed=data.seed, files=False).elastic()
-    elif data.shuffle_buffer:
-        from tfscale.data.sharding import as_dataset
-
-        train = as_dataset(train, "data.train") if not is_tf_input(train) else train
-        train = train.shuffle(data.shuffle_buffer, seed=data.seed, reshuffle_each_iteration=True)
-    return train, validation
-
-
-def _call(fn, args: dict, where: str):
-    try:
-        return fn(**args)
-    except TypeError as e:
-        if args and "argument" in str(e):
-            raise ConfigError(f"{where} rejected the arguments {sorted(args)}: {e}", where="data.args",
-                              fix="give only keyword arguments the data functions accept") from None
-        raise
+    return Scale(config=strategy_from_run_file(strategy, source="strategy", base_dir=base))
 
 
 def export(model, run: RunConfig, eval_data, calibration) -> tuple[object, dict[str, str]]:

@@ -175,9 +175,9 @@ class Scale:
             model.fit(train.dataset, epochs=5, callbacks=scale.callbacks(training_input=train))
         """
         global_batch, per_replica = self.batch_sizes(global_batch_size, per_replica_batch_size)
-        return placement.distribute(self.engine, data, global_batch_size=global_batch,
-                                    per_replica_batch_size=per_replica, drop_remainder=drop_remainder, wrap=wrap,
-                                    where=where, sharded=sharded)
+        return placement.place_input(self.engine, data, global_batch_size=global_batch,
+                                     per_replica_batch_size=per_replica, drop_remainder=drop_remainder, wrap=wrap,
+                                     where=where, sharded=sharded)
 
     def distribute(self, data, *, global_batch_size: int | None = None, per_replica_batch_size: int | None = None,
                    drop_remainder: bool = True, wrap=None, sharded: bool = False):
@@ -222,6 +222,22 @@ class Scale:
                               where=where, fix=f"give {where} the training batch: global_batch_size=..., or "
                                                "training_input=scale.input(...)")
         return sizes[0] if sizes else None
+
+    def evaluate(self, model, data, *, global_batch_size: int | None = None,
+                 per_replica_batch_size: int | None = None, verbose="auto") -> dict[str, float]:
+        """`model`'s metrics on every example of `data` (unbatched, as for `distribute`), each counted once, on
+        every engine: on JAX with several replicas the last incomplete global batch is evaluated on every replica
+        and counted once (`evaluation.py`), where `model.evaluate(scale.distribute(..., drop_remainder=False))`
+        leaves it out. Every process calls it together and gets the same figures.
+
+        Example:
+            metrics = scale.evaluate(model, (x_test, y_test), global_batch_size=64)   # {"loss": ..., ...}
+        """
+        from tfscale.scale.evaluation import evaluate
+
+        global_batch, per_replica = self.batch_sizes(global_batch_size, per_replica_batch_size)
+        return evaluate(self, model, data, global_batch_size=global_batch, per_replica_batch_size=per_replica,
+                        verbose=verbose)
 
     def optimizer(self, name="adam", **options: Any):
         """A Keras optimizer whose learning rate is scaled to the global batch (`optimizer.build_optimizer`)."""

@@ -34,7 +34,7 @@ from typing import Any
 
 import keras
 
-from tfscale.errors import ConfigError
+from tfscale.errors import ConfigError, install_hint
 
 log = logging.getLogger("tfscale")
 
@@ -154,7 +154,7 @@ def _orbax():
         import orbax.checkpoint as ocp
     except ImportError as e:
         raise ConfigError(f"sharded checkpoints need orbax-checkpoint, which is not installed ({e})",
-                          where="tfscale.scale.sharded", fix="pip install 'tfscale[jax]'") from e
+                          where="tfscale.scale.sharded", fix=install_hint("jax")) from e
     return ocp
 
 

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Mapping
 
 from tfscale.compat import keras as keras_compat
-from tfscale.errors import ConfigError
+from tfscale.errors import ConfigError, install_hint
 from tfscale.vocabulary import JAX, TENSORFLOW, Backend
 
 log = logging.getLogger("tfscale")
@@ -123,7 +123,7 @@ def resolve(wanted: str | None = None, *, strategy: str | None = None, listing=N
     if not installed(backend):
         extra = "jax" if backend == JAX else "tensorflow"
         raise ConfigError(f"Keras is set to run on {backend}, which is not installed", where=source,
-                          fix=f'pip install "tfscale[{extra}]"' if backend == JAX else "pip install tensorflow")
+                          fix=install_hint(extra))
     return backend
 
 

@@ -17,6 +17,7 @@ import enum
 import importlib
 from collections.abc import Callable
 
+from tfscale.config.strategy import preset_names
 from tfscale.errors import ConfigError
 from tfscale.vocabulary import BACKENDS, JAX, TENSORFLOW
 
@@ -152,6 +153,8 @@ def get(name: str, backend: str = TENSORFLOW) -> StrategySpec:
                               f"(`tfscale launch --backend {others[0]}`)")
     close = difflib.get_close_matches(name, [n for b, n in _REGISTRY if b == backend], n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
+    if name in preset_names():  # a run file's strategy = "laptop": a name; the preset is "laptop.toml"
+        hint = f'{name!r} is a strategy preset shipped with tfscale: give it as "{name}.toml" (Scale.from_preset). '
     raise ConfigError(f"unknown strategy {name!r}", where="strategy name",
                       fix=f"{hint}known {backend} strategies: {here}")
 

@@ -14,6 +14,7 @@ import math
 import os
 from typing import Any
 
+from tfscale.errors import install_hint
 from tfscale.storage import atomic_write
 
 log = logging.getLogger("tfscale")
@@ -187,7 +188,7 @@ def plot_scores(result: TuneResult, path: str) -> bool:
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
     except ImportError:
-        log.warning("matplotlib is not installed: no score plot (pip install 'tfscale[demo]')")
+        log.warning("matplotlib is not installed: no score plot (%s)", install_hint("demo", "matplotlib"))
         return False
     done = [(i, r.score) for i, r in enumerate(result.rows) if r.status == "COMPLETED" and r.score is not None]
     better = max if result.direction == "max" else min

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tfscale.config import TuneConfig, with_options
-from tfscale.errors import ConfigError, DataError, TfscaleError
+from tfscale.errors import ConfigError, DataError, TfscaleError, install_hint
 from tfscale.scale import Scale
 from tfscale.strategy.registry import Capability
 from tfscale.tuning.results import BEST_MODEL, TuneResult, rows_from_oracle
@@ -118,7 +118,7 @@ def _tuning_modules():
         if e.name not in ("keras_tuner", "grpc", "tensorboard") and not (e.name or "").startswith("keras_tuner"):
             raise
         raise TfscaleError(f"hyperparameter search needs {e.name}, which is not installed", where="tfscale.tune",
-                           fix="pip install 'tfscale[tune]'") from None
+                           fix=install_hint("tune")) from None
     return tuners, chief
 
 

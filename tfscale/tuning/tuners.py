@@ -105,19 +105,47 @@ class Tuner(_OnScale, kt.Tuner):
     """Random and Bayesian search: keras-tuner's RandomSearch and BayesianOptimization are this and their oracle."""
 
 
+class _InScope(kt.HyperModel):
+    """A hypermodel whose every build runs in `scale.scope()`.
+
+    keras-tuner clears Keras' session before it builds each trial's model (`Tuner._try_build`), and that drops
+    the process-wide Keras distribution the JAX engine set; keras-tuner's own `distribution_strategy` is a
+    TensorFlow strategy only. So without this every trial after the first build trained on one device, whatever
+    the Scale. `Scale.scope()` sets the distribution again.
+    """
+
+    def __init__(self, inner, scale):
+        super().__init__(name=getattr(inner, "name", None), tunable=getattr(inner, "tunable", True))
+        self.inner, self.scale = inner, scale
+
+    def build(self, hp):
+        with self.scale.scope():
+            return self.inner.build(hp) if isinstance(self.inner, kt.HyperModel) else self.inner(hp)
+
+    def declare_hyperparameters(self, hp):
+        if isinstance(self.inner, kt.HyperModel):
+            self.inner.declare_hyperparameters(hp)
+
+    def fit(self, hp, model, *args, **kwargs):
+        if isinstance(self.inner, kt.HyperModel):
+            return self.inner.fit(hp, model, *args, **kwargs)
+        return super().fit(hp, model, *args, **kwargs)
+
+
 def hypermodel(build_model, scale):
-    """`build_model` as keras-tuner wants it: given ``scale=`` too when it names that parameter."""
-    if isinstance(build_model, kt.HyperModel):
-        return build_model
-    if not callable(build_model):
-        raise ConfigError(f"build_model must be a function of hp, got {type(build_model).__name__}",
-                          where="tfscale.tune(build_model, ...)",
-                          fix="pass a function hp -> compiled keras.Model, or a keras_tuner.HyperModel")
-    try:
-        takes_scale = "scale" in inspect.signature(build_model).parameters
-    except (TypeError, ValueError):
-        takes_scale = False
-    return functools.partial(build_model, scale=scale) if takes_scale else build_model
+    """`build_model` as keras-tuner wants it: given ``scale=`` too when it names that parameter; built in the
+    Scale's scope where the engine's distribution is Keras' process-wide one (`_InScope`)."""
+    if not isinstance(build_model, kt.HyperModel):
+        if not callable(build_model):
+            raise ConfigError(f"build_model must be a function of hp, got {type(build_model).__name__}",
+                              where="tfscale.tune(build_model, ...)",
+                              fix="pass a function hp -> compiled keras.Model, or a keras_tuner.HyperModel")
+        try:
+            takes_scale = "scale" in inspect.signature(build_model).parameters
+        except (TypeError, ValueError):
+            takes_scale = False
+        build_model = functools.partial(build_model, scale=scale) if takes_scale else build_model
+    return build_model if scale.engine.keras_distribution is None else _InScope(build_model, scale)
 
 
 def build(config, build_model, scale, *, overwrite: bool):

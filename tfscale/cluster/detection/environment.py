@@ -78,10 +78,54 @@ def keras_distribution_cluster(environ: Mapping[str, str]):
     return {"worker": addresses}, index
 
 
-def tpu_pod_hosts(environ: Mapping[str, str]) -> int:
-    """Hosts of a multi-host TPU slice announced by the TPU VM's environment (1 for a single host)."""
-    hosts = [h for h in environ.get("TPU_WORKER_HOSTNAMES", "").split(",") if h.strip()]
-    return max(1, len(hosts))
+# The port of the JAX coordinator on TPU slices: `coordinator_port` of jax/_src/clusters/cloud_tpu_cluster.py
+# (JAX 0.4 to 0.10.2), which jax.distributed.initialize() uses there; tfscale passes the same address explicitly.
+TPU_COORDINATOR_PORT = 8482
+
+
+def tpu_pod_hosts(environ: Mapping[str, str]) -> list[str]:
+    """The hosts of this TPU slice, in worker-id order, as TPU VMs announce them ([] where none are).
+
+    TPU_PROCESS_ADDRESSES ("host:port,...") first, then TPU_WORKER_HOSTNAMES, as JAX's Cloud TPU cluster reads.
+    """
+    listed = environ.get("TPU_PROCESS_ADDRESSES") or environ.get("TPU_WORKER_HOSTNAMES") or ""
+    return [h.strip().split(":")[0] for h in listed.split(",") if h.strip()]
+
+
+def tpu_pod_cluster(environ: Mapping[str, str]):
+    """Returns (cluster_spec, process_id) for a multi-host TPU slice (or slices), or None for one host.
+
+    Reads what JAX's Cloud TPU cluster reads: the slice's hosts (`tpu_pod_hosts`), TPU_WORKER_ID (this host's
+    place in its slice) and, for several slices (Multislice), MEGASCALE_NUM_SLICES, MEGASCALE_SLICE_ID and
+    MEGASCALE_COORDINATOR_ADDRESS. The coordinator is worker 0 of slice 0 on port 8482, as
+    `jax.distributed.initialize()` would choose there; the other slices' hosts are not announced, so they
+    are known by process id only.
+
+    Raises:
+        ClusterError: the variables are inconsistent (no or a bad TPU_WORKER_ID, a slice id out of range).
+    """
+    hosts = tpu_pod_hosts(environ)
+    try:
+        slices = int(environ.get("MEGASCALE_NUM_SLICES") or 1)
+        slice_id = int(environ.get("MEGASCALE_SLICE_ID") or 0)
+        worker = int(environ["TPU_WORKER_ID"]) if len(hosts) * slices > 1 else 0
+    except (KeyError, ValueError) as e:
+        raise ClusterError(f"this TPU slice's variables are incomplete or not numbers ({e!r})",
+                           where="TPU_WORKER_ID / MEGASCALE_* variables",
+                           fix="run on the TPU VM's workers as set up by Cloud TPU or GKE, or set TPU_WORKER_ID to "
+                               "this host's index in TPU_WORKER_HOSTNAMES") from None
+    if len(hosts) * slices <= 1:
+        return None
+    if not 0 <= worker < len(hosts) or not 0 <= slice_id < slices:
+        raise ClusterError(f"TPU_WORKER_ID={worker} of {len(hosts)} host(s), slice {slice_id} of {slices}",
+                           where="TPU_WORKER_ID / TPU_WORKER_HOSTNAMES / MEGASCALE_SLICE_ID",
+                           fix="give a TPU_WORKER_ID below the number of TPU_WORKER_HOSTNAMES, and a "
+                               "MEGASCALE_SLICE_ID below MEGASCALE_NUM_SLICES")
+    if slices == 1:
+        return {"worker": [f"{h}:{TPU_COORDINATOR_PORT}" for h in hosts]}, worker
+    coordinator = (environ.get("MEGASCALE_COORDINATOR_ADDRESS") or hosts[0]).split(":")[0]
+    addresses = [f"{coordinator}:{TPU_COORDINATOR_PORT}"] + [f"(process {i})" for i in range(1, len(hosts) * slices)]
+    return {"worker": addresses}, slice_id * len(hosts) + worker
 
 
 def tpu_address(environ: Mapping[str, str], explicit: str | None = None) -> tuple[str | None, str]:
@@ -98,4 +142,6 @@ def tpu_address(environ: Mapping[str, str], explicit: str | None = None) -> tupl
     if environ.get("TPU_ACCELERATOR_TYPE"):
         where = "Kaggle" if "KAGGLE_KERNEL_RUN_TYPE" in environ else "TPU VM"
         return "", f"TPU_ACCELERATOR_TYPE={environ['TPU_ACCELERATOR_TYPE']} ({where})"
-    return None, "no TPU variables (TPU_NAME, COLAB_TPU_ADDR, TPU_ACCELERATOR_TYPE)"
+    if tpu_pod_hosts(environ):
+        return "", "TPU_WORKER_HOSTNAMES is set (a TPU slice's worker)"
+    return None, "no TPU variables (TPU_NAME, COLAB_TPU_ADDR, TPU_ACCELERATOR_TYPE, TPU_WORKER_HOSTNAMES)"

@@ -110,7 +110,13 @@ def detect(cluster: ClusterChoice = "auto", *, tpu: str | None = None,
         if tpu_target is None and cluster == "tpu":
             tpu_target = ""
         reasons.append(tpu_reason if cluster == "auto" else "TPU asked for explicitly")
-        return Topology(manager="tpu", accelerator="TPU", tpu=tpu_target, reasons=tuple(reasons))
+        pod = environment.tpu_pod_cluster(environ)  # a multi-host slice: every worker runs the same program
+        if pod is None:
+            return Topology(manager="tpu", accelerator="TPU", tpu=tpu_target, reasons=tuple(reasons))
+        spec, index = pod
+        reasons.append(f"TPU slice: worker {index} of {len(spec['worker'])} (TPU_WORKER_ID, TPU_WORKER_HOSTNAMES)")
+        return Topology(manager="tpu", task_index=index, cluster={"worker": tuple(spec["worker"])},
+                        accelerator="TPU", tpu=tpu_target, reasons=tuple(reasons))
 
     found = _find_cluster(cluster, environ, gpus, reasons)
     if found is None:

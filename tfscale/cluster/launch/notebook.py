@@ -12,7 +12,7 @@ How the function travels:
   the script under the name ``__mp_main__``, as ``multiprocessing``'s spawn
   does, so its ``if __name__ == "__main__":`` block does not run again;
 - defined in a notebook or a REPL (there is no file to import): pickled by
-  value with ``cloudpickle`` (an optional package: ``pip install cloudpickle``).
+  value with ``cloudpickle`` (an optional package: the ``launch`` extra).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def _main_module_source() -> tuple[str, str] | None:
 
 
 def _dumps(payload: Any, needs_value: bool) -> bytes:
-    from tfscale.errors import ConfigError
+    from tfscale.errors import ConfigError, install_hint
 
     if needs_value:
         try:
@@ -64,8 +64,8 @@ def _dumps(payload: Any, needs_value: bool) -> bytes:
         except ImportError:
             raise ConfigError("the function is defined in a notebook or REPL, and cannot be sent to the workers "
                               "without the optional package cloudpickle", where="tfscale.launch(fn, ...)",
-                              fix="`pip install cloudpickle`, or move the function into a .py module and "
-                                  "import it") from None
+                              fix=f"{install_hint('launch', 'cloudpickle')}; or move the function into a .py "
+                                  "module and import it") from None
         return cloudpickle.dumps(payload)
     try:
         return pickle.dumps(payload)

@@ -13,6 +13,11 @@ peer it is:
   error names those that do not answer and why (`Peers.explain`, `Peers.explain_timeout`). Every
   failure names this host too: "worker w1 (node 1, 10.0.0.2) was killed by SIGKILL".
 
+JAX workers (``--backend jax``) have one gRPC server in the cluster, the coordinator (process 0, JAX's
+distributed service); every other JAX worker accepts connections at its own address and closes them
+(`tfscale.strategy.jax.runtime.answer_at`), so the same probe tells a running worker (it accepts) from a gone
+one (refused) or an unreachable host, and a timeout's report speaks of the coordinator and the workers.
+
 Standard library only: the launcher never imports TensorFlow.
 """
 
@@ -109,6 +114,7 @@ class Peers:
                        if rank not in self.local]
         here = parse_host(workers[plan.ranks[0]], where="the cluster").name if plan.ranks else "?"
         self.host = f"node {plan.node_rank}, {here}"
+        self.jax = any(env.get("KERAS_BACKEND") == "jax" for env in plan.env)
 
     def names(self) -> list[str]:
         return [parse_host(a, where="the cluster").name for a in self.plan.cluster["worker"]]
@@ -128,7 +134,8 @@ class Peers:
     def explain_timeout(self, error: GroupTimeout) -> GroupTimeout:
         """`error`, saying what answers at each of the other hosts' workers."""
         states = _probe_all([address for _, address, _ in self.remote], self.timeout)
-        report = "; ".join(f"node {node} ({address}): {_timeout_said(state, f'w{rank}')}"
+        said = _jax_timeout_said if self.jax else _timeout_said
+        report = "; ".join(f"node {node} ({address}): {said(state, f'w{rank}')}"
                            for (rank, address, node), state in zip(self.remote, states))
         fix = ("start `tfscale launch` on every host with the same --hosts; check each host's own launcher "
                "output, that the hosts reach each other on these ports (firewalls), and raise --timeout "
@@ -149,4 +156,24 @@ def _timeout_said(state: str, worker: str) -> str:
                 "joined (is the port in use there by another program?)")
     if state == REFUSED:
         return f"{worker}'s port refuses connections: nothing listens there (is that host's launcher running?)"
+    return f"{worker} does not answer ({state}): the host is down, or unreachable from here"
+
+
+def _jax_timeout_said(state: str, worker: str) -> str:
+    """A JAX worker's port at a timeout: w0's is the coordinator's (gRPC); the others' accept and close."""
+    if worker == "w0":
+        if state == GRPC:
+            return "w0 runs the JAX coordinator, which answers"
+        if state == OTHER:
+            return ("w0's port accepts connections but no JAX coordinator answers there (is the port in use there "
+                    "by another program, or is a different coordinator address given on that host?)")
+        if state == REFUSED:
+            return ("nothing listens at the JAX coordinator's port (w0): that host's launcher does not run, or was "
+                    "given other --hosts")
+        return f"the JAX coordinator (w0) does not answer ({state}): the host is down, or unreachable from here"
+    if state in (GRPC, OTHER):
+        return f"{worker} runs (it accepts connections): see that host's launcher output for why it waits"
+    if state == REFUSED:
+        return (f"{worker}'s port refuses connections: {worker} does not run, or has not started yet (is that "
+                "host's launcher running?)")
     return f"{worker} does not answer ({state}): the host is down, or unreachable from here"

@@ -13,6 +13,8 @@ KERAS_DISTRIBUTION_*           `Scale` passes to `jax.distributed.initialize`: e
                                process count and this process's id (``--backend jax``)
 TFSCALE_RANK / _WORLD_SIZE     this worker's place among all workers / their number
 TFSCALE_LOCAL_RANK / _NODE_RANK  its place on this host / this host's place
+TFSCALE_ADDRESS                its own "host:port" in the cluster (the JAX engine's CPU collectives
+                               listen on that host, whatever the hostname resolves to)
 TFSCALE_REPLICAS_PER_WORKER    ``--replicas-per-worker`` (read by `StrategyConfig`)
 TFSCALE_COLLECTIVE_TIMEOUT     ``--collective-timeout`` (read by `StrategyConfig`)
 TFSCALE_JOIN_TIMEOUT           ``--join-timeout`` (read by `StrategyConfig`)
@@ -239,8 +241,10 @@ def _multi_host(options: LaunchOptions, environ: Mapping[str, str]) -> LaunchPla
     node = hosts_lib.node_rank(nodes, options.node_rank)
     beyond = [h.name for h in nodes if not h.is_loopback]
     if beyond:
-        log.warning("workers will accept gRPC connections from other machines (%s); TensorFlow's gRPC has no "
-                    "authentication: run only on a trusted network or behind a firewall", ", ".join(beyond))
+        servers = ("JAX's coordinator and collectives" if backend_of(options, environ) == "jax"
+                   else "TensorFlow's gRPC")
+        log.warning("workers will accept connections from other machines (%s), with no authentication (%s): run "
+                    "only on a trusted network or behind a firewall", ", ".join(beyond), servers)
     return hosts_plan(options, environ, nodes, node)
 
 
@@ -312,7 +316,8 @@ def _finish(manager: LaunchManager, cluster, ranks, node, ports, options: Launch
                            node_rank=node, replicas_per_worker=options.replicas_per_worker or None,
                            collective_timeout=options.collective_timeout or None,
                            join_timeout=options.join_timeout or None,
-                           cpus=tuple(cores[local * threads:(local + 1) * threads]) if bind else None)
+                           cpus=tuple(cores[local * threads:(local + 1) * threads]) if bind else None,
+                           address=cluster["worker"][rank])
         env = {**cluster_env(cluster, rank, backend), **worker.to_environ(),
                "PYTHONUNBUFFERED": environ.get("PYTHONUNBUFFERED", "1")}
         if manager not in MANAGED:
@@ -324,7 +329,7 @@ def _finish(manager: LaunchManager, cluster, ranks, node, ports, options: Launch
         for key, value in thread_env(threads).items():
             env[key] = environ.get(key, value)
         env["GRPC_EXPERIMENTS"] = environ.get("GRPC_EXPERIMENTS", GRPC_EXPERIMENTS)
-        for key, value in quiet.worker_env().items():  # TensorFlow's info lines off, unless verbose
+        for key, value in quiet.variables().items():  # TensorFlow's info lines off, unless verbose
             env[key] = environ.get(key, value)
         env.update(options.env)
         envs.append(env)

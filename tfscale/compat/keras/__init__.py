@@ -2,8 +2,9 @@
 
 Checked on Keras 3.13-3.15 (`CHECKED`; 3.15.1 with TensorFlow 2.21 and JAX 0.10.2). The fixes of Keras bugs
 that subclass or patch what tfscale builds are modules of this package: `multi_worker` (keras-team/keras#20585,
-#19246 and the costs of Keras' multi-worker `fit`, on tfscale's own strategy subclass) and `accumulation`
-(keras-team/keras#20582, on the optimizers tfscale builds). The accessors below, each with its reason and what
+#19246 and the costs of Keras' multi-worker `fit`, on tfscale's own strategy subclass), `accumulation`
+(keras-team/keras#20582, on the optimizers tfscale builds) and `quantized` (a quantized model's .keras file
+with quantized layers nested in composite layers, made loadable; on the files tfscale writes). The accessors below, each with its reason and what
 happens where it is gone:
 
 1. `set_random_seed` (`keras.src.backend.common.global_state`, `keras.src.random.seed_generator.

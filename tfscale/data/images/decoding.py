@@ -29,7 +29,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfscale.data.badrecords import SKIP_PART, after, gate
-from tfscale.data.core import AUTOTUNE, Build, Op
+from tfscale.data.core import Build, Op
 from tfscale.data.images.codecs import TOO_LARGE, decode, image_ok, size_ok
 from tfscale.data.images.fallback import (FIX_RESIZED, RESIZED, UNDECODABLE, Verdict, held,
                                          one_at_a_time, retried, unheld)
@@ -305,7 +305,7 @@ class _Decoding:
         checked_before = self.check and self.batched and _checks_first(build)  # by the check op (see decode_op)
         reads = self.read_files and not checked_before
         checks = self.check and not checked_before
-        par = dict(num_parallel_calls=AUTOTUNE, deterministic=build.deterministic)
+        par = build.map_options
         rank = get_image(ds.element_spec, self.key).shape.rank
         if rank == 0 and build.on_error == "skip":
             # unbatched: decoded in parts all the same, so an image that will not decode is counted and named
@@ -374,8 +374,6 @@ def _check_op(key, read_files: bool):
     def apply(ds, build: Build):
         if not _checks_first(build):
             return ds
-        par = dict(num_parallel_calls=AUTOTUNE, deterministic=build.deterministic)
-
         def check(*args):
             element = _element(args)
             items = get_image(element, key)
@@ -384,13 +382,13 @@ def _check_op(key, read_files: bool):
             keep = checked_bytes(build, contents, where)
             return tf.nest.map_structure(lambda t: tf.boolean_mask(t, keep), put_image(element, key, contents))
 
-        return ds.batch(_CHECK_CHUNK, **par).map(check, **par).unbatch()
+        return build.in_batches(ds, check, _CHECK_CHUNK)
 
     return apply
 
 
 def vector_map(fn):
-    return lambda ds, build: ds.map(fn, num_parallel_calls=AUTOTUNE, deterministic=build.deterministic)
+    return lambda ds, build: ds.map(fn, **build.map_options)
 
 
 def image_size_of(image_size):

@@ -17,8 +17,8 @@ import os
 import tensorflow as tf
 
 from tfscale.data import badrecords
-from tfscale.data.core import AUTOTUNE, Build, Source
-from tfscale.errors import ConfigError, DataError
+from tfscale.data.core import AUTOTUNE, PARSE_BATCH, Build, Source, named_label
+from tfscale.errors import DataError
 
 CHUNK = 256
 _READ_BUFFER = 1 << 20  # bytes per read: large sequential reads
@@ -88,7 +88,7 @@ class TfrecordFiles(Source):
             return records
         spec, label = self.spec, self.label
 
-        par = dict(num_parallel_calls=AUTOTUNE, deterministic=build.deterministic)
+        par = build.map_options
 
         def parse(path, n, record):  # one record, or a batch of them (parse_example is vectorized)
             row = (tf.io.parse_single_example if record.shape.rank == 0 else tf.io.parse_example)(record, spec)
@@ -98,13 +98,10 @@ class TfrecordFiles(Source):
             return records.map(parse, **par).ignore_errors(log_warning=True)
         if any(not isinstance(f, tf.io.FixedLenFeature) for f in spec.values()):
             return records.map(parse, **par)
-        return records.batch(64, **par).map(parse, **par).unbatch()
+        return build.in_batches(records, parse, PARSE_BATCH)
 
     def label_of(self, element):
-        if self.label is None:
-            raise ConfigError("this TFRecord pipeline has no label feature", where="balance()",
-                              fix="pass label='feature' to balance() or to ts.data.tfrecord()")
-        return element[1]
+        return named_label(element, self.label, kind="TFRecord feature", factory="ts.data.tfrecord()")
 
     def find_bad(self) -> DataError | None:
         """After an unnamed read failure: the first file with a damaged record, named with its record number."""

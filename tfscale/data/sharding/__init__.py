@@ -1,6 +1,6 @@
 """Input for a Scale: each engine's batches of the user's data, every worker with the same steps.
 
-placement.py holds `distribute(engine, data, ...)`, which `Scale.input` and `Scale.distribute` call (and
+placement.py holds `place_input(engine, data, ...)`, which `Scale.input` and `Scale.distribute` call (and
 only they: a contract in pyproject.toml). It chooses by what the engine declares and by input, and loads
 TensorFlow only for tf.data input: per-replica batches through a tf.distribute strategy (tf_distribute.py),
 this process's part of every global batch from tf.data (processes.py), or from NumPy arrays and generators
@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+from tfscale import errors
 from tfscale.data.batching import batch_sizes
 
 _LAZY = {"AlreadySharded": "plans", "Shardable": "plans", "Plan": "plans", "deal_units": "plans", "plan_for": "plans",
@@ -28,7 +29,11 @@ __all__ = ["batch_sizes", "is_tf_input", *sorted(_LAZY)]
 
 def __getattr__(name: str):
     if name in _LAZY:
-        return getattr(importlib.import_module(f"tfscale.data.sharding.{_LAZY[name]}"), name)
+        try:  # TensorFlow missing (a JAX-only install) for tf.data input: a ConfigError naming the extra
+            module = importlib.import_module(f"tfscale.data.sharding.{_LAZY[name]}")
+        except ModuleNotFoundError as e:
+            raise errors.missing_module(e, where=f"tfscale.data.sharding.{name}") from None
+        return getattr(module, name)
     raise AttributeError(f"module 'tfscale.data.sharding' has no attribute {name!r}")
 
 

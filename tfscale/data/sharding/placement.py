@@ -1,7 +1,7 @@
 """Input placed for an engine: what `Scale.input` and `Scale.distribute` call, and only they (a contract of
 pyproject.toml's import-linter section: the layers above `Scale` go through it).
 
-`distribute(engine, data, ...)` reads three members the `Engine` declares (`Placement`) and picks by them, and
+`place_input(engine, data, ...)` reads three members the `Engine` declares (`InputEngine`) and picks by them, and
 by input, loading TensorFlow only for tf.data input:
 
 - an engine with a tf.distribute strategy (`tf_strategy`): per-replica batches through
@@ -27,8 +27,8 @@ from tfscale.errors import DataError
 log = logging.getLogger("tfscale")
 
 
-class Placement(Protocol):
-    """What `distribute` reads of an engine (`tfscale.strategy.engine.Engine` declares each)."""
+class InputEngine(Protocol):
+    """What `place_input` reads of an engine (`tfscale.strategy.engine.Engine` declares each)."""
 
     @property
     def tf_strategy(self) -> Any:
@@ -65,9 +65,9 @@ class DistributedInput:
     equal_steps: bool
 
 
-def distribute(engine: Placement, data, *, global_batch_size: int, per_replica_batch_size: int,
-               drop_remainder: bool = True, wrap=None, where: str = "Scale.distribute(data)",
-               sharded: bool = False) -> DistributedInput:
+def place_input(engine: InputEngine, data, *, global_batch_size: int, per_replica_batch_size: int,
+                drop_remainder: bool = True, wrap=None, where: str = "Scale.distribute(data)",
+                sharded: bool = False) -> DistributedInput:
     """This process's batches of `data` (unbatched examples) for `engine`, prefetched.
 
     Args:
@@ -91,7 +91,7 @@ def distribute(engine: Placement, data, *, global_batch_size: int, per_replica_b
                             equal and not sharded)
 
 
-def _batches(engine: Placement, data, global_batch_size: int, per_replica_batch_size: int, drop_remainder: bool,
+def _batches(engine: InputEngine, data, global_batch_size: int, per_replica_batch_size: int, drop_remainder: bool,
              wrap, where: str, sharded: bool):
     """(what `model.fit` takes, whether every worker has the same steps)."""
     if sharded:
@@ -114,8 +114,8 @@ def _batches(engine: Placement, data, global_batch_size: int, per_replica_batch_
     shards, index = engine.input_shards
     if not drop_remainder and engine.num_replicas > 1:  # the batch is split: every part needs one shape
         log.warning("%s: the last incomplete global batch (if any) is left out: on the JAX engine every replica and "
-                    "process takes a batch of the same shape; evaluate the rest on one device to count every example",
-                    where)
+                    "process takes a batch of the same shape; scale.evaluate(model, data) counts every example (but "
+                    "a tfscale.data pipeline's: it deals files or records per worker)", where)
         drop_remainder = True
     if is_tf_input(data):
         from tfscale.data.sharding.plans import equal_steps
@@ -136,7 +136,7 @@ def _batches(engine: Placement, data, global_batch_size: int, per_replica_batch_
     return batches, True  # every process slices the same global batches (a generator is counted first)
 
 
-def _already_sharded(engine: Placement, data, global_batch_size: int, where: str):
+def _already_sharded(engine: InputEngine, data, global_batch_size: int, where: str):
     """`data` as an `AlreadySharded` dataset (without a tf.distribute strategy, NumPy arrays: the arrays, read
     per process).
 

@@ -34,7 +34,7 @@ def as_dataset(data, where: str = "Scale.distribute(data)"):
 
 def strategy_batches(strategy: tf.distribute.Strategy, data, *, global_batch_size: int, per_replica_batch_size: int,
                      drop_remainder: bool = True, wrap=None, where: str = "Scale.distribute(data)"):
-    """Builds per-replica batches of `data` for `strategy` (the TensorFlow engine's part of `placement.distribute`).
+    """Builds per-replica batches of `data` for `strategy` (the TensorFlow engine's part of `placement.place_input`).
 
     Args:
         strategy: the strategy `fit` will run under.

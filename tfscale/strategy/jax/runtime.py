@@ -10,7 +10,10 @@ Both effects must come before anything asks JAX for a device:
   Kubernetes through `Topology`; a multi-host TPU slice from its own
   environment): `jax.distributed.initialize` with the Topology's coordinator,
   process count and rank. `collective_timeout` becomes the heartbeat timeout,
-  after which a dead peer is an error on the others.
+  after which a dead peer is an error on the others. Where the launcher's
+  plan gives the worker its own address (TFSCALE_ADDRESS), JAX's CPU
+  collectives listen on and announce that host (`tfscale.compat.jax`, 4.),
+  not the address the machine's hostname resolves to.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import logging
 import math
 import os
 import re
+import socket
+import threading
 
-from tfscale.cluster.detection import environment
+from tfscale import worker_env
 from tfscale.compat import jax as jax_compat
 from tfscale.config.strategy import DEFAULT_JOIN_TIMEOUT
 from tfscale.errors import ClusterError
@@ -59,8 +64,12 @@ def set_cpu_devices(n: int) -> None:
         log.info("JAX: %d host (CPU) devices", n)
 
 
-def initialize(topology, timeout: float | None, join_timeout: float | None = None) -> None:
+def initialize(topology, timeout: float | None, join_timeout: float | None = None,
+               address: str | None = None) -> None:
     """`jax.distributed.initialize` for the Topology's processes, then one Keras seed on all of them.
+
+    `address`: this worker's own "host:port" in the cluster (TFSCALE_ADDRESS); its host is where JAX's CPU
+    collectives listen and what they announce to the other processes. None: what the hostname resolves to.
 
     Raises:
         ClusterError: the coordinator could not be reached, or JAX was initialized for another cluster.
@@ -88,16 +97,54 @@ def initialize(topology, timeout: float | None, join_timeout: float | None = Non
                            where=f"coordinator {topology.coordinator} ({topology.manager})",
                            fix="check that every process was started with the same cluster, and that process 0 "
                                "runs and its port is reachable") from None
+    if address:
+        host = _host_of(address)
+        if jax_compat.announce_cpu_collectives_at(host):
+            log.info("JAX: CPU collectives on %s", host)
     _one_seed()
 
 
-def initialize_tpu_pod() -> None:
-    """A multi-host TPU slice: JAX reads the TPU VM's own environment."""
-    import jax
+def _host_of(address: str) -> str:
+    """The host of "host:port" or "[v6]:port" (a bare host as it is)."""
+    if address.startswith("["):
+        return address[1:].partition("]")[0]
+    return address.rpartition(":")[0] if address.count(":") == 1 else address
 
-    if not jax.distributed.is_initialized():
-        jax.distributed.initialize()
-        _one_seed()
+
+def answer_at(address: str) -> None:
+    """Accepts (and closes) connections at the port of this worker's own "host:port" until the process ends.
+
+    A JAX worker other than the coordinator (process 0, whose port JAX's distributed service holds) has no
+    server at the address the launcher's plan gives it: JAX talks through the coordinator, gloo through ports
+    of its own. This listener lets the other hosts' launchers tell a worker that runs (it accepts) from one that
+    is gone (refused) or a host that is unreachable (no answer), as they do for TensorFlow's servers
+    (`tfscale.cluster.launch.peers`). Like those servers and the launcher's reservation of the port, with which
+    it shares the port (SO_REUSEPORT), it listens on every interface; so only for a worker of several hosts (not
+    at a loopback address: a local launch, where no other host asks). Where the port cannot be bound, a warning
+    says so and training goes on (the other launchers then see a refused port).
+    """
+    host = _host_of(address)
+    if host == "localhost" or host.startswith("127.") or host == "::1":
+        return
+    try:
+        port = int(address.rpartition(":")[2])
+        if socket.has_dualstack_ipv6():
+            server = socket.create_server(("", port), family=socket.AF_INET6, dualstack_ipv6=True, reuse_port=True)
+        else:
+            server = socket.create_server(("0.0.0.0", port), reuse_port=True)
+    except (OSError, ValueError) as e:
+        log.warning("JAX: cannot listen at %s (%s): other hosts' launchers cannot tell whether this worker "
+                    "runs", address, e)
+        return
+
+    def accept_forever():
+        while True:
+            try:
+                server.accept()[0].close()
+            except OSError:
+                return
+
+    threading.Thread(target=accept_forever, name="tfscale-answer", daemon=True).start()
 
 
 def _one_seed() -> None:
@@ -119,9 +166,10 @@ def start(topology, config, environ=None) -> None:
     elif topology.accelerator != "TPU" and _forced_host_devices(environ) > 1 and not backends_started():
         jax_compat.avoid_cpu_collective_deadlock()  # host devices made by the user's XLA_FLAGS (compat.jax, 3.)
     if topology.num_workers > 1:
-        initialize(topology, config.collective_timeout, config.join_timeout)
-    elif topology.manager == "tpu" and environment.tpu_pod_hosts(environ) > 1:
-        initialize_tpu_pod()
+        address = worker_env.WorkerEnv.from_environ(environ).address
+        if address and topology.rank > 0:
+            answer_at(address)
+        initialize(topology, config.collective_timeout, config.join_timeout, address=address)
 
 
 def _forced_host_devices(environ) -> int:
