@@ -37,9 +37,10 @@ CI_SECONDS = {
     "test_bad_inputs": 20, "test_export_cli": 19, "test_export_strategy": 19, "test_data_errors": 30,
     "test_info": 14, "test_data_convert": 11, "test_train_fit": 10, "test_checkpoints": 45, "test_data_bombs": 35,
     "test_preemption_notice": 30, "test_slurm_ports": 15, "test_storage": 12, "test_data_elastic": 45,
-    "test_promises": 30, "test_registry": 20, "test_jax_hosts": 150, "test_export_layers": 30, "test_export_mixed": 30, "test_layouts": 60, "test_planner": 50,
-    "test_jax_only": 50, "test_tpu_pod_env": 20, "test_jax_parity": 35, "test_jax_tune": 40,
-    "test_export_keras_modes": 90,
+    "test_promises": 30, "test_registry": 20, "test_jax_hosts": 150, "test_export_layers": 30,
+    "test_export_mixed": 30, "test_layouts": 60, "test_planner": 50, "test_jax_only": 50, "test_tpu_pod_env": 20,
+    "test_jax_parity": 35, "test_jax_tune": 40, "test_export_keras_modes": 90, "test_tune_workers": 150,
+    "test_quarantine": 60, "test_tune_search": 40, "test_tune_resume": 40, "test_readme": 30, "test_help": 15,
 }
 
 

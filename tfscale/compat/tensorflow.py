@@ -22,6 +22,12 @@ where it is gone:
    several workers runs a collective before every step to agree that all still have data (tfscale's input
    gives every worker the same steps by construction); no public setter exists (tfscale/compat/keras/
    multi_worker.py, its docstring's 4-6). Gone: the step count stays TensorFlow's and the check stays on.
+4. **int8 with some layers kept in float** (`TFLiteConverter._experimental_calibrate_only`,
+   `tensorflow.lite.python.convert.mlir_quantize(..., denylisted_nodes=)`). Reason: mixed precision to an
+   accuracy budget (tfscale/export/mixed.py) calibrates once and quantizes again with a growing list of ops left
+   in float; the public `tf.lite.experimental.QuantizationDebugger` does the same two calls but runs the
+   deprecated `tf.lite.Interpreter`, which tfscale never uses. Read and tested on TensorFlow 2.21 only. Gone:
+   `UpstreamError` (the "auto" variant is not made; every other variant is).
 """
 
 from __future__ import annotations
@@ -195,3 +201,32 @@ def in_multi_worker_mode(strategy) -> bool:
     """`strategy` spans several worker processes (False where TensorFlow does not say; 3.)."""
     mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
     return bool(mode and mode())
+
+
+# 4. int8 with some layers kept in float ------------------------------------------------------------------------
+
+def calibrated_model(converter) -> bytes:
+    """The float flatbuffer of a converter set up for int8, with the calibration statistics of its
+    `representative_dataset` and no quantization yet (4.)."""
+    import tensorflow as tf
+
+    if not hasattr(converter, "_experimental_calibrate_only"):
+        raise compat.changed("TensorFlow", tf.__version__, "TFLiteConverter._experimental_calibrate_only",
+                             _CHECKED_TEXT, needed_for="int8 with layers kept in float (the auto variant)")
+    converter._experimental_calibrate_only = True
+    return converter.convert()
+
+
+def quantize_calibrated(calibrated: bytes, float_nodes: list[str]) -> bytes:
+    """`calibrated` (from `calibrated_model`) quantized to int8 with float32 input and output, except the ops
+    whose output tensors are named in `float_nodes`, which stay float (4.)."""
+    import tensorflow as tf
+
+    try:
+        from tensorflow.lite.python import convert  # private: see 4. in the module docstring
+
+        quantize = convert.mlir_quantize
+    except (ImportError, AttributeError):
+        raise compat.changed("TensorFlow", tf.__version__, "tensorflow.lite.python.convert.mlir_quantize",
+                             _CHECKED_TEXT, needed_for="int8 with layers kept in float (the auto variant)") from None
+    return quantize(calibrated, fully_quantize=False, denylisted_nodes=list(float_nodes))

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from tfscale.errors import ExportError
+from tfscale.errors import ExportError, install_hint
 from tfscale.export import files
 from tfscale.table import render
 
@@ -82,7 +82,7 @@ def latency_gap(fast: dict, slow: dict, setting: str = "1t") -> tuple[float, flo
         return None
     margin = max(MIN_GAP_US, (SLOWER - 1) * min(a, b))
     rounds_a, rounds_b = fast.get(f"p50_rounds_us_{setting}"), slow.get(f"p50_rounds_us_{setting}")
-    if setting == "1t" and rounds_a and rounds_b and len(rounds_a) == len(rounds_b):
+    if rounds_a and rounds_b and len(rounds_a) == len(rounds_b):
         diffs = np.subtract(rounds_b, rounds_a)
         q1, median, q3 = np.percentile(diffs, [25, 50, 75])
         return float(median), max(margin, float(q3 - q1))
@@ -95,18 +95,34 @@ def faster(fast: dict, slow: dict, setting: str = "1t") -> bool:
     return gap is not None and gap[0] > gap[1]
 
 
-def recommend(rows: list[dict], max_drop: float) -> str | None:
-    """The mode `rule` picks: the smallest TFLite file within `max_drop`, unless an equally small one is faster."""
-    ok = [r for r in rows if r.get("path", "").endswith(".tflite") and "error" not in r
-          and (r["mode"] == "float32" or (budget_loss(r) is not None and budget_loss(r) <= max_drop))]
+TARGETS = {"edge": ("float32", "1t"), "keras": ("keras_float32", "b1")}  # target: (its baseline, latency setting)
+
+
+def target_of(row: dict) -> str:
+    """"edge" (a TFLite file for LiteRT) or "keras" (a .keras model served inside Keras)."""
+    return row.get("target") or ("edge" if row.get("path", "").endswith(".tflite") else "keras")
+
+
+def recommend(rows: list[dict], max_drop: float, target: str = "edge") -> str | None:
+    """The mode `rule` picks for `target`: the smallest TFLite file ("edge"; Keras weights for "keras") within
+    `max_drop`, unless an equally small one is faster at batch 1 (1 thread for TFLite, predict_on_batch for Keras)."""
+    baseline, setting = TARGETS[target]
+    ok = [r for r in rows if target_of(r) == target and "error" not in r and r.get("size_bytes")
+          and (target == "edge") == r.get("path", "").endswith(".tflite")
+          and (r["mode"] == baseline or (budget_loss(r) is not None and budget_loss(r) <= max_drop))]
     if not ok:
         return None
     ok.sort(key=lambda r: (r["size_bytes"], r["mode"]))
     best = ok[0]
     for row in ok[1:]:
-        if row["size_bytes"] <= ok[0]["size_bytes"] * SIZE_TIE and faster(row, best):
+        if row["size_bytes"] <= ok[0]["size_bytes"] * SIZE_TIE and faster(row, best, setting):
             best = row
     return best["mode"]
+
+
+def recommendations(rows: list[dict], max_drop: float) -> dict[str, str | None]:
+    """One pick per target that has rows: {"edge": mode, "keras": mode}."""
+    return {t: recommend(rows, max_drop, t) for t in TARGETS if any(target_of(r) == t for r in rows)}
 
 
 def _why_slow(row: dict) -> str:
@@ -132,6 +148,12 @@ def review(rows: list[dict], max_drop: float) -> list[str]:
         if loss is not None and loss > max_drop and mode != "float32":
             unit = drop_unit(row.get("metric"))
             notes.append(f"{mode}: accuracy loss {loss:.2f} {unit} exceeds the budget of {max_drop:g} {unit}")
+        if target_of(row) == "keras":
+            notes += _review_keras(row, next((r for r in rows if r["mode"] == "keras_float32"), None))
+            if row.get("reload_error"):
+                notes.append(f"{mode}: {row['reload_error']}; serve the quantized model from memory, or a mode "
+                             f"whose file reloads")
+            continue
         if base is None or mode == "float32" or not row.get("p50_us_1t"):
             continue
         if faster(base, row):
@@ -142,6 +164,16 @@ def review(rows: list[dict], max_drop: float) -> list[str]:
                          f"({row['p50_us_1t_no_xnnpack']:.0f} vs {base['p50_us_1t_no_xnnpack']:.0f} µs, 1 thread); "
                          f"deploy it on a LiteRT runtime that applies XNNPACK")
     return notes
+
+
+def _review_keras(row: dict, base: dict | None) -> list[str]:
+    if base is None or row is base or "error" in base or not faster(base, row, "b1"):
+        return []
+    backend = row.get("backend", "this backend")
+    return [f"{row['mode']} is slower than keras_float32 through predict_on_batch on {backend} "
+            f"({row['p50_us_b1']:.0f} vs {base['p50_us_b1']:.0f} µs at batch 1): Keras dequantizes its weights "
+            f"in every call, which costs more than the smaller weights save for a model this small on this CPU; "
+            f"it pays where memory bandwidth limits (large models, accelerators)"]
 
 
 def _metric_cell(metric: str | None, value) -> str:
@@ -166,6 +198,8 @@ class ExportReport:
         warnings: variants that failed, exceed the budget, or run slower than float32, and why.
         max_drop: the accuracy budget (percentage points; percent for error metrics).
         reference: the Keras model's metric and predict_on_batch latency.
+        recommended_by_target: the pick per target, by `rule`: "edge" (TFLite files; the same as
+            `recommended`) and, where Keras modes were asked for, "keras" (a .keras model to serve in Keras).
     """
 
     rows: list[dict]
@@ -173,6 +207,7 @@ class ExportReport:
     warnings: list[str]
     max_drop: float
     reference: dict[str, Any] = dataclasses.field(default_factory=dict)
+    recommended_by_target: dict[str, str | None] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         self.rows = rounded(self.rows)
@@ -200,7 +235,7 @@ class ExportReport:
         """A text table of every variant, what its columns mean, the recommendation and its rule, warnings."""
         metric = self.metric
         headers, body = self.headers(), []
-        for r in self.rows:
+        for r in [r for r in self.rows if target_of(r) == "edge"]:
             mark = " *" if r["mode"] == self.recommended else ""
             if "error" in r:
                 body.append([r["mode"] + mark, "failed"] + [""] * (len(headers) - 2))
@@ -224,11 +259,40 @@ class ExportReport:
             lines.append(f"Keras model: {metric} {_metric_cell(metric, ref['keras_value'])}"
                          f"{' %' if metric in ACCURACIES else ''} on {ref.get('samples')} examples, "
                          f"predict_on_batch p50 {_fmt(ref.get('predict_on_batch_p50_us'), '.0f')} µs")
-        if any(r["mode"].startswith("keras_") for r in self.rows):
-            lines.append("keras_int8 is a .keras file to serve inside Keras; its latency is predict_on_batch")
-        lines.append(f"recommended (*): {self.recommended or 'none'}: {rule(self.max_drop, metric)}")
+        lines.append(f"recommended (*): {self.recommended or 'none'}: {rule(self.max_drop, metric)}"
+                     + (" (the edge: a TFLite file for LiteRT)" if any(target_of(r) == "keras" for r in self.rows)
+                        else ""))
+        keras_rows = [r for r in self.rows if target_of(r) == "keras"]
+        if keras_rows:
+            lines += ["", self._keras_table(keras_rows)]
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+    def _keras_table(self, keras_rows: list[dict]) -> str:
+        """The Keras-native variants: .keras models to serve inside Keras, weights as Keras holds them."""
+        metric, pick = self.metric, self.recommended_by_target.get("keras")
+        headers = ["Keras model", "weights KB", "size / f32",
+                   *([f"{metric} %" if metric in ACCURACIES else metric, f"drop {drop_unit(metric)}"]
+                     if metric else []),
+                   "agree %", "p50 µs b1", "p50 µs b32", "layers quantized"]
+        body = []
+        for r in keras_rows:
+            mark = " *" if r["mode"] == pick else ""
+            if "error" in r:
+                body.append([r["mode"] + mark, "failed"] + [""] * (len(headers) - 2))
+                continue
+            scored = [_metric_cell(metric, r.get("value")), _fmt(r.get("drop"), "+.2f")] if metric else []
+            body.append([r["mode"] + mark, _fmt(r["size_bytes"] / 1024, ".1f"), _fmt(r.get("size_vs_float32"), ".3f"),
+                         *scored, _fmt(None if r.get("agreement") is None else 100 * r["agreement"], ".2f"),
+                         _fmt(r.get("p50_us_b1"), ".0f"), _fmt(r.get("p50_us_b32"), ".0f"),
+                         _fmt(r.get("quantized_layers"), "d")])
+        backend = next((r["backend"] for r in keras_rows if r.get("backend")), "the current backend")
+        return "\n".join([render(headers, body),
+                          f"Keras models (.keras, no optimizer state) to serve inside Keras; size: the weights as "
+                          f"Keras holds them; latency: predict_on_batch on {backend}, batch 1 and 32, median of "
+                          f"alternating rounds",
+                          f"recommended for Keras serving (*): {pick or 'none'}: the same rule over weights, "
+                          f"timed at batch 1 through predict_on_batch"])
 
     def to_dict(self) -> dict:
         return rounded({**dataclasses.asdict(self), "rule": rule(self.max_drop, self.metric)})
@@ -243,18 +307,24 @@ class ExportReport:
 
         Every variant has its own colour and marker, named in the legend (no labels
         that can overlap); the recommended one is ringed and named in the legend;
-        the XNNPACK bar is drawn only where the delegate ran the file.
+        the XNNPACK bar is drawn only where the delegate ran the file. Where rows carry a
+        per-layer report, a second figure below: layers against variants (`_draw_layers`).
         """
         try:
             from matplotlib.figure import Figure  # no pyplot: the user's backend is left alone
         except ImportError as e:
             raise ExportError("plotting the report needs matplotlib", where="ExportReport.plot",
-                              fix="pip install 'tfscale[demo]'") from e
+                              fix=install_hint("demo", "matplotlib")) from e
         fig = Figure(figsize=(12, 5.6))
         _draw(fig, self)
         with files.atomic_file(path, overwrite=overwrite, suffix=".png") as tmp:
             fig.savefig(tmp, format="png", dpi=100)
+            _append_layers_figure(tmp, self.rows)  # the per-layer figure below, where rows have layers
         return Path(path)
+
+    def layers_table(self) -> str:
+        """The per-layer report of every variant as text (`tfscale quantize --layers`); see `layers_table`."""
+        return layers_table(self.rows)
 
 
 MARKERS = "osD^vP*Xhp"
@@ -267,7 +337,7 @@ def _draw(fig, report: ExportReport) -> None:
     from matplotlib.patches import Patch
     from matplotlib.ticker import NullLocator
 
-    rows = [r for r in report.rows if "error" not in r]
+    rows = [r for r in report.rows if "error" not in r and target_of(r) == "edge"]
     colors = [f"C{i % 10}" for i in range(len(rows))]
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.15]})
     metric = report.metric
@@ -321,3 +391,79 @@ def _draw(fig, report: ExportReport) -> None:
     fig.text(0.5, 0.01, "\n".join(textwrap.wrap("rule: " + rule(report.max_drop, metric), 130)), ha="center",
              va="bottom", fontsize=8)
     fig.tight_layout(rect=(0, 0.05, 1, 0.95))
+
+
+# The per-layer report (tfscale/export/layers.py): its text table and report.png's second figure ---------------
+
+SNR_CAP_DB = 120.0  # an output identical to the float model's but for float rounding
+LAYER_SAMPLES = 256  # evaluation examples the per-layer errors are measured on (the first N)
+EXPLAINED = (f"per layer, worst first: SNR dB = the layer's output against the float model's on the first "
+             f"{LAYER_SAMPLES} evaluation examples (higher is closer; {SNR_CAP_DB:.0f} = identical); own dB = the "
+             f"SNR of the error the layer adds itself (its noise-to-signal ratio minus its noisiest input's)")
+BASELINES = ("float32", "keras_float32")  # rows whose layers are all float by definition (left out of the table)
+
+def _layered(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if ("layers" in r or "layers_error" in r) and r["mode"] not in BASELINES]
+
+
+def layers_table(rows: list[dict]) -> str:
+    """Per variant, each layer worst first: status, precision, SNR against the float model, why it is float."""
+    blocks = []
+    for r in _layered(rows):
+        if "layers_error" in r:
+            blocks.append(f"{r['mode']}: no per-layer report: {r['layers_error']}")
+            continue
+        body = [[e["layer"], e["type"], e["status"], e.get("precision") or "-", _fmt(e.get("snr_db"), ".1f"),
+                 _fmt(e.get("own_snr_db"), ".1f"), e.get("reason") or ""] for e in r["layers"]]
+        blocks.append(f"{r['mode']} ({Path(r['path']).name}):\n"
+                      + render(["layer", "type", "status", "precision", "SNR dB", "own dB", "why float"], body))
+    return "\n\n".join(blocks + [EXPLAINED]) if blocks else "no per-layer report (no variant was made)"
+
+
+def _draw_layers(fig, rows: list[dict]) -> None:
+    """A heatmap: layers (model order) against variants, each cell the SNR of the error the layer adds in that
+    variant (own dB); F marks a layer kept in float, - a layer without a figure."""
+    names: dict[str, int] = {}
+    for r in rows:
+        for e in r["layers"]:
+            names.setdefault(e["layer"], e.get("index", len(names)))
+    order = sorted(names, key=names.get)
+    grid = np.full((len(order), len(rows)), np.nan)
+    ax = fig.subplots()
+    for j, r in enumerate(rows):
+        for e in r["layers"]:
+            i = order.index(e["layer"])
+            if e.get("own_snr_db") is not None:
+                grid[i, j] = e["own_snr_db"]
+            text = "-" if e.get("own_snr_db") is None else f"{round(e['own_snr_db']):d}"
+            ax.text(j, i, text + (" F" if e["status"] == "float" and r["mode"] != "float32" else ""),
+                    ha="center", va="center", fontsize=8)
+    image = ax.imshow(np.clip(grid, 0, 60), cmap="RdYlGn", vmin=0, vmax=60, aspect="auto")
+    ax.set_xticks(range(len(rows)), [r["mode"] for r in rows], rotation=20)
+    ax.set_yticks(range(len(order)), order)
+    fig.colorbar(image, ax=ax, label="own dB (higher: closer)", shrink=0.9)
+    ax.set_title(f"per layer: SNR of the error each layer adds against the float model (dB; {SNR_CAP_DB:.0f}: "
+                 f"identical); F: kept in float", fontsize=10)
+    fig.tight_layout()
+
+
+def _append_layers_figure(png: Path, rows: list[dict]) -> None:
+    """Appends the per-layer heatmap below the figure already in `png` (one PNG, two figures)."""
+    import io
+
+    from matplotlib import image
+    from matplotlib.figure import Figure
+
+    shown = [r for r in _layered(rows) if r.get("layers")]
+    if not shown:
+        return
+    height = max(len({e["layer"] for r in shown for e in r["layers"]}), 3) * 0.35 + 1.6
+    fig = Figure(figsize=(12, height))
+    _draw_layers(fig, shown)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    buffer.seek(0)
+    top, bottom = image.imread(str(png)), image.imread(buffer)
+    width = max(top.shape[1], bottom.shape[1])
+    padded = [np.pad(a, ((0, 0), (0, width - a.shape[1]), (0, 0)), constant_values=1.0) for a in (top, bottom)]
+    image.imsave(str(png), np.concatenate(padded), format="png")
