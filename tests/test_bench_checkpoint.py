@@ -35,7 +35,8 @@ def test_bench_checkpoint_reports_its_named_figures_and_positive_ratios(report):
     assert report["benchmark"] == "checkpoint" and report["rounds"] == QUICK_ROUNDS
     ratios = report["ratios"]
     for name in ("checkpoint_every_50_vs_none", "checkpoint_every_50_vs_none_per_cpu_s",
-                 "keras_modelcheckpoint_over_tfscale", "keras_backup_over_tfscale"):
+                 "checkpoint_every_50_vs_none_end_to_end", "keras_modelcheckpoint_over_tfscale",
+                 "keras_backup_over_tfscale"):
         assert isinstance(ratios[name], float) and ratios[name] > 0, (name, ratios)
     assert set(report["examples_per_s"]) == {"checkpoint_every_50", "none"}
     assert set(report["save_seconds"]) == {"tfscale", "tfscale_blocking", "keras_modelcheckpoint", "keras_backup"}
