@@ -23,6 +23,7 @@ import tfscale as ts  # noqa: E402
 scale = ts.Scale.auto()
 
 import keras  # noqa: E402
+from _cluster_model import conv_net  # noqa: E402  (beside this script)
 
 total = args.warmup + args.steps
 rng = np.random.RandomState(0)
@@ -32,15 +33,7 @@ data = scale.distribute((x, y), global_batch_size=args.global_batch)
 
 keras.utils.set_random_seed(0)
 with scale.scope():
-    model = keras.Sequential([
-        keras.Input((args.image, args.image, 3)),
-        keras.layers.Conv2D(32, 3, activation="relu"),
-        keras.layers.Conv2D(64, 3, activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(64, 3, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(10),
-    ])
+    model = conv_net(args.image)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"],
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 

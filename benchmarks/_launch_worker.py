@@ -31,6 +31,7 @@ options = {k: v for k, v in (("communication", args.communication), ("bytes_per_
 scale = ts.Scale.auto(**options)
 
 import keras  # noqa: E402
+from _cluster_model import conv_net  # noqa: E402  (beside this script)
 import tensorflow as tf  # noqa: E402
 
 rng = np.random.RandomState(0)
@@ -40,15 +41,7 @@ data = scale.distribute(tf.data.Dataset.from_tensor_slices((x, y)).repeat(), glo
 
 keras.utils.set_random_seed(0)
 with scale.scope():
-    model = keras.Sequential([
-        keras.Input((args.image, args.image, 3)),
-        keras.layers.Conv2D(32, 3, activation="relu"),
-        keras.layers.Conv2D(64, 3, activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(64, 3, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(10),
-    ])
+    model = conv_net(args.image)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"],
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   steps_per_execution=args.steps_per_execution)

@@ -24,12 +24,12 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pytest
 
 import procs
 from require import skip_or_fail
 from tests.cluster import netns
+from tests.cluster.launches import errors, finish, max_diff, weights
 from tfscale.cluster.launch.peers import PROBE_SECONDS
 
 pytestmark = pytest.mark.slow
@@ -54,31 +54,8 @@ def launch(host: netns.Host, hosts: str, *args: str, node_rank: bool = True) -> 
                       stderr=subprocess.STDOUT, text=True)
 
 
-def finish(proc: subprocess.Popen, timeout: float) -> str:
-    try:
-        return proc.communicate(timeout=timeout)[0]
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise AssertionError(f"the launcher did not exit within {timeout} s:\n{proc.communicate()[0][-4000:]}")
-
-
-def errors(output: str) -> str:
-    return "\n".join(line for line in output.splitlines() if line.startswith("tfscale launch:") or "Error:" in line)
-
-
 def addresses(hs, names: bool = False, port: int = PORT) -> str:
     return ",".join(f"{h.hostname if names else h.addr}:{port}" for h in hs)
-
-
-def weights(path) -> dict[str, np.ndarray]:
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}
-
-
-def max_diff(a: dict, b: dict) -> float:
-    keys = [k for k in a if re.fullmatch(r"w\d+", k)]
-    assert keys and sorted(keys) == sorted(k for k in b if re.fullmatch(r"w\d+", k))
-    return max(float(np.max(np.abs(a[k] - b[k]))) for k in keys)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -29,8 +29,7 @@ from tfscale.compat import keras as keras_compat
 from tfscale.compat import litert as litert_compat
 from tfscale.errors import ExportError, install_hint
 from tfscale.export import runtime
-from tfscale.export.report import LAYER_SAMPLES
-from tfscale.export.report import SNR_CAP_DB
+from tfscale.export.layer_report import LAYER_SAMPLES, SNR_CAP_DB
 from tfscale.export.source import PreparedModel
 from tfscale.vocabulary import ABSENT, FLOAT, NO_WEIGHTS, QUANTIZED
 
@@ -360,21 +359,8 @@ def _read_outputs(fl: FileLayers, ref: FloatLayers) -> dict[str, np.ndarray]:
         computing = [op for op in ops if not all(i in fl.static for i in op["inputs"] if i >= 0)]
         if computing:
             last[name] = computing[-1]["outputs"][0]
-    n = len(ref.inputs[0])
-    try:
-        batch = min(BATCH, n)
-        runtime.set_batch(interpreter, ins, batch)
-    except (RuntimeError, ValueError):  # a model with a fixed batch of 1
-        batch = 1
-        runtime.set_batch(interpreter, ins, 1)
     parts: dict[str, list[np.ndarray]] = {name: [] for name in last}
-    for start in range(0, n, batch):
-        chunk = [x[start:start + batch] for x in ref.inputs]
-        if len(chunk[0]) != batch:
-            runtime.set_batch(interpreter, ins, len(chunk[0]))
-        for x, d in zip(chunk, ins):
-            interpreter.set_tensor(d["index"], runtime.quantize(x, d))
-        interpreter.invoke()
+    for _ in runtime.invoke_in_batches(interpreter, ins, ref.inputs, BATCH):
         for name, index in last.items():
             parts[name].append(runtime.dequantize(interpreter.get_tensor(index), fl.tensors[index]).copy())
     return {name: np.concatenate(p) for name, p in parts.items() if p}

@@ -8,6 +8,7 @@ output_1, ... in the Keras model's order, and int8/uint8 tensors are
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -74,3 +75,24 @@ def set_batch(interpreter, inputs_detail, size: int) -> None:
     for d in inputs_detail:
         interpreter.resize_tensor_input(d["index"], [size, *d["shape_signature"][1:]], strict=False)
     interpreter.allocate_tensors()
+
+
+def invoke_in_batches(interpreter, inputs_detail, inputs: list[np.ndarray], batch: int) -> Iterator[int]:
+    """Runs `interpreter` on whole input arrays, `batch` examples at a time (one at a time where the model's batch
+    is fixed at 1; the last batch smaller), quantizing each input as its tensor wants; yields after each invoke
+    the number of examples it ran, for the caller to read the tensors it needs."""
+    n = len(inputs[0])
+    try:
+        batch = min(batch, n)
+        set_batch(interpreter, inputs_detail, batch)
+    except (RuntimeError, ValueError):  # a model with a fixed batch of 1
+        batch = 1
+        set_batch(interpreter, inputs_detail, 1)
+    for start in range(0, n, batch):
+        chunk = [x[start:start + batch] for x in inputs]
+        if len(chunk[0]) != batch:
+            set_batch(interpreter, inputs_detail, len(chunk[0]))
+        for x, detail in zip(chunk, inputs_detail):
+            interpreter.set_tensor(detail["index"], quantize(x, detail))
+        interpreter.invoke()
+        yield len(chunk[0])

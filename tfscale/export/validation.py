@@ -49,21 +49,8 @@ def run(path: Path, source: PreparedModel, inputs: list[np.ndarray]) -> list[np.
     """The TFLite file's (dequantized) outputs for whole input arrays, in batches."""
     interpreter = runtime.interpreter(path, os.cpu_count() or 1)
     ins, outs = runtime.io_details(interpreter, source)
-    n = len(inputs[0])
-    try:
-        batch = min(EVAL_BATCH, n)
-        runtime.set_batch(interpreter, ins, batch)
-    except (RuntimeError, ValueError):  # a model with a fixed batch of 1
-        batch = 1
-        runtime.set_batch(interpreter, ins, 1)
     parts = []
-    for start in range(0, n, batch):
-        chunk = [x[start:start + batch] for x in inputs]
-        if len(chunk[0]) != batch:
-            runtime.set_batch(interpreter, ins, len(chunk[0]))
-        for x, d in zip(chunk, ins):
-            interpreter.set_tensor(d["index"], runtime.quantize(x, d))
-        interpreter.invoke()
+    for _ in runtime.invoke_in_batches(interpreter, ins, inputs, EVAL_BATCH):
         parts.append([runtime.dequantize(interpreter.get_tensor(d["index"]), d) for d in outs])
     return [np.concatenate([p[i] for p in parts]) for i in range(len(outs))]
 
