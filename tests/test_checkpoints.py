@@ -320,8 +320,93 @@ def test_a_capture_keeps_its_step_s_values_while_training_goes_on_and_reused_arr
         got = _h5_values(tmp_path / f"{name}.weights.h5")
         assert got.keys() == expected.keys()
         for key in expected:
+            assert got[key].shape == expected[key].shape, (name, key)
             np.testing.assert_array_equal(got[key], expected[key], err_msg=f"{name}: {key}")
     assert not all(np.array_equal(expected_first[k], expected_third[k]) for k in expected_first)  # training moved
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_a_capture_on_tensorflow_holds_views_of_the_variables_and_keeps_its_step_s_values_as_training_goes_on(
+        tmp_path, jit_compile):
+    """On TensorFlow a replayed capture copies nothing: each value is a view of the tensor its variable holds
+    (TensorFlow copies a buffer before it updates a variable whose tensor is still held). Written after 12 more
+    steps, eager and compiled by XLA, the file has the capture's own step's values, and a frozen layer (whose
+    buffers no step replaces) keeps its weights through later captures."""
+    from tfscale.scale import keras_saving
+
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, name="frozen"), keras.layers.Dense(1)])
+    model.get_layer("frozen").trainable = False
+    model.compile(optimizer="adam", loss="mse", jit_compile=jit_compile)
+    model.fit(X, Y, batch_size=BATCH, epochs=1, verbose=0)
+    frozen = [w.copy() for w in model.get_layer("frozen").get_weights()]
+    keras_saving.capture(model)(str(tmp_path / "walk.weights.h5"))  # the first capture walks the model
+    groups, layout = keras_saving._groups(model)  # replayed
+    assert layout is not None
+    variables = list(model.variables) + list(model.optimizer.variables)
+    held = [array for group in groups for _, array in group.values]
+    assert len(held) == len(variables)
+    for array, variable in zip(held, variables):
+        assert np.shares_memory(array, np.asarray(variable.value.value())), variable.path  # a view, not a copy
+    model.save_weights(tmp_path / "keras.weights.h5")
+    expected = _h5_values(tmp_path / "keras.weights.h5")
+    model.fit(X, Y, batch_size=BATCH, epochs=2, verbose=0)  # the variables are updated 12 times
+    keras_saving.write_weights(groups, str(tmp_path / "held.weights.h5"))
+    layout.release(groups)
+    got = _h5_values(tmp_path / "held.weights.h5")
+    assert got.keys() == expected.keys()
+    for key in expected:
+        assert got[key].shape == expected[key].shape, key  # a scalar stays a scalar
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+    assert not np.array_equal(got["layers/dense/vars/0"], model.layers[1].get_weights()[0])  # training moved
+    keras_saving.capture(model)(str(tmp_path / "later.weights.h5"))
+    for before, after in zip(frozen, model.get_layer("frozen").get_weights()):
+        np.testing.assert_array_equal(after, before)
+
+
+def test_a_step_save_writes_over_the_file_of_the_checkpoint_pruned_before_it_and_leaves_no_spare(scale, tmp_path):
+    """With keep=2, the weights file of the checkpoint a commit prunes is kept aside (not deleted) and the next save
+    writes over it: the same file, still linked, now holding the new checkpoint, whole (its CRC matches) and equal
+    to the model at its step. Nothing is left beside the checkpoints when training ends."""
+    from tfscale.scale.checkpoint import Checkpoints
+
+    with scale.scope():
+        model = build_model()
+        model.compile(optimizer="adam", loss=OPTIONS["loss"])
+    model.fit(X, Y, batch_size=BATCH, epochs=1, verbose=0)
+    folder = tmp_path / "ckpt"
+    callbacks = scale.callbacks(checkpoint_dir=str(folder), resume=False, save_on_preemption=False,
+                                keep_checkpoints=2,
+                                throughput=False, terminate_on_nan=False)
+    checkpoints = next(c for c in callbacks if isinstance(c, Checkpoints))
+    checkpoints.set_model(model)
+    weights = lambda step: folder / f"epoch-00000-step-{step:07d}.weights.h5"  # noqa: E731
+    held = {}
+    for step in range(1, 6):
+        model.fit(X[:BATCH], Y[:BATCH], batch_size=BATCH, epochs=1, verbose=0)  # the values change every save
+        checkpoints.save(0, step, "steps")
+        checkpoints.wait()
+        if step <= 2:
+            held[step] = os.open(weights(step), os.O_RDONLY)  # the files saves 4 and 5 must write over
+        expected = [w.copy() for w in model.get_weights()]
+    try:
+        for pruned, new in ((1, 4), (2, 5)):
+            assert not weights(pruned).exists()
+            old = os.fstat(held[pruned])
+            assert old.st_nlink == 1, f"step {pruned}'s file was deleted, not kept for step {new}"
+            assert os.path.samestat(old, os.stat(weights(new))), f"step {new} was written to a new file"
+        store = CheckpointStore(str(folder))
+        assert [info.name for info in store.list()] == ["epoch-00000-step-0000005", "epoch-00000-step-0000004"]
+        assert all(store.verify(info) is None for info in store.list())
+        other = build_model()
+        other.load_weights(weights(5))
+        for a, b in zip(other.get_weights(), expected, strict=True):
+            np.testing.assert_array_equal(a, b)
+    finally:
+        for fd in held.values():
+            os.close(fd)
+    checkpoints.on_train_end()
+    assert sorted(os.listdir(folder)) == sorted(f"epoch-00000-step-{s:07d}{end}" for s in (4, 5)
+                                                for end in (".json", ".weights.h5"))
 
 
 def _h5_values(path):

@@ -199,6 +199,8 @@ class Checkpoints(keras.callbacks.Callback):
             if self._pending_error is not None:
                 log.warning("the last checkpoint could not be committed: %s", self._pending_error)
                 self._pending_error = None
+        if self.is_chief and self.checkpoints.store.is_local:
+            _remove(_spare_path(self.directory))
         self._progress = None
         if self.flag is not None:
             self.flag.uninstall()
@@ -437,16 +439,28 @@ class Checkpoints(keras.callbacks.Callback):
         return name
 
     def _commit(self, local: str, info: CheckpointInfo, write=None) -> None:
-        """Writes `local` from the values captured (`write`; None: written already), then commits it."""
+        """Writes `local` from the values captured (`write`; None: written already), then commits it.
+
+        The file is written over the spare beside it where there is one: the weights file of the checkpoint the
+        last prune removed (local stores), or the last upload's local copy (object stores), so that a save
+        allocates no new pages or blocks and frees none (`CheckpointStore.prune`)."""
+        spare = _spare_path(os.path.dirname(local))
+        in_place = os.path.dirname(local) != self.scratch
         try:
+            if write is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(spare, local)
             digest = write(local) if write is not None else None  # hashed while written (None: hashed in commit)
             self.checkpoints.commit(local, info, digest=digest)
-            self.checkpoints.prune(self.keep)
+            self.checkpoints.prune(self.keep, spare=spare if in_place else None)
             log.info("checkpoint %s saved (%s)", info.name, info.reason)
         except BaseException as e:  # noqa: BLE001 - raised in the training thread by wait()
             self._pending_error = e
-        finally:
             _remove(local)
+        else:
+            if not in_place:  # uploaded: the local copy is the next save's spare
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(local, spare)
 
     def wait(self) -> None:
         """Returns once the save in flight (if any) is committed; raises its error in this thread."""
@@ -534,6 +548,11 @@ def _sees_marker(store: Store, token: str) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.2)
+
+
+def _spare_path(folder: str) -> str:
+    """The weights file in `folder` that this process's next save writes over (see `Checkpoints._commit`)."""
+    return os.path.join(folder, f"{_TMP_PREFIX}{os.getpid()}-spare{WEIGHTS}")
 
 
 def _remove(path: str) -> None:

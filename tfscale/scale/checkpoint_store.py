@@ -21,6 +21,7 @@ before is used.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -228,17 +229,33 @@ class CheckpointStore:
                                json.dumps(info.to_json(), indent=1, sort_keys=True).encode())
         return info
 
-    def prune(self, keep: int) -> None:
-        """Removes all but the newest `keep` checkpoints (the manifest first, so none is left half-visible)."""
-        for info in self.list()[max(1, keep):]:
-            self.remove(info)
+    def prune(self, keep: int, spare: str | None = None) -> bool:
+        """Removes all but the newest `keep` checkpoints (the manifest first, so none is left half-visible).
 
-    def remove(self, info: CheckpointInfo) -> None:
+        `spare`: a local path (in this folder) where the weights file of one checkpoint removed from a local store
+        is moved instead of deleted, for the next save to write over (`keras_saving.write_weights`): its blocks
+        and cached pages are used again, and nothing is freed and allocated anew per save. Returns whether it was.
+        """
+        moved = False
+        for info in self.list()[max(1, keep):]:
+            moved = self.remove(info, spare=None if moved else spare) or moved
+        return moved
+
+    def remove(self, info: CheckpointInfo, spare: str | None = None) -> bool:
+        """Removes a checkpoint, its manifest first; with `spare` (local stores), its weights file is moved there
+        instead of deleted (see `prune`). Returns whether it was."""
         self.store.remove(self.store.join(info.name + MANIFEST))
         if is_sharded(info):
             self.store.rmtree(self.store.join(info.name + SHARDED))
+        moved = False
         for name in info.files:
+            if spare is not None and not moved and self.store.is_local and name.endswith(WEIGHTS):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(self.store.join(name), spare)
+                    moved = True
+                    continue
             self.store.remove(self.store.join(name))
+        return moved
 
     def remove_uncommitted(self) -> list[str]:
         """Removes weights files without a manifest (a writer killed before its commit) and temporary files."""

@@ -2,12 +2,13 @@
 
 Why: `model.save_weights` reads every variable while it writes the file, so it must run in the training
 thread and the step waits for the disk (25-60 ms for an 8 MB file here, against 5 ms steps). `capture(model)`
-copies the values (the only part the step waits for: ~1 ms for that model, read as views of the backend's
-buffers and copied into the arrays of the last capture whose file is written; ~4 ms with a new `Variable.numpy()`
-copy of each) and returns a function that writes the same file later, in another thread, while training goes
-on, and returns its checksum and size. What each
-part cost before (the MLP of benchmarks/bench_checkpoint.py, 2 cores, CPU ms): Keras' walk 7-12, reading the
-values 2-3, h5py writing the file 3 (besides the bytes), SHA-256 of the file read back 5.5 + the read.
+takes the values (the only part the step waits for) and returns a function that writes the same file later, in
+another thread, while training goes on, and returns its checksum and size. On TensorFlow the values are views of
+the tensors the variables hold, copied by TensorFlow itself only when a later step updates them (`_host_copy`):
+~0.7 ms for that model's 8 MB with its Adam state, against ~3 ms copied into reused arrays (what JAX arrays still
+are: Keras donates them to its train step) and ~4 ms with a new `Variable.numpy()` copy of each. What each part
+cost before (the MLP of benchmarks/bench_checkpoint.py, 2 cores, CPU ms): Keras' walk 7-12, reading the values
+2-3, h5py writing the file 3 (besides the bytes), SHA-256 of the file read back 5.5 + the read.
 
 - **What to save, found once.** Keras' own walk over the model (`saving_lib._save_state`, which names every
   entry exactly as `save_weights` does) runs into a store that records each entry. The walk reads every
@@ -71,37 +72,54 @@ def _stores_copies(saveable) -> bool:
     return _OPTIMIZER_SAVE is not None and getattr(type(saveable), "save_own_variables", None) is _OPTIMIZER_SAVE
 
 
+def _tf_variable(value):
+    """The `tf.Variable` behind `value` (a Keras variable on TensorFlow, or a `tf.Variable`), else None."""
+    if isinstance(value, keras.Variable):
+        value = value.value
+    return value if callable(getattr(value, "value", None)) and hasattr(value, "handle") else None
+
+
 def _current(value) -> np.ndarray:
     """The value of a variable (or a tensor or array) now, as a NumPy array: a view of the backend's buffer, no copy,
     where the backend allows.
 
     A Keras variable's `value` is TensorFlow's `tf.Variable` (whose `value()` is the tensor it holds now, and
     `EagerTensor.__array__` a view of that tensor's buffer) or a JAX array (a view on the host CPU, a transfer
-    from an accelerator). The view is read at once, between two steps: a tensor that is still held when a step
-    updates the variable is copied by TensorFlow first (copy-on-write), so a view never changes under a reader.
+    from an accelerator).
     """
-    if isinstance(value, keras.Variable):
+    variable = _tf_variable(value)
+    if variable is not None:
+        value = variable.value()
+    elif isinstance(value, keras.Variable):
         value = value.value
-    if callable(getattr(value, "value", None)) and hasattr(value, "handle"):  # a tf.Variable
-        value = value.value()
     return np.asarray(value)
 
 
-def _host_copy(value, copied: bool, into: np.ndarray | None) -> np.ndarray:
-    """A C-ordered copy in host memory, which training does not overwrite at the next step: `into` (a buffer of
-    an earlier capture whose file is written, reused: no new memory to fault in) where it fits, else a new array.
+def _host_copy(value, copied: bool, into: np.ndarray | None) -> tuple[np.ndarray, bool]:
+    """(the value now in host memory, which training does not change at the next steps; whether that array may be
+    overwritten by a later capture once its file is written).
 
-    A NumPy value of a saveable that `copied` it (`_stores_copies`) is a copy already and is kept as it is.
-    Reading views and copying them into reused buffers costs ~1 ms for the 8 MB of benchmarks/bench_checkpoint.py's
-    model and its Adam state, against ~4 ms for `Variable.numpy()` of each (a new copy each, faulted in).
+    - A TensorFlow variable: a view of the tensor it holds now, not copied. TensorFlow copies a variable's buffer
+      before it updates it while another tensor still holds that buffer (copy-on-write: `AssignAdd/Sub/
+      VariableOp` and XLA's updates allocate anew instead of writing in place), so the view keeps this step's
+      values while the next steps train, at the cost of one copy inside the next step that updates it instead
+      of one here (the capture waits ~1 ms instead of ~3.5 for benchmarks/bench_checkpoint.py's 8 MB). It is
+      never overwritten later: a variable that no step updated (a frozen layer's) still lives in that buffer.
+    - A NumPy value of a saveable that `copied` it (`_stores_copies`): a copy already, kept as it is.
+    - Anything else (a JAX array, whose buffer the next step may take over: Keras donates the state to its
+      train step; a value a saveable computed): copied into `into` (the array of an earlier capture whose
+      file is written, reused: no new memory to fault in) where it fits, else into a new array.
     """
     if copied and isinstance(value, np.ndarray):
-        return np.asarray(value, order="C")
+        return np.asarray(value, order="C"), True
+    if _tf_variable(value) is not None:
+        view = _current(value)
+        return (view if view.flags.c_contiguous else np.array(view, order="C")), False  # (ascontiguousarray: 1-d)
     source = _current(value)
     if into is None or into.shape != source.shape or into.dtype != source.dtype:
         into = np.empty(source.shape, source.dtype)
     np.copyto(into, source, casting="no")
-    return into
+    return into, True
 
 
 @dataclasses.dataclass
@@ -109,6 +127,7 @@ class _Group:
     path: str
     metadata: dict | None
     values: list[tuple[str, np.ndarray]] = dataclasses.field(default_factory=list)
+    reusable: list[bool] = dataclasses.field(default_factory=list)  # per value: a later capture may overwrite it
 
 
 class _Recorder(_STORE or object):
@@ -141,7 +160,9 @@ class _Recorder(_STORE or object):
     def __setitem__(self, key, value):  # a variable, or a value the saveable computed (the optimizer's)
         into = self._reuse[self._count] if self._count < len(self._reuse) else None
         self._count += 1
-        self.groups[-1].values.append((key, _host_copy(value, self._copied, into)))
+        array, reusable = _host_copy(value, self._copied, into)
+        self.groups[-1].values.append((key, array))
+        self.groups[-1].reusable.append(reusable)
 
 
 class _Layout:
@@ -174,8 +195,9 @@ class _Layout:
 
     def release(self, groups: list[_Group]) -> None:
         """`groups`' file is written: their arrays may be overwritten by the next capture."""
-        with self._lock:
-            self._free = [array for group in groups for _, array in group.values]
+        with self._lock:  # in order (a capture reuses them by position); None where a view must be left alone
+            self._free = [array if reusable else None
+                          for group in groups for (_, array), reusable in zip(group.values, group.reusable)]
 
 
 _layouts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its _Layout
@@ -277,12 +299,16 @@ def write_weights(groups: list[_Group], path: str) -> tuple[str, int]:
                 _templates[structure] = template
                 while len(_templates) > MAX_TEMPLATES:
                     del _templates[next(iter(_templates))]
-    fd = os.open(path, os.O_WRONLY | (0 if written else os.O_CREAT | os.O_TRUNC), 0o666)
+    # An existing file is written over, not truncated first (a spare of the caller's: `CheckpointStore.prune`):
+    # its pages and blocks are used again instead of freed and allocated anew (~3x less CPU for 8 MB here).
+    fd = os.open(path, os.O_WRONLY | (0 if written else os.O_CREAT), 0o666)
     try:
         pieces = [(offset, _bytes(arrays[piece]) if isinstance(piece, int) else piece)
                   for offset, piece in template.pieces]
         if not written:  # the pieces cover the file in order: one system call (one wait for the GIL after it)
             _pwrite(fd, [data for _, data in pieces])
+            if os.fstat(fd).st_size > template.size:  # a longer file written over: cut to this one's end
+                os.ftruncate(fd, template.size)
         if hasattr(os, "posix_fadvise"):  # Linux starts writing the dirty pages to the disk now (dropping none):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # the caller's fsync then waits less
         digest = Checksum()
