@@ -429,6 +429,15 @@ def _figures(values: list[float], digits: int) -> dict:
     return {"median": round(statistics.median(values), digits), "all": [round(v, digits) for v in values]}
 
 
+def _crc32_implementation() -> str:
+    """Whose CRC-32 the manifests' checksums were computed with: ISA-L's (`isal`) or zlib's (the same values)."""
+    import zlib
+
+    from tfscale.scale.checkpoint_store import crc32
+
+    return "zlib" if crc32() is zlib.crc32 else "isal"
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -529,7 +538,8 @@ def build_report(args, raw: dict, started: float, load_before: float) -> dict:
                      "model": "MLP 784-512-512-10, Adam, random Fashion-MNIST-shaped data",
                      "params": raw["params"], "checkpoint_bytes": raw["checkpoint_bytes"], "scale": "default",
                      "backend": keras.backend.backend(), "keras": keras.__version__,
-                     "python": platform.python_version(), "cpus": os.cpu_count()},
+                     "python": platform.python_version(), "cpus": os.cpu_count(),
+                     "crc32": _crc32_implementation()},
         "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "examples_per_s": {n: {"median": round(statistics.median(v), 1), "best": round(max(v), 1),
                                "all": [round(x, 1) for x in v]} for n, v in training.items()},

@@ -409,6 +409,26 @@ def test_a_step_save_writes_over_the_file_of_the_checkpoint_pruned_before_it_and
                                                 for end in (".json", ".weights.h5"))
 
 
+def test_manifests_hold_zlib_s_crc32_of_each_file_computed_by_isa_l_where_it_is_installed(scale, tmp_path):
+    """The CRC-32 is ISA-L's (`isal`, installed with tfscale where it has wheels, as here) and is the value zlib
+    gives for the file's bytes: a manifest verifies with either, and with any zlib outside tfscale."""
+    import zlib
+
+    from isal import isal_zlib
+
+    from tfscale.scale.checkpoint_store import crc32
+
+    assert crc32() is isal_zlib.crc32
+    ts.fit(build_model, (X, Y), scale=scale, epochs=1, checkpoint_dir=str(tmp_path), checkpoint_every_steps=2,
+           **OPTIONS)
+    infos = CheckpointStore(str(tmp_path)).list()
+    assert len(infos) == 2
+    for info in infos:
+        for name, entry in info.files.items():
+            data = (tmp_path / name).read_bytes()
+            assert entry == {"bytes": len(data), "crc32": f"{zlib.crc32(data):08x}"}, (info.name, name)
+
+
 def _h5_values(path):
     import h5py
 
