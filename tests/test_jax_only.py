@@ -92,6 +92,17 @@ def test_info_and_a_tensorflow_command_without_tensorflow(tmp_path):
     assert 'pip install -e ".[tensorflow]"' in mirrored.stdout
 
 
+def test_importing_tfscale_export_without_tensorflow_is_a_config_error_naming_the_extra():
+    """`import tfscale.export` (not only `ts.export`) says what to install, not which module was missing."""
+    code = ("import tfscale as ts\ntry:\n    import tfscale.export\nexcept ts.ConfigError as e:\n    print(e)\n"
+            "except ModuleNotFoundError as e:\n    print('raw', e)")
+    done = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("tensorflow is not installed") and "Where: tfscale.export." in done.stdout, \
+        done.stdout
+    assert 'pip install -e ".[tensorflow]"' in done.stdout
+
+
 def _closure(extras: dict, extra: str) -> list[str]:
     """The requirements of `extra`, with the extras it names (tfscale[a,b]) expanded."""
     found = []

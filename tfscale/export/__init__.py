@@ -15,13 +15,18 @@ written atomically and never overwritten unless asked. Optional packages
 
 from __future__ import annotations
 
-from tfscale.export.converter import INT8_IO, MODES, tflite
-from tfscale.export.optimization import prune, qat
-from tfscale.export.report import ExportReport
-from tfscale.export.saving import keras_file as keras
-from tfscale.export.saving import keras_quantized, saved_model
-from tfscale.export.validation import validate
-from tfscale.export.variants import DEFAULT_MODES, EXTRA_MODES, quantize_all
+try:  # TensorFlow (the `tensorflow` extra) missing, on a JAX-only install: a ConfigError naming the extra
+    from tfscale.export.converter import INT8_IO, MODES, tflite
+    from tfscale.export.optimization import prune, qat
+    from tfscale.export.report import ExportReport
+    from tfscale.export.saving import keras_file as keras
+    from tfscale.export.saving import keras_quantized, saved_model
+    from tfscale.export.validation import validate
+    from tfscale.export.variants import DEFAULT_MODES, EXTRA_MODES, quantize_all
+except ModuleNotFoundError as e:
+    from tfscale import errors
+
+    raise errors.missing_module(e, where="tfscale.export") from None
 
 __all__ = ["DEFAULT_MODES", "EXTRA_MODES", "INT8_IO", "MODES", "ExportReport", "keras", "keras_quantized", "prune",
            "qat", "quantize_all", "saved_model", "tflite", "validate"]
