@@ -112,8 +112,9 @@ def _host_copy(value, copied: bool, into: np.ndarray | None) -> tuple[np.ndarray
     """
     if copied and isinstance(value, np.ndarray):
         return np.asarray(value, order="C"), True
-    if _tf_variable(value) is not None:
-        view = _current(value)
+    variable = _tf_variable(value)
+    if variable is not None:
+        view = np.asarray(variable.value())
         return (view if view.flags.c_contiguous else np.array(view, order="C")), False  # (ascontiguousarray: 1-d)
     source = _current(value)
     if into is None or into.shape != source.shape or into.dtype != source.dtype:
